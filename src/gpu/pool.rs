@@ -1,0 +1,122 @@
+//! A pool of storage buffers by size class, so that steady-state steps allocate nothing.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Usage of every pooled buffer: bound as storage, copied to and from.
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST);
+
+/// Rounds `bytes` up to its size class: 256-byte multiples below 4 KiB, then steps of 1/8 of
+/// the next lower power of two (at most 12.5% waste).
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    if bytes <= 4096 {
+        return bytes.div_ceil(256).max(1) * 256;
+    }
+    let step = (1u64 << (63 - bytes.leading_zeros())) / 8;
+    bytes.div_ceil(step) * step
+}
+
+/// Free buffers by size class.
+pub(crate) struct BufferPool {
+    device: wgpu::Device,
+    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    total: Mutex<u64>,
+}
+
+impl BufferPool {
+    pub(crate) fn new(device: wgpu::Device) -> Self {
+        BufferPool {
+            device,
+            free: Mutex::new(HashMap::new()),
+            total: Mutex::new(0),
+        }
+    }
+
+    /// A buffer of at least `bytes` bytes; returns to the pool when the handle drops.
+    pub(crate) fn acquire(self: &Arc<Self>, bytes: u64) -> GpuBuffer {
+        let class = size_class(bytes);
+        let reused = self
+            .free
+            .lock()
+            .unwrap()
+            .get_mut(&class)
+            .and_then(|v| v.pop());
+        let buf = reused.unwrap_or_else(|| {
+            *self.total.lock().unwrap() += class;
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: class,
+                usage: USAGE,
+                mapped_at_creation: false,
+            })
+        });
+        GpuBuffer {
+            buf: Some(buf),
+            class,
+            pool: self.clone(),
+        }
+    }
+
+    fn release(&self, class: u64, buf: wgpu::Buffer) {
+        self.free
+            .lock()
+            .unwrap()
+            .entry(class)
+            .or_default()
+            .push(buf);
+    }
+
+    pub(crate) fn total_bytes(&self) -> u64 {
+        *self.total.lock().unwrap()
+    }
+}
+
+/// A pooled device buffer; dropping it returns the buffer to its pool.
+pub struct GpuBuffer {
+    buf: Option<wgpu::Buffer>,
+    class: u64,
+    pool: Arc<BufferPool>,
+}
+
+impl GpuBuffer {
+    /// The underlying wgpu buffer.
+    pub fn raw(&self) -> &wgpu::Buffer {
+        self.buf.as_ref().expect("buffer taken")
+    }
+
+    /// Its allocated size in bytes (the size class, at least what was asked for).
+    pub fn capacity(&self) -> u64 {
+        self.class
+    }
+}
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            self.pool.release(self.class, b);
+        }
+    }
+}
+
+impl std::fmt::Debug for GpuBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuBuffer({} bytes)", self.class)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_class;
+
+    #[test]
+    fn size_classes_cover_the_request_with_little_waste() {
+        for bytes in [1u64, 255, 256, 257, 4095, 4097, 10_000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+            let c = size_class(bytes);
+            assert!(c >= bytes, "{bytes} -> {c}");
+            assert!(c % 256 == 0, "{bytes} -> {c} not 256-aligned");
+            assert!((c - bytes) as f64 <= 0.125 * bytes as f64 + 256.0, "{bytes} -> {c}");
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! geopath: weight-space geodesics for neural networks, on a WGSL tensor engine of its own.
+//!
+//! Layers, bottom to top: [`gpu`] (wgpu runtime), `kernels/*.wgsl` ([`kernels`]), [`cpu`]
+//! (reference implementation), [`ops`] (tensor ops on either device), [`autodiff`] (forward,
+//! reverse and forward-over-reverse modes), [`nn`] (networks over one flat parameter vector).
+#![warn(missing_docs)]
+
+pub mod cpu;
+pub mod device;
+pub mod error;
+pub mod gpu;
+pub mod kernels;
+pub mod ops;
+pub mod tensor;
+
+pub use device::Device;
+pub use error::{Error, Result};
+pub use gpu::DeviceChoice;
+pub use tensor::Tensor;

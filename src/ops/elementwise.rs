@@ -1,0 +1,151 @@
+//! Elementwise ops (`kernels/elementwise.wgsl`).
+
+use super::{common_device, groups_1d, Params};
+use crate::cpu::elementwise as cpu;
+use crate::device::Device;
+use crate::error::{shape_err, Result};
+use crate::gpu::KernelKey;
+use crate::tensor::Tensor;
+
+fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(shape_err(op, format!("{:?} vs {:?}", a.shape(), b.shape())));
+    }
+    Ok(())
+}
+
+/// Runs elementwise entry point `entry` with inputs `ins`, producing `n_out` tensors of the
+/// shape of `ins[0]`.
+fn launch(op: &'static str, entry: &'static str, params: Params, ins: &[&Tensor], n_out: usize) -> Result<Vec<Tensor>> {
+    let dev = common_device(op, ins)?;
+    let ctx = dev.gpu().expect("launch on GPU only");
+    let shape = ins[0].shape();
+    let outs: Vec<Tensor> = (0..n_out)
+        .map(|_| Tensor::gpu_uninit(ctx, op, shape))
+        .collect::<Result<_>>()?;
+    let in_bufs: Vec<_> = ins.iter().map(|t| t.buffer().unwrap().0).collect();
+    let out_bufs: Vec<_> = outs.iter().map(|t| t.buffer().unwrap().0).collect();
+    ctx.dispatch(
+        op,
+        &KernelKey::new("elementwise", entry),
+        params.bytes(),
+        &in_bufs,
+        &out_bufs,
+        groups_1d(ins[0].numel(), 256),
+    )?;
+    Ok(outs)
+}
+
+fn one(mut v: Vec<Tensor>) -> Tensor {
+    v.swap_remove(0)
+}
+
+/// `alpha * a + beta * b`.
+pub fn axpby(alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
+    same_shape("axpby", a, b)?;
+    match common_device("axpby", &[a, b])? {
+        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::axpby(alpha, a.host().unwrap(), beta, b.host().unwrap()))),
+        Device::Gpu(_) => {
+            let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha).f(beta);
+            launch("axpby", "axpby", p, &[a, b], 1).map(one)
+        }
+    }
+}
+
+/// `a + b`.
+pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    axpby(1.0, a, 1.0, b)
+}
+
+/// `a - b`.
+pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    axpby(1.0, a, -1.0, b)
+}
+
+/// `a * b` elementwise.
+pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same_shape("mul", a, b)?;
+    match common_device("mul", &[a, b])? {
+        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::mul(a.host().unwrap(), b.host().unwrap()))),
+        Device::Gpu(_) => launch("mul", "mul", Params::new().u(a.numel()), &[a, b], 1).map(one),
+    }
+}
+
+/// `alpha * a`.
+pub fn scale(alpha: f32, a: &Tensor) -> Result<Tensor> {
+    match a.device() {
+        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::scale(alpha, a.host().unwrap()))),
+        Device::Gpu(_) => {
+            let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha);
+            launch("scale", "scale", p, &[a], 1).map(one)
+        }
+    }
+}
+
+/// A tensor of `shape` filled with `value`, made on the device (no upload).
+pub fn fill(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
+    match device {
+        Device::Cpu => Tensor::full(device, shape, value),
+        Device::Gpu(ctx) => {
+            let out = Tensor::gpu_uninit(ctx, "fill", shape)?;
+            let p = Params::new().u(out.numel()).u(0).u(0).u(0).f(value);
+            ctx.dispatch(
+                "fill",
+                &KernelKey::new("elementwise", "fill"),
+                p.bytes(),
+                &[],
+                &[out.buffer().unwrap().0],
+                groups_1d(out.numel(), 256),
+            )?;
+            Ok(out)
+        }
+    }
+}
+
+/// `max(a, 0)`.
+pub fn relu(a: &Tensor) -> Result<Tensor> {
+    match a.device() {
+        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::relu(a.host().unwrap()))),
+        Device::Gpu(_) => launch("relu", "relu", Params::new().u(a.numel()), &[a], 1).map(one),
+    }
+}
+
+/// The ReLU backward rule `g * [x > 0]` (`x` the ReLU input or its output).
+pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
+    same_shape("relu_backward", g, x)?;
+    match common_device("relu_backward", &[g, x])? {
+        Device::Cpu => Ok(Tensor::cpu(g.shape(), cpu::relu_backward(g.host().unwrap(), x.host().unwrap()))),
+        Device::Gpu(_) => launch("relu_backward", "relu_backward", Params::new().u(g.numel()), &[g, x], 1).map(one),
+    }
+}
+
+/// Fused forward mode of ReLU: `(max(x, 0), dx * [x > 0])` in one dispatch.
+pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
+    same_shape("relu_jvp", x, dx)?;
+    match common_device("relu_jvp", &[x, dx])? {
+        Device::Cpu => {
+            let (y, dy) = cpu::relu_jvp(x.host().unwrap(), dx.host().unwrap());
+            Ok((Tensor::cpu(x.shape(), y), Tensor::cpu(x.shape(), dy)))
+        }
+        Device::Gpu(_) => {
+            let mut v = launch("relu_jvp", "relu_jvp", Params::new().u(x.numel()), &[x, dx], 2)?;
+            let dy = v.pop().unwrap();
+            Ok((v.pop().unwrap(), dy))
+        }
+    }
+}
+
+/// `x[r, c] + b[c]` for a 2-D `x` of `[rows, cols]` and `b` of `[cols]`, then ReLU if `relu`.
+pub fn add_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
+    let cols = *x.shape().last().unwrap_or(&0);
+    if b.shape() != [cols] {
+        return Err(shape_err("add_bias", format!("x {:?} needs bias [{cols}], got {:?}", x.shape(), b.shape())));
+    }
+    match common_device("add_bias", &[x, b])? {
+        Device::Cpu => Ok(Tensor::cpu(x.shape(), cpu::add_bias(x.host().unwrap(), b.host().unwrap(), relu))),
+        Device::Gpu(_) => {
+            let p = Params::new().u(x.numel()).u(cols).u(relu as usize);
+            launch("add_bias", "add_bias", p, &[x, b], 1).map(one)
+        }
+    }
+}

@@ -1,0 +1,241 @@
+//! Matrix products (`kernels/matmul.wgsl`, `matmul_general.wgsl`, `matmul_jvp.wgsl`).
+//!
+//! Variant choice: aligned shapes use the vec4 register-tiled kernels, with big tiles on
+//! software adapters (CPU SIMD lanes vectorise per-invocation work) and small tiles on hardware
+//! GPUs (occupancy); other shapes use the strided general kernel.
+
+use super::{buf, common_device, Params};
+use crate::cpu::matmul::{self as cpu, Gemm};
+use crate::device::Device;
+use crate::error::{shape_err, Result};
+use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::tensor::Tensor;
+
+/// Options of [`matmul_ex`]: transposes and a fused epilogue.
+#[derive(Clone, Copy)]
+pub struct MatmulOpts<'a> {
+    /// Use Aᵀ (A stored `[K, M]`).
+    pub trans_a: bool,
+    /// Use Bᵀ (B stored `[N, K]`).
+    pub trans_b: bool,
+    /// Scale of the product.
+    pub alpha: f32,
+    /// Add `bias[col]`.
+    pub bias: Option<&'a Tensor>,
+    /// Add `beta * cin`.
+    pub accumulate: Option<(f32, &'a Tensor)>,
+    /// ReLU last.
+    pub relu: bool,
+}
+
+impl Default for MatmulOpts<'_> {
+    fn default() -> Self {
+        MatmulOpts { trans_a: false, trans_b: false, alpha: 1.0, bias: None, accumulate: None, relu: false }
+    }
+}
+
+/// Flag bits shared by the matmul kernels' epilogues.
+const FLAG_BIAS: usize = 1;
+const FLAG_RELU: usize = 2;
+const FLAG_ACCUMULATE: usize = 4;
+const FLAG_HAS_DA: usize = 8;
+
+/// `A B` for 2-D tensors.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_ex(a, b, MatmulOpts::default())
+}
+
+/// `A Bᵀ`.
+pub fn matmul_nt(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_ex(a, b, MatmulOpts { trans_b: true, ..Default::default() })
+}
+
+/// `Aᵀ B`.
+pub fn matmul_tn(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_ex(a, b, MatmulOpts { trans_a: true, ..Default::default() })
+}
+
+/// Checks operand shapes; returns `(M, N, K)`.
+fn gemm_dims(op: &'static str, a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<(usize, usize, usize)> {
+    let (sa, sb) = (a.shape(), b.shape());
+    if sa.len() != 2 || sb.len() != 2 {
+        return Err(shape_err(op, format!("needs 2-D operands, got {sa:?} and {sb:?}")));
+    }
+    let (m, ka) = if ta { (sa[1], sa[0]) } else { (sa[0], sa[1]) };
+    let (kb, n) = if tb { (sb[1], sb[0]) } else { (sb[0], sb[1]) };
+    if ka != kb {
+        return Err(shape_err(
+            op,
+            format!("inner dimensions differ: A {sa:?}{} vs B {sb:?}{}", if ta { "ᵀ" } else { "" }, if tb { "ᵀ" } else { "" }),
+        ));
+    }
+    Ok((m, n, ka))
+}
+
+/// The fast kernel's tile `(TM, TN4, WG)` for this adapter class.
+fn tiles(class: AdapterClass) -> (u32, u32, u32) {
+    match class {
+        AdapterClass::Software => (16, 4, 8),
+        AdapterClass::Hardware => (4, 1, 16),
+    }
+}
+
+/// `act(alpha * op(A) op(B) + bias + beta * cin)` with the options' transposes and epilogue.
+pub fn matmul_ex(a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
+    let (m, n, k) = gemm_dims("matmul", a, b, o.trans_a, o.trans_b)?;
+    if let Some(bias) = o.bias {
+        if bias.shape() != [n] {
+            return Err(shape_err("matmul", format!("bias must be [{n}], got {:?}", bias.shape())));
+        }
+    }
+    if let Some((_, cin)) = o.accumulate {
+        if cin.shape() != [m, n] {
+            return Err(shape_err("matmul", format!("accumulated input must be [{m}, {n}], got {:?}", cin.shape())));
+        }
+    }
+    let mut all = vec![a, b];
+    all.extend(o.bias);
+    all.extend(o.accumulate.map(|(_, c)| c));
+    let g = Gemm { m, n, k, trans_a: o.trans_a, trans_b: o.trans_b, alpha: o.alpha, relu: o.relu };
+    match common_device("matmul", &all)? {
+        Device::Cpu => Ok(Tensor::cpu(
+            &[m, n],
+            cpu::matmul(
+                &g,
+                a.host().unwrap(),
+                b.host().unwrap(),
+                o.bias.map(|t| t.host().unwrap()),
+                o.accumulate.map(|(beta, t)| (beta, t.host().unwrap())),
+            ),
+        )),
+        Device::Gpu(ctx) => gpu_matmul(&ctx, &g, a, b, o),
+    }
+}
+
+fn gpu_matmul(ctx: &std::sync::Arc<GpuContext>, g: &Gemm, a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
+    let (m, n, k) = (g.m, g.n, g.k);
+    let out = Tensor::gpu_uninit(ctx, "matmul", &[m, n])?;
+    let flags = if o.bias.is_some() { FLAG_BIAS } else { 0 }
+        | if o.relu { FLAG_RELU } else { 0 }
+        | if o.accumulate.is_some() { FLAG_ACCUMULATE } else { 0 };
+    let beta = o.accumulate.map_or(0.0, |(beta, _)| beta);
+    let mut inputs = vec![buf(a), buf(b)];
+    // Unused optional bindings are padded with dummies; keep positions 3 and 4 in order.
+    let bias_buf = o.bias.map(buf);
+    let cin_buf = o.accumulate.map(|(_, t)| buf(t));
+    if bias_buf.is_some() || cin_buf.is_some() {
+        inputs.push(bias_buf.unwrap_or(buf(a)));
+    }
+    if let Some(cb) = cin_buf {
+        inputs.push(cb);
+    }
+    let aligned = n % 4 == 0 && match (o.trans_a, o.trans_b) {
+        (false, false) | (false, true) => k % 4 == 0,
+        (true, false) => m % 4 == 0,
+        (true, true) => false,
+    };
+    if aligned && k > 0 {
+        let (tm, tn4, wg) = tiles(ctx.class);
+        let entry = match (o.trans_a, o.trans_b) {
+            (false, false) => "matmul_nn",
+            (true, false) => "matmul_tn",
+            _ => "matmul_nt",
+        };
+        let key = KernelKey { family: "matmul", entry, specialise: vec![("TM", tm), ("TN4", tn4), ("WG", wg)] };
+        let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta);
+        let groups = [(n / 4).div_ceil((tn4 * wg) as usize) as u32, m.div_ceil((tm * wg) as usize) as u32, 1];
+        ctx.dispatch("matmul", &key, p.bytes(), &inputs, &[buf(&out)], groups)?;
+    } else {
+        let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
+        let (sb_row, sb_col) = if o.trans_b { (1, k) } else { (n, 1) };
+        let p = Params::new()
+            .u(m).u(n).u(k).u(flags).f(o.alpha).f(beta)
+            .u(sa_row).u(sa_col).u(sb_row).u(sb_col);
+        let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1];
+        ctx.dispatch("matmul", &KernelKey::new("matmul_general", "matmul_general"), p.bytes(), &inputs, &[buf(&out)], groups)?;
+    }
+    Ok(out)
+}
+
+/// Fused forward mode of a dense layer: `(C, dC)` for `C = act(A B + bias)` and
+/// `dC = act'·(dA B + A dB + dbias)`. `da = None` means dA = 0; `bias` is `(bias, dbias)`.
+pub fn matmul_jvp(
+    a: &Tensor,
+    da: Option<&Tensor>,
+    b: &Tensor,
+    db: &Tensor,
+    bias: Option<(&Tensor, &Tensor)>,
+    relu: bool,
+) -> Result<(Tensor, Tensor)> {
+    let (m, n, k) = gemm_dims("matmul_jvp", a, b, false, false)?;
+    if db.shape() != b.shape() {
+        return Err(shape_err("matmul_jvp", format!("tangent dB {:?} vs B {:?}", db.shape(), b.shape())));
+    }
+    if let Some(da) = da {
+        if da.shape() != a.shape() {
+            return Err(shape_err("matmul_jvp", format!("tangent dA {:?} vs A {:?}", da.shape(), a.shape())));
+        }
+    }
+    if let Some((bb, dbb)) = bias {
+        if bb.shape() != [n] || dbb.shape() != [n] {
+            return Err(shape_err("matmul_jvp", format!("bias and its tangent must be [{n}], got {:?} and {:?}", bb.shape(), dbb.shape())));
+        }
+    }
+    let mut all = vec![a, b, db];
+    all.extend(da);
+    if let Some((x, y)) = bias {
+        all.push(x);
+        all.push(y);
+    }
+    match common_device("matmul_jvp", &all)? {
+        Device::Cpu => {
+            let (c, dc) = cpu::matmul_jvp(
+                m, n, k,
+                a.host().unwrap(),
+                da.map(|t| t.host().unwrap()),
+                b.host().unwrap(),
+                db.host().unwrap(),
+                bias.map(|(x, y)| (x.host().unwrap(), y.host().unwrap())),
+                relu,
+            );
+            Ok((Tensor::cpu(&[m, n], c), Tensor::cpu(&[m, n], dc)))
+        }
+        Device::Gpu(ctx) if n % 4 == 0 && k % 4 == 0 && k > 0 => {
+            let (tm, tn4, wg) = match ctx.class {
+                AdapterClass::Software => (8, 4, 8),
+                AdapterClass::Hardware => (4, 1, 16),
+            };
+            let c = Tensor::gpu_uninit(&ctx, "matmul_jvp", &[m, n])?;
+            let dc = Tensor::gpu_uninit(&ctx, "matmul_jvp", &[m, n])?;
+                    let flags = if bias.is_some() { FLAG_BIAS } else { 0 }
+                | if relu { FLAG_RELU } else { 0 }
+                | if da.is_some() { FLAG_HAS_DA } else { 0 };
+            let inputs = [
+                buf(a),
+                buf(b),
+                bias.map_or(buf(a), |(x, _)| buf(x)),
+                da.map_or(buf(a), buf),
+                buf(db),
+                bias.map_or(buf(a), |(_, y)| buf(y)),
+            ];
+            let key = KernelKey { family: "matmul_jvp", entry: "matmul_jvp_nn", specialise: vec![("TM", tm), ("TN4", tn4), ("WG", wg)] };
+            let p = Params::new().u(m).u(n).u(k).u(flags);
+            let groups = [(n / 4).div_ceil((tn4 * wg) as usize) as u32, m.div_ceil((tm * wg) as usize) as u32, 1];
+            ctx.dispatch("matmul_jvp", &key, p.bytes(), &inputs, &[buf(&c), buf(&dc)], groups)?;
+            Ok((c, dc))
+        }
+        Device::Gpu(_) => {
+            // Unaligned shapes: composed from general products (same result, more dispatches).
+            let pre = matmul_ex(a, b, MatmulOpts { bias: bias.map(|(x, _)| x), ..Default::default() })?;
+            let mut dpre = matmul_ex(a, db, MatmulOpts { bias: bias.map(|(_, y)| y), ..Default::default() })?;
+            if let Some(da) = da {
+                dpre = matmul_ex(da, b, MatmulOpts { accumulate: Some((1.0, &dpre)), ..Default::default() })?;
+            }
+            if relu {
+                super::elementwise::relu_jvp(&pre, &dpre)
+            } else {
+                Ok((pre, dpre))
+            }
+        }
+    }
+}

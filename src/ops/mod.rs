@@ -1,0 +1,53 @@
+//! Tensor ops: one module per kernel family. Each op checks shapes and devices, then runs the
+//! CPU reference (`crate::cpu`) or records its WGSL kernel (`kernels/<family>.wgsl`).
+
+pub mod elementwise;
+pub mod matmul;
+
+use crate::device::{check_same, Device};
+use crate::error::Result;
+use crate::tensor::Tensor;
+
+/// Uniform parameter block, built as 32-bit words in the order of the WGSL `Params` struct.
+#[derive(Default)]
+pub(crate) struct Params(Vec<u32>);
+
+impl Params {
+    pub(crate) fn new() -> Self {
+        Params(Vec::with_capacity(16))
+    }
+    /// Appends a u32 field.
+    pub(crate) fn u(mut self, v: usize) -> Self {
+        self.0.push(u32::try_from(v).expect("parameter exceeds u32"));
+        self
+    }
+    /// Appends an f32 field.
+    pub(crate) fn f(mut self, v: f32) -> Self {
+        self.0.push(v.to_bits());
+        self
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        bytemuck::cast_slice(&self.0)
+    }
+}
+
+/// Workgroup counts for `n` invocations in workgroups of `size`, split over x and y so that
+/// neither exceeds 65535.
+pub(crate) fn groups_1d(n: usize, size: usize) -> [u32; 3] {
+    let groups = n.div_ceil(size).max(1);
+    let x = groups.min(65_535);
+    [x as u32, groups.div_ceil(x) as u32, 1]
+}
+
+/// The device shared by all operands of `op`, or a device-mismatch error.
+pub(crate) fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Device> {
+    let dev = tensors[0].device();
+    let others: Vec<Device> = tensors[1..].iter().map(|t| t.device()).collect();
+    check_same(op, &dev, &others.iter().collect::<Vec<_>>())?;
+    Ok(dev)
+}
+
+/// The device buffer of a GPU tensor (callers have checked the device).
+pub(crate) fn buf(t: &Tensor) -> &crate::gpu::GpuBuffer {
+    t.buffer().expect("GPU op on a CPU tensor").0
+}

@@ -1,0 +1,157 @@
+//! A dense row-major tensor of 32-bit words (f32 values, or u32 labels/indices stored bitwise)
+//! on a [`Device`].
+
+use crate::device::Device;
+use crate::error::{shape_err, Result};
+use crate::gpu::{GpuBuffer, GpuContext};
+use std::sync::Arc;
+
+#[derive(Clone)]
+enum Storage {
+    Cpu(Arc<Vec<f32>>),
+    Gpu(Arc<GpuBuffer>, Arc<GpuContext>),
+}
+
+/// An immutable dense tensor; clones share storage.
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    storage: Storage,
+}
+
+impl Tensor {
+    /// Uploads `data` with `shape` to `device`; errors when the sizes disagree.
+    pub fn from_vec(device: &Device, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(shape_err(
+                "from_vec",
+                format!("shape {shape:?} has {n} elements, data has {}", data.len()),
+            ));
+        }
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(Arc::new(data)),
+            Device::Gpu(ctx) => Storage::Gpu(
+                Arc::new(ctx.upload("from_vec", bytemuck::cast_slice(&data))?),
+                ctx.clone(),
+            ),
+        };
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage,
+        })
+    }
+
+    /// Uploads 32-bit unsigned integers (labels, indices), stored bitwise.
+    pub fn from_u32(device: &Device, shape: &[usize], data: &[u32]) -> Result<Tensor> {
+        Tensor::from_vec(device, shape, data.iter().map(|&u| f32::from_bits(u)).collect())
+    }
+
+    /// A tensor of zeros.
+    pub fn zeros(device: &Device, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(device, shape, vec![0.0; shape.iter().product()])
+    }
+
+    /// A tensor filled with `value`.
+    pub fn full(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
+        Tensor::from_vec(device, shape, vec![value; shape.iter().product()])
+    }
+
+    /// Wraps host data computed by the CPU reference.
+    pub(crate) fn cpu(shape: &[usize], data: Vec<f32>) -> Tensor {
+        debug_assert_eq!(shape.iter().product::<usize>(), data.len());
+        Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Cpu(Arc::new(data)),
+        }
+    }
+
+    /// An uninitialised device tensor for an op's output; checks the binding limit first.
+    pub(crate) fn gpu_uninit(ctx: &Arc<GpuContext>, op: &'static str, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let buf = ctx.alloc(op, 4 * n as u64)?;
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Gpu(Arc::new(buf), ctx.clone()),
+        })
+    }
+
+    /// The shape.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// The device the tensor lives on.
+    pub fn device(&self) -> Device {
+        match &self.storage {
+            Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(_, ctx) => Device::Gpu(ctx.clone()),
+        }
+    }
+
+    /// Host data when on the CPU device.
+    pub(crate) fn host(&self) -> Option<&[f32]> {
+        match &self.storage {
+            Storage::Cpu(v) => Some(v),
+            Storage::Gpu(..) => None,
+        }
+    }
+
+    /// Device buffer and context when on a GPU.
+    pub(crate) fn buffer(&self) -> Option<(&GpuBuffer, &Arc<GpuContext>)> {
+        match &self.storage {
+            Storage::Gpu(b, ctx) => Some((b, ctx)),
+            Storage::Cpu(_) => None,
+        }
+    }
+
+    /// Copies the values back to the host.
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        match &self.storage {
+            Storage::Cpu(v) => Ok(v.as_ref().clone()),
+            Storage::Gpu(buf, ctx) => {
+                let bytes = ctx.read(buf, 4 * self.numel() as u64)?;
+                Ok(bytemuck::pod_collect_to_vec(&bytes))
+            }
+        }
+    }
+
+    /// Copies 32-bit unsigned integers back to the host.
+    pub fn to_u32(&self) -> Result<Vec<u32>> {
+        Ok(self.to_vec()?.into_iter().map(f32::to_bits).collect())
+    }
+
+    /// The same data with another shape of equal element count.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if n != self.numel() {
+            return Err(shape_err(
+                "reshape",
+                format!("cannot reshape {:?} to {shape:?}", self.shape),
+            ));
+        }
+        Ok(Tensor {
+            shape: shape.to_vec(),
+            storage: self.storage.clone(),
+        })
+    }
+
+    /// Moves (copies) the tensor to another device.
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if self.device().same(device) {
+            return Ok(self.clone());
+        }
+        Tensor::from_vec(device, &self.shape, self.to_vec()?)
+    }
+}
+
+impl std::fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Tensor({:?} on {})", self.shape, self.device().name())
+    }
+}

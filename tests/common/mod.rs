@@ -1,0 +1,64 @@
+//! Shared test helpers: the GPU device, seeded random data, tolerant comparisons.
+#![allow(dead_code)]
+
+use geopath::{Device, DeviceChoice, Tensor};
+use std::sync::OnceLock;
+
+/// The wgpu device the tests run on. With `GEOPATH_REQUIRE_GPU=1` a missing adapter fails the
+/// test; otherwise GPU tests are skipped (return `None`) with a note.
+pub fn gpu() -> Option<Device> {
+    static DEV: OnceLock<Option<Device>> = OnceLock::new();
+    DEV.get_or_init(|| match Device::open(DeviceChoice::Gpu) {
+        Ok(d) => Some(d),
+        Err(e) => {
+            if std::env::var("GEOPATH_REQUIRE_GPU").as_deref() == Ok("1") {
+                panic!("GEOPATH_REQUIRE_GPU=1 but no wgpu adapter: {e}");
+            }
+            eprintln!("note: no wgpu adapter ({e}); GPU tests skipped");
+            None
+        }
+    })
+    .clone()
+}
+
+/// Deterministic xorshift generator for test data.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E3779B97F4A7C15) | 1)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// Uniform in [-1, 1).
+    pub fn uniform(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+    }
+    pub fn vec(&mut self, n: usize) -> Vec<f32> {
+        (0..n).map(|_| self.uniform()).collect()
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Asserts |a - b| <= abs + rel * |b| elementwise, naming the first offender.
+pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g - w).abs() <= abs + rel * w.abs() && g.is_finite() == w.is_finite(),
+            "{what}: element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+/// A tensor of random values on `dev` and its host copy.
+pub fn rand_tensor(dev: &Device, rng: &mut Rng, shape: &[usize]) -> (Tensor, Vec<f32>) {
+    let v = rng.vec(shape.iter().product());
+    (Tensor::from_vec(dev, shape, v.clone()).unwrap(), v)
+}
