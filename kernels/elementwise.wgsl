@@ -87,3 +87,12 @@ fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (p.flag == 1u) { v = max(v, 0.0); }
     out[i] = v;
 }
+
+// out[dst + i] = a[src + i] for i < n  (src = p.cols, dst = p.flag): slices of a flat vector.
+// Writes only its range of `out`, so several dispatches can assemble one vector.
+@compute @workgroup_size(256)
+fn copy_range(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = flat_index(gid, nwg);
+    if (i >= p.n) { return; }
+    out[p.flag + i] = a[p.cols + i];
+}

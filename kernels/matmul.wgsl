@@ -1,14 +1,11 @@
 // Register-tiled matrix product C = epilogue(alpha * op(A) op(B)), row-major, vec4 loads.
-// Each invocation owns a TM x (4*TN4) tile of C held in registers; no workgroup memory
-// (fastest on CPU-emulated drivers; hardware GPUs get smaller tiles via specialisation).
-// Epilogue: + bias[col] (flag 1), + beta * cin (flag 4), ReLU (flag 2).
+// Each invocation owns a 16 x 16 tile of C as 4 x 4 blocks, each block a mat4x4 whose columns
+// are the block's rows (so a block update is one mat4x4 product the compiler fully unrolls).
+// No workgroup memory: on CPU-emulated drivers (lavapipe) per-invocation register work is what
+// gets vectorised. Epilogue: + bias[col] (flag 1), + beta * cin (flag 4), ReLU (flag 2).
 // Entry points:  matmul_nn: A [M,K], B [K,N]    needs K % 4 == 0, N % 4 == 0
 //                matmul_tn: A [K,M], B [K,N]    needs M % 4 == 0, N % 4 == 0   (C = A^T B)
 //                matmul_nt: A [M,K], B [N,K]    needs K % 4 == 0, N % 4 == 0   (C = A B^T)
-
-const TM: u32 = 16u;   // rows of C per invocation (multiple of 4)
-const TN4: u32 = 4u;   // vec4 columns of C per invocation
-const WG: u32 = 8u;    // workgroup is WG x WG invocations
 
 struct Params {
     m: u32,
@@ -26,104 +23,132 @@ struct Params {
 @group(0) @binding(4) var<storage, read> cin: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> c: array<vec4<f32>>;
 
-fn store_tile(row0: u32, col4_0: u32, acc: ptr<function, array<vec4<f32>, TM * TN4>>) {
+// The 16 x 16 tile: t[i][j] is the block of rows 4i.., vec4-columns j; column r of a block is
+// row 4i + r of C.
+struct Tile {
+    t00: mat4x4<f32>, t01: mat4x4<f32>, t02: mat4x4<f32>, t03: mat4x4<f32>,
+    t10: mat4x4<f32>, t11: mat4x4<f32>, t12: mat4x4<f32>, t13: mat4x4<f32>,
+    t20: mat4x4<f32>, t21: mat4x4<f32>, t22: mat4x4<f32>, t23: mat4x4<f32>,
+    t30: mat4x4<f32>, t31: mat4x4<f32>, t32: mat4x4<f32>, t33: mat4x4<f32>,
+}
+
+// Four A rows (columns over k) and four B vec4-columns (columns over k, rows over C columns).
+fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
+          b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>) {
+    (*t).t00 += b0 * a0; (*t).t01 += b1 * a0; (*t).t02 += b2 * a0; (*t).t03 += b3 * a0;
+    (*t).t10 += b0 * a1; (*t).t11 += b1 * a1; (*t).t12 += b2 * a1; (*t).t13 += b3 * a1;
+    (*t).t20 += b0 * a2; (*t).t21 += b1 * a2; (*t).t22 += b2 * a2; (*t).t23 += b3 * a2;
+    (*t).t30 += b0 * a3; (*t).t31 += b1 * a3; (*t).t32 += b2 * a3; (*t).t33 += b3 * a3;
+}
+
+fn store_block(row0: u32, col4: u32, blk: mat4x4<f32>) {
     let n4 = p.n / 4u;
-    for (var r = 0u; r < TM; r++) {
+    if (col4 >= n4) { return; }
+    for (var r = 0u; r < 4u; r++) {
         let row = row0 + r;
-        if (row >= p.m) { break; }
-        for (var j = 0u; j < TN4; j++) {
-            let col4 = col4_0 + j;
-            if (col4 >= n4) { break; }
-            var v = p.alpha * (*acc)[r * TN4 + j];
-            if ((p.flags & 1u) != 0u) { v += bias[col4]; }
-            if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * n4 + col4]; }
-            if ((p.flags & 2u) != 0u) { v = max(v, vec4<f32>(0.0)); }
-            c[row * n4 + col4] = v;
-        }
+        if (row >= p.m) { return; }
+        var v = p.alpha * blk[r];
+        if ((p.flags & 1u) != 0u) { v += bias[col4]; }
+        if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * n4 + col4]; }
+        if ((p.flags & 2u) != 0u) { v = max(v, vec4<f32>(0.0)); }
+        c[row * n4 + col4] = v;
     }
 }
 
-@compute @workgroup_size(WG, WG)
+fn store_tile(row0: u32, col4_0: u32, t: ptr<function, Tile>) {
+    store_block(row0, col4_0, (*t).t00); store_block(row0, col4_0 + 1u, (*t).t01);
+    store_block(row0, col4_0 + 2u, (*t).t02); store_block(row0, col4_0 + 3u, (*t).t03);
+    store_block(row0 + 4u, col4_0, (*t).t10); store_block(row0 + 4u, col4_0 + 1u, (*t).t11);
+    store_block(row0 + 4u, col4_0 + 2u, (*t).t12); store_block(row0 + 4u, col4_0 + 3u, (*t).t13);
+    store_block(row0 + 8u, col4_0, (*t).t20); store_block(row0 + 8u, col4_0 + 1u, (*t).t21);
+    store_block(row0 + 8u, col4_0 + 2u, (*t).t22); store_block(row0 + 8u, col4_0 + 3u, (*t).t23);
+    store_block(row0 + 12u, col4_0, (*t).t30); store_block(row0 + 12u, col4_0 + 1u, (*t).t31);
+    store_block(row0 + 12u, col4_0 + 2u, (*t).t32); store_block(row0 + 12u, col4_0 + 3u, (*t).t33);
+}
+
+// Four consecutive A rows from row r0 at vec4 k-index kk (A row-major, k4 vec4s per row).
+fn a_rows(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.m - 1u;
+    return mat4x4<f32>(a[min(r0, last) * k4 + kk], a[min(r0 + 1u, last) * k4 + kk],
+                       a[min(r0 + 2u, last) * k4 + kk], a[min(r0 + 3u, last) * k4 + kk]);
+}
+
+// B rows k..k+4 at vec4 column col4 (B row-major [K, N]).
+fn b_rows(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
+    let c4 = min(col4, n4 - 1u);
+    return mat4x4<f32>(b[k * n4 + c4], b[(k + 1u) * n4 + c4], b[(k + 2u) * n4 + c4], b[(k + 3u) * n4 + c4]);
+}
+
+@compute @workgroup_size(8, 8)
 fn matmul_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * TM;
-    let col4_0 = gid.x * TN4;
+    let row0 = gid.y * 16u;
+    let col4_0 = gid.x * 4u;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
-    var acc: array<vec4<f32>, TM * TN4>;
-    var bt: array<vec4<f32>, 4u * TN4>;
+    var t: Tile;
     for (var kk = 0u; kk < k4; kk++) {
-        for (var q = 0u; q < 4u; q++) {
-            let base = (kk * 4u + q) * n4;
-            for (var j = 0u; j < TN4; j++) {
-                bt[q * TN4 + j] = b[base + min(col4_0 + j, n4 - 1u)];
-            }
-        }
-        for (var r = 0u; r < TM; r++) {
-            let av = a[min(row0 + r, p.m - 1u) * k4 + kk];
-            for (var j = 0u; j < TN4; j++) {
-                var s = acc[r * TN4 + j];
-                s = fma(vec4<f32>(av.x), bt[j], s);
-                s = fma(vec4<f32>(av.y), bt[TN4 + j], s);
-                s = fma(vec4<f32>(av.z), bt[2u * TN4 + j], s);
-                s = fma(vec4<f32>(av.w), bt[3u * TN4 + j], s);
-                acc[r * TN4 + j] = s;
-            }
-        }
+        let k = kk * 4u;
+        update(&t, a_rows(row0, kk, k4), a_rows(row0 + 4u, kk, k4), a_rows(row0 + 8u, kk, k4), a_rows(row0 + 12u, kk, k4),
+               b_rows(k, col4_0, n4), b_rows(k, col4_0 + 1u, n4), b_rows(k, col4_0 + 2u, n4), b_rows(k, col4_0 + 3u, n4));
     }
-    store_tile(row0, col4_0, &acc);
+    store_tile(row0, col4_0, &t);
 }
 
-@compute @workgroup_size(WG, WG)
+// A^T rows: A stored [K, M]; columns of the result are rows r0.. of A^T (over k = k..k+4).
+fn at_rows(k: u32, r4: u32, m4: u32) -> mat4x4<f32> {
+    let c4 = min(r4, m4 - 1u);
+    return transpose(mat4x4<f32>(a[k * m4 + c4], a[(k + 1u) * m4 + c4], a[(k + 2u) * m4 + c4], a[(k + 3u) * m4 + c4]));
+}
+
+@compute @workgroup_size(8, 8)
 fn matmul_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * TM;
-    let col4_0 = gid.x * TN4;
+    let row0 = gid.y * 16u;
+    let col4_0 = gid.x * 4u;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let n4 = p.n / 4u;
     let m4 = p.m / 4u;
-    var acc: array<vec4<f32>, TM * TN4>;
-    var bt: array<vec4<f32>, TN4>;
-    for (var k = 0u; k < p.k; k++) {
-        for (var j = 0u; j < TN4; j++) {
-            bt[j] = b[k * n4 + min(col4_0 + j, n4 - 1u)];
-        }
-        for (var r4 = 0u; r4 < TM / 4u; r4++) {
-            let av = a[k * m4 + min(row0 / 4u + r4, m4 - 1u)];
-            for (var j = 0u; j < TN4; j++) {
-                let base = 4u * r4 * TN4 + j;
-                acc[base] = fma(vec4<f32>(av.x), bt[j], acc[base]);
-                acc[base + TN4] = fma(vec4<f32>(av.y), bt[j], acc[base + TN4]);
-                acc[base + 2u * TN4] = fma(vec4<f32>(av.z), bt[j], acc[base + 2u * TN4]);
-                acc[base + 3u * TN4] = fma(vec4<f32>(av.w), bt[j], acc[base + 3u * TN4]);
-            }
-        }
+    let r4 = row0 / 4u;
+    let k_main = p.k / 4u * 4u;
+    var t: Tile;
+    for (var k = 0u; k < k_main; k += 4u) {
+        update(&t, at_rows(k, r4, m4), at_rows(k, r4 + 1u, m4), at_rows(k, r4 + 2u, m4), at_rows(k, r4 + 3u, m4),
+               b_rows(k, col4_0, n4), b_rows(k, col4_0 + 1u, n4), b_rows(k, col4_0 + 2u, n4), b_rows(k, col4_0 + 3u, n4));
     }
-    store_tile(row0, col4_0, &acc);
+    // Remaining k (K not a multiple of 4): rank-1 updates with zero-padded matrices.
+    for (var k = k_main; k < p.k; k++) {
+        let z = vec4<f32>(0.0);
+        var bs: array<mat4x4<f32>, 4>;
+        for (var j = 0u; j < 4u; j++) {
+            bs[j] = mat4x4<f32>(b[k * n4 + min(col4_0 + j, n4 - 1u)], z, z, z);
+        }
+        var as_: array<mat4x4<f32>, 4>;
+        for (var i = 0u; i < 4u; i++) {
+            as_[i] = transpose(mat4x4<f32>(a[k * m4 + min(r4 + i, m4 - 1u)], z, z, z));
+        }
+        update(&t, as_[0], as_[1], as_[2], as_[3], bs[0], bs[1], bs[2], bs[3]);
+    }
+    store_tile(row0, col4_0, &t);
 }
 
-@compute @workgroup_size(WG, WG)
+// B^T columns: B stored [N, K]; the result's columns are over k, its rows over C columns.
+fn bt_rows(kk: u32, col4: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.n - 1u;
+    let c0 = col4 * 4u;
+    return transpose(mat4x4<f32>(b[min(c0, last) * k4 + kk], b[min(c0 + 1u, last) * k4 + kk],
+                                 b[min(c0 + 2u, last) * k4 + kk], b[min(c0 + 3u, last) * k4 + kk]));
+}
+
+@compute @workgroup_size(8, 8)
 fn matmul_nt(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * TM;
-    let col4_0 = gid.x * TN4;
+    let row0 = gid.y * 16u;
+    let col4_0 = gid.x * 4u;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let k4 = p.k / 4u;
-    var acc: array<vec4<f32>, TM * TN4>;
-    var bt: array<vec4<f32>, 4u * TN4>;
+    var t: Tile;
     for (var kk = 0u; kk < k4; kk++) {
-        for (var j = 0u; j < 4u * TN4; j++) {
-            bt[j] = b[min(col4_0 * 4u + j, p.n - 1u) * k4 + kk];
-        }
-        for (var r = 0u; r < TM; r++) {
-            let av = a[min(row0 + r, p.m - 1u) * k4 + kk];
-            for (var j = 0u; j < TN4; j++) {
-                acc[r * TN4 + j] += vec4<f32>(
-                    dot(av, bt[4u * j]),
-                    dot(av, bt[4u * j + 1u]),
-                    dot(av, bt[4u * j + 2u]),
-                    dot(av, bt[4u * j + 3u]),
-                );
-            }
-        }
+        update(&t, a_rows(row0, kk, k4), a_rows(row0 + 4u, kk, k4), a_rows(row0 + 8u, kk, k4), a_rows(row0 + 12u, kk, k4),
+               bt_rows(kk, col4_0, k4), bt_rows(kk, col4_0 + 1u, k4), bt_rows(kk, col4_0 + 2u, k4), bt_rows(kk, col4_0 + 3u, k4));
     }
-    store_tile(row0, col4_0, &acc);
+    store_tile(row0, col4_0, &t);
 }

@@ -2,11 +2,9 @@
 //     C = act(A B + bias),   dC = act'(.) * (dA B + A dB + dbias)
 // with A [M,K], B [K,N] row-major (needs K % 4 == 0, N % 4 == 0). The A and B tiles loaded for
 // the primal are reused for the tangent, so the JVP reads each operand once.
+// Each invocation owns an 8 x 16 tile of C and of dC, as 2 x 4 blocks of mat4x4 whose columns
+// are rows of the block (see matmul.wgsl).
 // Flags: 1 bias (with dbias), 2 ReLU, 8 dA present (else dA = 0, e.g. for the input layer).
-
-const TM: u32 = 8u;    // rows per invocation
-const TN4: u32 = 4u;   // vec4 columns per invocation
-const WG: u32 = 8u;
 
 struct Params {
     m: u32,
@@ -25,75 +23,91 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> c: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> dc: array<vec4<f32>>;
 
-@compute @workgroup_size(WG, WG)
+// Eight blocks: rows 0-3 and 4-7 of the tile, vec4-columns 0..3.
+struct Tile {
+    t00: mat4x4<f32>, t01: mat4x4<f32>, t02: mat4x4<f32>, t03: mat4x4<f32>,
+    t10: mat4x4<f32>, t11: mat4x4<f32>, t12: mat4x4<f32>, t13: mat4x4<f32>,
+}
+
+fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>,
+          b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>) {
+    (*t).t00 += b0 * a0; (*t).t01 += b1 * a0; (*t).t02 += b2 * a0; (*t).t03 += b3 * a0;
+    (*t).t10 += b0 * a1; (*t).t11 += b1 * a1; (*t).t12 += b2 * a1; (*t).t13 += b3 * a1;
+}
+
+fn load_a(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.m - 1u;
+    return mat4x4<f32>(a[min(r0, last) * k4 + kk], a[min(r0 + 1u, last) * k4 + kk],
+                       a[min(r0 + 2u, last) * k4 + kk], a[min(r0 + 3u, last) * k4 + kk]);
+}
+
+fn load_da(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.m - 1u;
+    return mat4x4<f32>(da[min(r0, last) * k4 + kk], da[min(r0 + 1u, last) * k4 + kk],
+                       da[min(r0 + 2u, last) * k4 + kk], da[min(r0 + 3u, last) * k4 + kk]);
+}
+
+fn load_b(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
+    let c4 = min(col4, n4 - 1u);
+    return mat4x4<f32>(b[k * n4 + c4], b[(k + 1u) * n4 + c4], b[(k + 2u) * n4 + c4], b[(k + 3u) * n4 + c4]);
+}
+
+fn load_db(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
+    let c4 = min(col4, n4 - 1u);
+    return mat4x4<f32>(db[k * n4 + c4], db[(k + 1u) * n4 + c4], db[(k + 2u) * n4 + c4], db[(k + 3u) * n4 + c4]);
+}
+
+fn store_block(row0: u32, col4: u32, v: mat4x4<f32>, t: mat4x4<f32>) {
+    let n4 = p.n / 4u;
+    if (col4 >= n4) { return; }
+    for (var r = 0u; r < 4u; r++) {
+        let row = row0 + r;
+        if (row >= p.m) { return; }
+        var x = v[r];
+        var dx = t[r];
+        if ((p.flags & 1u) != 0u) {
+            x += bias[col4];
+            dx += dbias[col4];
+        }
+        if ((p.flags & 2u) != 0u) {
+            dx = select(vec4<f32>(0.0), dx, x > vec4<f32>(0.0));
+            x = max(x, vec4<f32>(0.0));
+        }
+        c[row * n4 + col4] = x;
+        dc[row * n4 + col4] = dx;
+    }
+}
+
+@compute @workgroup_size(8, 8)
 fn matmul_jvp_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * TM;
-    let col4_0 = gid.x * TN4;
+    let row0 = gid.y * 8u;
+    let col4_0 = gid.x * 4u;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
     let has_da = (p.flags & 8u) != 0u;
-    var acc: array<vec4<f32>, TM * TN4>;
-    var dacc: array<vec4<f32>, TM * TN4>;
-    var bt: array<vec4<f32>, 4u * TN4>;
-    var dbt: array<vec4<f32>, 4u * TN4>;
+    var y: Tile;
+    var dy: Tile;
     for (var kk = 0u; kk < k4; kk++) {
-        for (var q = 0u; q < 4u; q++) {
-            let base = (kk * 4u + q) * n4;
-            for (var j = 0u; j < TN4; j++) {
-                let idx = base + min(col4_0 + j, n4 - 1u);
-                bt[q * TN4 + j] = b[idx];
-                dbt[q * TN4 + j] = db[idx];
-            }
-        }
-        for (var r = 0u; r < TM; r++) {
-            let ai = min(row0 + r, p.m - 1u) * k4 + kk;
-            let av = a[ai];
-            for (var j = 0u; j < TN4; j++) {
-                var s = acc[r * TN4 + j];
-                var t = dacc[r * TN4 + j];
-                s = fma(vec4<f32>(av.x), bt[j], s);
-                t = fma(vec4<f32>(av.x), dbt[j], t);
-                s = fma(vec4<f32>(av.y), bt[TN4 + j], s);
-                t = fma(vec4<f32>(av.y), dbt[TN4 + j], t);
-                s = fma(vec4<f32>(av.z), bt[2u * TN4 + j], s);
-                t = fma(vec4<f32>(av.z), dbt[2u * TN4 + j], t);
-                s = fma(vec4<f32>(av.w), bt[3u * TN4 + j], s);
-                t = fma(vec4<f32>(av.w), dbt[3u * TN4 + j], t);
-                acc[r * TN4 + j] = s;
-                dacc[r * TN4 + j] = t;
-            }
-            if (has_da) {
-                let dav = da[ai];
-                for (var j = 0u; j < TN4; j++) {
-                    var t = dacc[r * TN4 + j];
-                    t = fma(vec4<f32>(dav.x), bt[j], t);
-                    t = fma(vec4<f32>(dav.y), bt[TN4 + j], t);
-                    t = fma(vec4<f32>(dav.z), bt[2u * TN4 + j], t);
-                    t = fma(vec4<f32>(dav.w), bt[3u * TN4 + j], t);
-                    dacc[r * TN4 + j] = t;
-                }
-            }
+        let k = kk * 4u;
+        let a0 = load_a(row0, kk, k4);
+        let a1 = load_a(row0 + 4u, kk, k4);
+        let b0 = load_b(k, col4_0, n4);
+        let b1 = load_b(k, col4_0 + 1u, n4);
+        let b2 = load_b(k, col4_0 + 2u, n4);
+        let b3 = load_b(k, col4_0 + 3u, n4);
+        update(&y, a0, a1, b0, b1, b2, b3);
+        update(&dy, a0, a1, load_db(k, col4_0, n4), load_db(k, col4_0 + 1u, n4), load_db(k, col4_0 + 2u, n4), load_db(k, col4_0 + 3u, n4));
+        if (has_da) {
+            update(&dy, load_da(row0, kk, k4), load_da(row0 + 4u, kk, k4), b0, b1, b2, b3);
         }
     }
-    for (var r = 0u; r < TM; r++) {
-        let row = row0 + r;
-        if (row >= p.m) { break; }
-        for (var j = 0u; j < TN4; j++) {
-            let col4 = col4_0 + j;
-            if (col4 >= n4) { break; }
-            var v = acc[r * TN4 + j];
-            var t = dacc[r * TN4 + j];
-            if ((p.flags & 1u) != 0u) {
-                v += bias[col4];
-                t += dbias[col4];
-            }
-            if ((p.flags & 2u) != 0u) {
-                t = select(vec4<f32>(0.0), t, v > vec4<f32>(0.0));
-                v = max(v, vec4<f32>(0.0));
-            }
-            c[row * n4 + col4] = v;
-            dc[row * n4 + col4] = t;
-        }
-    }
+    store_block(row0, col4_0, y.t00, dy.t00);
+    store_block(row0, col4_0 + 1u, y.t01, dy.t01);
+    store_block(row0, col4_0 + 2u, y.t02, dy.t02);
+    store_block(row0, col4_0 + 3u, y.t03, dy.t03);
+    store_block(row0 + 4u, col4_0, y.t10, dy.t10);
+    store_block(row0 + 4u, col4_0 + 1u, y.t11, dy.t11);
+    store_block(row0 + 4u, col4_0 + 2u, y.t12, dy.t12);
+    store_block(row0 + 4u, col4_0 + 3u, y.t13, dy.t13);
 }

@@ -33,6 +33,12 @@ pub const FAMILIES: &[Family] = &[
     family!("matmul", 4, 1),
     family!("matmul_general", 4, 1),
     family!("matmul_jvp", 6, 2),
+    family!("conv2d", 6, 2),
+    family!("conv2d_3x3", 6, 2),
+    family!("pool", 3, 3),
+    family!("reduce", 2, 1),
+    family!("softmax", 3, 2),
+    family!("flat", 1, 1),
 ];
 
 /// One family by name. Panics on an unknown family: the names are compile-time constants.

@@ -5,11 +5,14 @@
 //! reverse and forward-over-reverse modes), [`nn`] (networks over one flat parameter vector).
 #![warn(missing_docs)]
 
+pub mod autodiff;
+pub mod bench;
 pub mod cpu;
 pub mod device;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
+pub mod nn;
 pub mod ops;
 pub mod tensor;
 

@@ -44,3 +44,15 @@ pub fn add_bias(x: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Splits a flat vector into consecutive pieces of the given lengths.
+pub fn split(flat: &[f32], lens: &[usize]) -> Vec<Vec<f32>> {
+    let mut off = 0;
+    lens.iter()
+        .map(|&n| {
+            let piece = flat[off..off + n].to_vec();
+            off += n;
+            piece
+        })
+        .collect()
+}

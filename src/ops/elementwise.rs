@@ -149,3 +149,59 @@ pub fn add_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
         }
     }
 }
+
+/// Splits flat vector `x` into consecutive tensors of `shapes` (their sizes must add up to
+/// `x.numel()`).
+pub fn split(x: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
+    let lens: Vec<usize> = shapes.iter().map(|s| s.iter().product()).collect();
+    let total: usize = lens.iter().sum();
+    if total != x.numel() {
+        return Err(shape_err("split", format!("pieces {shapes:?} hold {total} elements, vector {:?} has {}", x.shape(), x.numel())));
+    }
+    match x.device() {
+        Device::Cpu => Ok(cpu::split(x.host().unwrap(), &lens)
+            .into_iter()
+            .zip(shapes)
+            .map(|(v, s)| Tensor::cpu(s, v))
+            .collect()),
+        Device::Gpu(ctx) => {
+            let mut off = 0;
+            let mut out = Vec::with_capacity(shapes.len());
+            for (s, &n) in shapes.iter().zip(&lens) {
+                let piece = Tensor::gpu_uninit(&ctx, "split", s)?;
+                let p = Params::new().u(n).u(off).u(0);
+                ctx.dispatch("split", &KernelKey::new("elementwise", "copy_range"), p.bytes(), &[super::buf(x)], &[super::buf(&piece)], groups_1d(n, 256))?;
+                off += n;
+                out.push(piece);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Concatenates tensors, flattened, into one vector.
+pub fn concat(parts: &[&Tensor]) -> Result<Tensor> {
+    if parts.is_empty() {
+        return Err(crate::error::Error::Invalid("concat of no tensors".into()));
+    }
+    let total: usize = parts.iter().map(|t| t.numel()).sum();
+    match common_device("concat", parts)? {
+        Device::Cpu => {
+            let mut v = Vec::with_capacity(total);
+            for t in parts {
+                v.extend_from_slice(t.host().unwrap());
+            }
+            Ok(Tensor::cpu(&[total], v))
+        }
+        Device::Gpu(ctx) => {
+            let out = Tensor::gpu_uninit(&ctx, "concat", &[total])?;
+            let mut off = 0;
+            for t in parts {
+                let p = Params::new().u(t.numel()).u(0).u(off);
+                ctx.dispatch("concat", &KernelKey::new("elementwise", "copy_range"), p.bytes(), &[super::buf(t)], &[super::buf(&out)], groups_1d(t.numel(), 256))?;
+                off += t.numel();
+            }
+            Ok(out)
+        }
+    }
+}

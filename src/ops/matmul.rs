@@ -1,8 +1,9 @@
 //! Matrix products (`kernels/matmul.wgsl`, `matmul_general.wgsl`, `matmul_jvp.wgsl`).
 //!
-//! Variant choice: aligned shapes use the vec4 register-tiled kernels, with big tiles on
-//! software adapters (CPU SIMD lanes vectorise per-invocation work) and small tiles on hardware
-//! GPUs (occupancy); other shapes use the strided general kernel.
+//! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
+//! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work); on
+//! hardware GPUs, where such tiles would spill registers, and for unaligned shapes, the strided
+//! general kernel with 4 x 4 tiles runs. The fused JVP kernel (8 x 16 tiles) serves both.
 
 use super::{buf, common_device, Params};
 use crate::cpu::matmul::{self as cpu, Gemm};
@@ -72,13 +73,9 @@ fn gemm_dims(op: &'static str, a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Re
     Ok((m, n, ka))
 }
 
-/// The fast kernel's tile `(TM, TN4, WG)` for this adapter class.
-fn tiles(class: AdapterClass) -> (u32, u32, u32) {
-    match class {
-        AdapterClass::Software => (16, 4, 8),
-        AdapterClass::Hardware => (4, 1, 16),
-    }
-}
+/// Rows and columns of C per workgroup of the register-tiled kernels (8 x 8 invocations).
+const TILE_NN: (usize, usize) = (128, 128);
+const TILE_JVP: (usize, usize) = (64, 128);
 
 /// `act(alpha * op(A) op(B) + bias + beta * cin)` with the options' transposes and epilogue.
 pub fn matmul_ex(a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
@@ -134,17 +131,15 @@ fn gpu_matmul(ctx: &std::sync::Arc<GpuContext>, g: &Gemm, a: &Tensor, b: &Tensor
         (true, false) => m % 4 == 0,
         (true, true) => false,
     };
-    if aligned && k > 0 {
-        let (tm, tn4, wg) = tiles(ctx.class);
+    if aligned && k > 0 && ctx.class == AdapterClass::Software {
         let entry = match (o.trans_a, o.trans_b) {
             (false, false) => "matmul_nn",
             (true, false) => "matmul_tn",
             _ => "matmul_nt",
         };
-        let key = KernelKey { family: "matmul", entry, specialise: vec![("TM", tm), ("TN4", tn4), ("WG", wg)] };
         let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta);
-        let groups = [(n / 4).div_ceil((tn4 * wg) as usize) as u32, m.div_ceil((tm * wg) as usize) as u32, 1];
-        ctx.dispatch("matmul", &key, p.bytes(), &inputs, &[buf(&out)], groups)?;
+        let groups = [n.div_ceil(TILE_NN.1) as u32, m.div_ceil(TILE_NN.0) as u32, 1];
+        ctx.dispatch("matmul", &KernelKey::new("matmul", entry), p.bytes(), &inputs, &[buf(&out)], groups)?;
     } else {
         let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
         let (sb_row, sb_col) = if o.trans_b { (1, k) } else { (n, 1) };
@@ -201,10 +196,6 @@ pub fn matmul_jvp(
             Ok((Tensor::cpu(&[m, n], c), Tensor::cpu(&[m, n], dc)))
         }
         Device::Gpu(ctx) if n % 4 == 0 && k % 4 == 0 && k > 0 => {
-            let (tm, tn4, wg) = match ctx.class {
-                AdapterClass::Software => (8, 4, 8),
-                AdapterClass::Hardware => (4, 1, 16),
-            };
             let c = Tensor::gpu_uninit(&ctx, "matmul_jvp", &[m, n])?;
             let dc = Tensor::gpu_uninit(&ctx, "matmul_jvp", &[m, n])?;
                     let flags = if bias.is_some() { FLAG_BIAS } else { 0 }
@@ -218,9 +209,9 @@ pub fn matmul_jvp(
                 buf(db),
                 bias.map_or(buf(a), |(_, y)| buf(y)),
             ];
-            let key = KernelKey { family: "matmul_jvp", entry: "matmul_jvp_nn", specialise: vec![("TM", tm), ("TN4", tn4), ("WG", wg)] };
+            let key = KernelKey::new("matmul_jvp", "matmul_jvp_nn");
             let p = Params::new().u(m).u(n).u(k).u(flags);
-            let groups = [(n / 4).div_ceil((tn4 * wg) as usize) as u32, m.div_ceil((tm * wg) as usize) as u32, 1];
+            let groups = [n.div_ceil(TILE_JVP.1) as u32, m.div_ceil(TILE_JVP.0) as u32, 1];
             ctx.dispatch("matmul_jvp", &key, p.bytes(), &inputs, &[buf(&c), buf(&dc)], groups)?;
             Ok((c, dc))
         }

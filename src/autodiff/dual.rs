@@ -1,0 +1,148 @@
+//! Forward mode: a [`Dual`] carries a primal value and (optionally) its tangent, and every op
+//! here maps primal and tangent together, using the fused JVP kernels where they exist.
+//!
+//! The reverse-mode rules of [`super::tape`] are written with these same ops, so running the
+//! backward pass on duals differentiates the gradient itself: forward-over-reverse, which is
+//! how Hessian-vector products are computed.
+
+use crate::error::Result;
+use crate::ops::elementwise as ew;
+use crate::ops::matmul::{matmul_ex, matmul_jvp, MatmulOpts};
+use crate::ops::{reduce, softmax};
+use crate::tensor::Tensor;
+
+/// A value and its directional derivative (`None` means a zero tangent).
+#[derive(Clone, Debug)]
+pub struct Dual {
+    /// The value.
+    pub primal: Tensor,
+    /// Its tangent, or `None` for zero.
+    pub tangent: Option<Tensor>,
+}
+
+impl Dual {
+    /// A constant (zero tangent).
+    pub fn constant(primal: Tensor) -> Dual {
+        Dual { primal, tangent: None }
+    }
+
+    /// A value with tangent.
+    pub fn new(primal: Tensor, tangent: Tensor) -> Dual {
+        Dual { primal, tangent: Some(tangent) }
+    }
+
+    /// The same primal without its tangent.
+    pub fn primal_only(&self) -> Dual {
+        Dual::constant(self.primal.clone())
+    }
+
+    /// The tangent, or zeros of the primal's shape.
+    pub fn tangent_or_zeros(&self) -> Result<Tensor> {
+        match &self.tangent {
+            Some(t) => Ok(t.clone()),
+            None => ew::fill(&self.primal.device(), self.primal.shape(), 0.0),
+        }
+    }
+}
+
+/// Adds two optional tangents.
+fn add_tangents(a: Option<Tensor>, b: Option<Tensor>) -> Result<Option<Tensor>> {
+    Ok(match (a, b) {
+        (Some(a), Some(b)) => Some(ew::add(&a, &b)?),
+        (a, None) => a,
+        (None, b) => b,
+    })
+}
+
+/// `a + b`.
+pub fn add(a: &Dual, b: &Dual) -> Result<Dual> {
+    Ok(Dual {
+        primal: ew::add(&a.primal, &b.primal)?,
+        tangent: add_tangents(a.tangent.clone(), b.tangent.clone())?,
+    })
+}
+
+/// `alpha * a`.
+pub fn scale(alpha: f32, a: &Dual) -> Result<Dual> {
+    Ok(Dual {
+        primal: ew::scale(alpha, &a.primal)?,
+        tangent: a.tangent.as_ref().map(|t| ew::scale(alpha, t)).transpose()?,
+    })
+}
+
+/// `op(a) op(b)` with transposes; tangent `op(da) op(b) + op(a) op(db)`, accumulated in the
+/// second product's epilogue.
+pub fn matmul(a: &Dual, b: &Dual, trans_a: bool, trans_b: bool) -> Result<Dual> {
+    let o = MatmulOpts { trans_a, trans_b, ..Default::default() };
+    let primal = matmul_ex(&a.primal, &b.primal, o)?;
+    let first = a.tangent.as_ref().map(|da| matmul_ex(da, &b.primal, o)).transpose()?;
+    let tangent = match (&b.tangent, first) {
+        (Some(db), Some(first)) => Some(matmul_ex(&a.primal, db, MatmulOpts { accumulate: Some((1.0, &first)), ..o })?),
+        (Some(db), None) => Some(matmul_ex(&a.primal, db, o)?),
+        (None, first) => first,
+    };
+    Ok(Dual { primal, tangent })
+}
+
+/// A dense layer `act(x W + b)` (W stored `[in, out]`), in one fused dispatch for primal and
+/// tangent when any tangent is present.
+pub fn linear(x: &Dual, w: &Dual, b: Option<&Dual>, relu: bool) -> Result<Dual> {
+    let any_tangent = x.tangent.is_some() || w.tangent.is_some() || b.is_some_and(|b| b.tangent.is_some());
+    if !any_tangent {
+        let o = MatmulOpts { bias: b.map(|b| &b.primal), relu, ..Default::default() };
+        return Ok(Dual::constant(matmul_ex(&x.primal, &w.primal, o)?));
+    }
+    let dw = w.tangent_or_zeros()?;
+    let db = b.map(|b| b.tangent_or_zeros()).transpose()?;
+    let bias = b.map(|b| &b.primal).zip(db.as_ref());
+    let (y, dy) = matmul_jvp(&x.primal, x.tangent.as_ref(), &w.primal, &dw, bias, relu)?;
+    Ok(Dual::new(y, dy))
+}
+
+/// ReLU, fused primal and tangent.
+pub fn relu(x: &Dual) -> Result<Dual> {
+    match &x.tangent {
+        None => Ok(Dual::constant(ew::relu(&x.primal)?)),
+        Some(t) => {
+            let (y, dy) = ew::relu_jvp(&x.primal, t)?;
+            Ok(Dual::new(y, dy))
+        }
+    }
+}
+
+/// The ReLU backward rule `g * [y > 0]` on a dual cotangent; the mask depends on the primal
+/// only (its derivative is zero almost everywhere).
+pub fn relu_backward(g: &Dual, y: &Tensor) -> Result<Dual> {
+    Ok(Dual {
+        primal: ew::relu_backward(&g.primal, y)?,
+        tangent: g.tangent.as_ref().map(|t| ew::relu_backward(t, y)).transpose()?,
+    })
+}
+
+/// Column sums `[rows, cols] -> [cols]` (linear, so the tangent is the column sums of the tangent).
+pub fn sum_rows(g: &Dual) -> Result<Dual> {
+    Ok(Dual {
+        primal: reduce::sum_rows(&g.primal)?,
+        tangent: g.tangent.as_ref().map(reduce::sum_rows).transpose()?,
+    })
+}
+
+/// `scale * (softmax(z) - onehot)`, the gradient of the summed cross-entropy with respect to the
+/// logits, with its tangent along `z`'s tangent in the same dispatch.
+pub fn cross_entropy_backward(z: &Dual, labels: &Tensor, scale: f32) -> Result<Dual> {
+    match &z.tangent {
+        None => Ok(Dual::constant(softmax::cross_entropy_backward(&z.primal, labels, scale)?)),
+        Some(dz) => {
+            let (g, dg) = softmax::cross_entropy_backward_jvp(&z.primal, dz, labels, scale)?;
+            Ok(Dual::new(g, dg))
+        }
+    }
+}
+
+/// Reshape of primal and tangent.
+pub fn reshape(x: &Dual, shape: &[usize]) -> Result<Dual> {
+    Ok(Dual {
+        primal: x.primal.reshape(shape)?,
+        tangent: x.tangent.as_ref().map(|t| t.reshape(shape)).transpose()?,
+    })
+}

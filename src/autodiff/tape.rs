@@ -1,0 +1,169 @@
+//! Reverse mode: a [`Tape`] records each op with the values it needs, and [`Tape::backward`]
+//! runs the recorded rules in reverse. The rules are written with the dual ops of
+//! [`super::dual`], so when the forward values carry tangents, the backward pass yields the
+//! gradient and its directional derivative (a Hessian-vector product) at once.
+
+use super::dual::{self, Dual};
+use crate::error::{Error, Result};
+use crate::ops::softmax;
+use crate::tensor::Tensor;
+
+/// A handle to a value recorded on a [`Tape`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Var(usize);
+
+/// What produced a recorded value, with what its backward rule needs.
+enum Op {
+    Leaf,
+    /// `act(x W + b)`.
+    Linear { x: Var, w: Var, b: Option<Var>, relu: bool },
+    /// `max(x, 0)`.
+    Relu { x: Var },
+    /// Same data, new shape.
+    Reshape { x: Var },
+    /// Mean cross-entropy of logits `z` against `labels`.
+    CrossEntropy { z: Var, labels: Tensor },
+}
+
+struct Node {
+    value: Dual,
+    op: Op,
+    needs_grad: bool,
+}
+
+/// The recorded computation.
+#[derive(Default)]
+pub struct Tape {
+    nodes: Vec<Node>,
+}
+
+impl Tape {
+    /// An empty tape.
+    pub fn new() -> Tape {
+        Tape::default()
+    }
+
+    fn push(&mut self, value: Dual, op: Op, needs_grad: bool) -> Var {
+        self.nodes.push(Node { value, op, needs_grad });
+        Var(self.nodes.len() - 1)
+    }
+
+    fn needs(&self, v: Var) -> bool {
+        self.nodes[v.0].needs_grad
+    }
+
+    /// Records an input. `needs_grad` marks parameters (whose gradients are wanted) apart from data.
+    pub fn leaf(&mut self, value: Dual, needs_grad: bool) -> Var {
+        self.push(value, Op::Leaf, needs_grad)
+    }
+
+    /// The recorded value of `v`.
+    pub fn value(&self, v: Var) -> &Dual {
+        &self.nodes[v.0].value
+    }
+
+    /// Records `act(x W + b)` (W `[in, out]`).
+    pub fn linear(&mut self, x: Var, w: Var, b: Option<Var>, relu: bool) -> Result<Var> {
+        let value = dual::linear(self.value(x), self.value(w), b.map(|b| self.value(b)), relu)?;
+        let needs = self.needs(x) || self.needs(w) || b.is_some_and(|b| self.needs(b));
+        Ok(self.push(value, Op::Linear { x, w, b, relu }, needs))
+    }
+
+    /// Records `max(x, 0)`.
+    pub fn relu(&mut self, x: Var) -> Result<Var> {
+        let value = dual::relu(self.value(x))?;
+        let needs = self.needs(x);
+        Ok(self.push(value, Op::Relu { x }, needs))
+    }
+
+    /// Records a reshape.
+    pub fn reshape(&mut self, x: Var, shape: &[usize]) -> Result<Var> {
+        let value = dual::reshape(self.value(x), shape)?;
+        let needs = self.needs(x);
+        Ok(self.push(value, Op::Reshape { x }, needs))
+    }
+
+    /// Records the mean cross-entropy of logits `z` (`[B, C]`) against u32 `labels` (`[B]`).
+    /// Its value has no tangent: the loss is only differentiated in reverse.
+    pub fn cross_entropy(&mut self, z: Var, labels: &Tensor) -> Result<Var> {
+        let value = Dual::constant(softmax::cross_entropy(&self.value(z).primal, labels)?);
+        let needs = self.needs(z);
+        Ok(self.push(value, Op::CrossEntropy { z, labels: labels.clone() }, needs))
+    }
+
+    /// Runs the backward pass from `out` seeded with cotangent `seed`; returns the cotangent of
+    /// every recorded value that needs one (indexed by [`Var`]). With `second_order`, the
+    /// recorded tangents take part and each cotangent carries its tangent (forward-over-reverse);
+    /// without, tangents are ignored (a plain VJP).
+    pub fn backward(&self, out: Var, seed: Dual, second_order: bool) -> Result<Cotangents> {
+        let mut grads: Vec<Option<Dual>> = vec![None; out.0 + 1];
+        grads[out.0] = Some(seed);
+        let val = |v: Var| -> Dual {
+            let d = &self.nodes[v.0].value;
+            if second_order { d.clone() } else { d.primal_only() }
+        };
+        for i in (0..=out.0).rev() {
+            let Some(g) = grads[i].take() else { continue };
+            let node = &self.nodes[i];
+            let mut contributions: Vec<(Var, Dual)> = Vec::new();
+            match &node.op {
+                Op::Leaf => {
+                    grads[i] = Some(g);
+                    continue;
+                }
+                Op::Linear { x, w, b, relu } => {
+                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                    if self.needs(*w) {
+                        contributions.push((*w, dual::matmul(&val(*x), &gz, true, false)?));
+                    }
+                    if let Some(b) = b {
+                        if self.needs(*b) {
+                            contributions.push((*b, dual::sum_rows(&gz)?));
+                        }
+                    }
+                    if self.needs(*x) {
+                        contributions.push((*x, dual::matmul(&gz, &val(*w), false, true)?));
+                    }
+                }
+                Op::Relu { x } => contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?)),
+                Op::Reshape { x } => {
+                    let shape = self.nodes[x.0].value.primal.shape().to_vec();
+                    contributions.push((*x, dual::reshape(&g, &shape)?));
+                }
+                Op::CrossEntropy { z, labels } => {
+                    // d(mean CE)/dz = (softmax - onehot) / B, times the incoming scalar seed,
+                    // which must be the plain 1 of a loss (checked by `grad`).
+                    let batch = labels.numel().max(1) as f32;
+                    contributions.push((*z, dual::cross_entropy_backward(&val(*z), labels, 1.0 / batch)?));
+                }
+            }
+            for (v, c) in contributions {
+                grads[v.0] = Some(match grads[v.0].take() {
+                    Some(prev) => dual::add(&prev, &c)?,
+                    None => c,
+                });
+            }
+        }
+        Ok(Cotangents(grads))
+    }
+
+    /// Gradient (with tangent when `second_order`) of a scalar loss recorded by
+    /// [`Tape::cross_entropy`].
+    pub fn grad(&self, loss: Var, second_order: bool) -> Result<Cotangents> {
+        if !matches!(self.nodes[loss.0].op, Op::CrossEntropy { .. }) {
+            return Err(Error::Invalid("Tape::grad needs a loss recorded by cross_entropy".into()));
+        }
+        let one = crate::ops::elementwise::fill(&self.value(loss).primal.device(), &[1], 1.0)?;
+        self.backward(loss, Dual::constant(one), second_order)
+    }
+}
+
+/// The result of a backward pass.
+pub struct Cotangents(Vec<Option<Dual>>);
+
+impl Cotangents {
+    /// The cotangent of `v` (zero — `None` — when nothing flowed into it).
+    pub fn get(&self, v: Var) -> Option<&Dual> {
+        self.0.get(v.0).and_then(|g| g.as_ref())
+    }
+}

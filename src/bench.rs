@@ -1,0 +1,167 @@
+//! `geopath bench`: throughput of the engine's hot paths, as a table or one JSON object.
+//!
+//! Each benchmark records its work once to warm pipelines and the buffer pool, then times
+//! repeated runs, each ended by a device sync, and reports the median.
+
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::autodiff::Model;
+use crate::nn::mlp::Mlp;
+use crate::ops::matmul::matmul;
+use crate::tensor::Tensor;
+use std::time::Instant;
+
+/// One measured benchmark.
+#[derive(Debug, Clone)]
+pub struct BenchResult {
+    /// Benchmark name (e.g. `matmul`).
+    pub name: String,
+    /// Problem shape, e.g. `1024x1024x1024`.
+    pub shape: String,
+    /// Median milliseconds per run.
+    pub ms: f64,
+    /// Useful GFLOP/s at that median (None where FLOPs are not meaningful).
+    pub gflops: Option<f64>,
+}
+
+/// Names `geopath bench` knows, in the order they run.
+pub const NAMES: &[&str] = &["matmul", "matmul-512", "matmul-256", "mlp-forward", "mlp-jvp", "mlp-grad", "mlp-hvp", "mlp-gn"];
+
+/// Times `f` (which must end with a device sync): `warmup` untimed runs, then the median of
+/// runs until `min_runs` and about `budget_s` seconds are spent.
+pub fn time_median<F: FnMut() -> Result<()>>(mut f: F, warmup: usize, min_runs: usize, budget_s: f64) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let start = Instant::now();
+    let mut times = Vec::new();
+    while times.len() < min_runs || (start.elapsed().as_secs_f64() < budget_s && times.len() < 200) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Ok(times[times.len() / 2])
+}
+
+fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
+    let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let n: usize = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(device, shape, v)
+}
+
+fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
+    let a = seeded(device, &[n, n], 1)?;
+    let b = seeded(device, &[n, n], 2)?;
+    let ms = time_median(
+        || {
+            let c = matmul(&a, &b)?;
+            device.sync()?;
+            drop(c);
+            Ok(())
+        },
+        2,
+        5,
+        2.0,
+    )?;
+    let flops = 2.0 * (n * n * n) as f64;
+    Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: Some(flops / ms / 1e6) })
+}
+
+/// Runs the named benchmarks (all of [`NAMES`] when empty).
+pub fn run(device: &Device, names: &[String]) -> Result<Vec<BenchResult>> {
+    let wanted: Vec<&str> = if names.is_empty() { NAMES.to_vec() } else { names.iter().map(|s| s.as_str()).collect() };
+    for w in &wanted {
+        if !NAMES.contains(w) {
+            return Err(Error::Invalid(format!("unknown benchmark `{w}`; known: {}", NAMES.join(", "))));
+        }
+    }
+    let mut out = Vec::new();
+    let mlp_needed = wanted.iter().any(|w| w.starts_with("mlp-"));
+    let mlp = if mlp_needed { Some(MlpBench::new(device)?) } else { None };
+    for w in wanted {
+        let r = match w {
+            "matmul" => bench_matmul(device, 1024, "matmul")?,
+            "matmul-512" => bench_matmul(device, 512, "matmul-512")?,
+            "matmul-256" => bench_matmul(device, 256, "matmul-256")?,
+            other => mlp.as_ref().unwrap().run(device, other)?,
+        };
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The LeNet-300-100 setting of the `mlp-*` benchmarks: batch 200 of 784 inputs.
+struct MlpBench {
+    mlp: Mlp,
+    params: Tensor,
+    tangent: Tensor,
+    x: Tensor,
+    labels: Tensor,
+}
+
+const MLP_BATCH: usize = 200;
+
+impl MlpBench {
+    fn new(device: &Device) -> Result<Self> {
+        let mlp = Mlp::new(&[784, 300, 100, 10]);
+        let params = mlp.init(device, 7)?;
+        let tangent = seeded(device, &[mlp.num_params()], 8)?;
+        let x = seeded(device, &[MLP_BATCH, 784], 9)?;
+        let labels = Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
+        Ok(MlpBench { mlp, params, tangent, x, labels })
+    }
+
+    fn run(&self, device: &Device, name: &str) -> Result<BenchResult> {
+        let m = &self.mlp;
+        let fwd_flops = 2.0 * MLP_BATCH as f64 * m.num_weights() as f64;
+        let (flops, mut f): (f64, Box<dyn FnMut() -> Result<()>>) = match name {
+            "mlp-forward" => (fwd_flops, Box::new(|| {
+                let z = m.forward(&self.params, &self.x)?;
+                device.sync()?;
+                drop(z);
+                Ok(())
+            })),
+            "mlp-jvp" => (3.0 * fwd_flops, Box::new(|| {
+                let z = m.jvp(&self.params, &self.tangent, &self.x)?;
+                device.sync()?;
+                drop(z);
+                Ok(())
+            })),
+            "mlp-grad" => (3.0 * fwd_flops, Box::new(|| {
+                let g = m.loss_grad(&self.params, &self.x, &self.labels)?;
+                device.sync()?;
+                drop(g);
+                Ok(())
+            })),
+            "mlp-hvp" => (9.0 * fwd_flops, Box::new(|| {
+                let h = m.loss_hvp(&self.params, &self.tangent, &self.x, &self.labels)?;
+                device.sync()?;
+                drop(h);
+                Ok(())
+            })),
+            "mlp-gn" => (5.0 * fwd_flops, Box::new(|| {
+                let h = m.gauss_newton(&self.params, &self.tangent, &self.x)?;
+                device.sync()?;
+                drop(h);
+                Ok(())
+            })),
+            _ => unreachable!(),
+        };
+        let ms = time_median(&mut f, 3, 10, 2.0)?;
+        Ok(BenchResult {
+            name: name.into(),
+            shape: format!("784-300-100-10 batch {MLP_BATCH}"),
+            ms,
+            gflops: Some(flops / ms / 1e6),
+        })
+    }
+}

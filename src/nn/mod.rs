@@ -1,0 +1,3 @@
+//! Networks over one flat parameter vector.
+
+pub mod mlp;
