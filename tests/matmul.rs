@@ -5,6 +5,7 @@ use common::*;
 use geopath::ops::matmul::{matmul_ex, matmul_jvp, MatmulOpts};
 use geopath::{Device, Tensor};
 
+#[allow(clippy::too_many_arguments)]
 fn check(dev: &Device, rng: &mut Rng, m: usize, n: usize, k: usize, ta: bool, tb: bool, bias: bool, acc: bool, relu: bool) {
     let ashape = if ta { [k, m] } else { [m, k] };
     let bshape = if tb { [n, k] } else { [k, n] };
@@ -16,8 +17,6 @@ fn check(dev: &Device, rng: &mut Rng, m: usize, n: usize, k: usize, ta: bool, tb
     let bc = Tensor::from_vec(&Device::Cpu, &bshape, b).unwrap();
     let biasc = Tensor::from_vec(&Device::Cpu, &[n], biasv).unwrap();
     let cinc = Tensor::from_vec(&Device::Cpu, &[m, n], cinv).unwrap();
-    let opts = |bias_t: &'static str| bias_t;
-    let _ = opts;
     let go = MatmulOpts { trans_a: ta, trans_b: tb, alpha: 0.75, bias: bias.then_some(&biasg), accumulate: acc.then_some((0.5, &cing)), relu };
     let co = MatmulOpts { trans_a: ta, trans_b: tb, alpha: 0.75, bias: bias.then_some(&biasc), accumulate: acc.then_some((0.5, &cinc)), relu };
     let got = matmul_ex(&ag, &bg, go).unwrap().to_vec().unwrap();

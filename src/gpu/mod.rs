@@ -158,7 +158,7 @@ impl GpuContext {
 
     /// The largest tensor, in bytes, one storage binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
-        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// A device buffer of at least `bytes` bytes, from the pool; errors before any dispatch when

@@ -30,10 +30,12 @@ impl KernelKey {
 }
 
 type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
+/// A shader module: its family and specialisation.
+type ModuleKey = (&'static str, Vec<(&'static str, u32)>);
 
 pub(crate) struct PipelineCache {
     pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
-    modules: Mutex<HashMap<(&'static str, Vec<(&'static str, u32)>), wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<(u32, u32), Arc<Layouts>>>,
 }
 

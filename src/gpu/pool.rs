@@ -115,7 +115,7 @@ mod tests {
         for bytes in [1u64, 255, 256, 257, 4095, 4097, 10_000, 1 << 20, (1 << 20) + 1, 123_456_789] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
-            assert!(c % 256 == 0, "{bytes} -> {c} not 256-aligned");
+            assert!(c.is_multiple_of(256), "{bytes} -> {c} not 256-aligned");
             assert!((c - bytes) as f64 <= 0.125 * bytes as f64 + 256.0, "{bytes} -> {c}");
         }
     }
