@@ -1,38 +1,88 @@
-//! Forward mode, reverse mode, forward-over-reverse HVP and Gauss–Newton products of an MLP,
-//! against finite differences, adjoint identities, explicit Jacobians and the CPU device.
+//! Forward mode, reverse mode, forward-over-reverse HVP and Gauss–Newton products of an MLP and
+//! a small CNN (conv, ReLU, max pooling, dense), against finite differences, adjoint
+//! identities, explicit Jacobians and the CPU device.
 
 mod common;
 use common::*;
-use geopath::autodiff::{self, Model};
+use geopath::autodiff::{self, Model, Tape, Var};
 use geopath::nn::mlp::Mlp;
-use geopath::{Device, Tensor};
+use geopath::ops::conv::Conv2dGeometry;
+use geopath::{Device, Result, Tensor};
 
-struct Problem {
-    mlp: Mlp,
+/// conv3x3(2->4, pad 1) ReLU, maxpool 2, conv3x3(4->4, stride 1, pad 1) ReLU, maxpool(3, stride
+/// 1, overlapping windows), flatten, dense -> 3 classes. Input [B, 2, 6, 6].
+struct SmallCnn;
+
+impl Model for SmallCnn {
+    fn param_shapes(&self) -> Vec<Vec<usize>> {
+        vec![vec![4, 2, 3, 3], vec![4], vec![4, 4, 3, 3], vec![4], vec![4, 3], vec![3]]
+    }
+
+    fn forward(&self, tape: &mut Tape, p: &[Var], x: Var) -> Result<Var> {
+        let same = Conv2dGeometry { stride: 1, pad: 1 };
+        let h = tape.conv2d(x, p[0], Some(p[1]), same, true)?;
+        let h = tape.maxpool2d(h, 2, 2)?;
+        let h = tape.conv2d(h, p[2], Some(p[3]), same, true)?;
+        let h = tape.maxpool2d(h, 3, 1)?;
+        let batch = tape.value(h).primal.shape()[0];
+        let h = tape.reshape(h, &[batch, 4])?;
+        tape.linear(h, p[4], Some(p[5]), false)
+    }
+}
+
+struct Problem<'a> {
+    model: &'a dyn Model,
+    x_shape: Vec<usize>,
+    classes: usize,
     w: Vec<f32>,
     x: Vec<f32>,
     labels: Vec<u32>,
-    batch: usize,
 }
 
-fn problem(sizes: &[usize], batch: usize, seed: u64) -> Problem {
-    let mlp = Mlp::new(sizes);
-    let mut rng = Rng::new(seed);
-    let w = mlp.init(&Device::Cpu, seed).unwrap().to_vec().unwrap();
-    // Non-zero biases so that no pre-activation sits exactly on a ReLU kink.
-    let w = w.iter().map(|v| v + 0.05 * rng.uniform()).collect();
-    let x = rng.vec(batch * sizes[0]);
-    let classes = *sizes.last().unwrap();
-    let labels = (0..batch).map(|_| rng.below(classes) as u32).collect();
-    Problem { mlp, w, x, labels, batch }
-}
-
-fn t(dev: &Device, shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_vec(dev, shape, v.to_vec()).unwrap()
+impl<'a> Problem<'a> {
+    fn new(model: &'a dyn Model, x_shape: &[usize], classes: usize, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let shapes = model.param_shapes();
+        // Uniform weights scaled by fan-in, and non-zero biases so that no pre-activation sits
+        // exactly on a ReLU kink.
+        let mut w = Vec::new();
+        for s in &shapes {
+            let fan_in: usize = if s.len() == 1 { 1 } else { s.iter().product::<usize>() / s[s.len() - 1].min(s[0]) };
+            let scale = if s.len() == 1 { 0.1 } else { (3.0 / fan_in as f32).sqrt() };
+            w.extend((0..s.iter().product::<usize>()).map(|_| scale * rng.uniform()));
+        }
+        let batch = x_shape[0];
+        let x = rng.vec(x_shape.iter().product());
+        let labels = (0..batch).map(|_| rng.below(classes) as u32).collect();
+        Problem { model, x_shape: x_shape.to_vec(), classes, w, x, labels }
+    }
+    fn batch(&self) -> usize {
+        self.x_shape[0]
+    }
+    fn t(&self, dev: &Device, v: &[f32]) -> Tensor {
+        Tensor::from_vec(dev, &[v.len()], v.to_vec()).unwrap()
+    }
+    fn x(&self, dev: &Device) -> Tensor {
+        Tensor::from_vec(dev, &self.x_shape, self.x.clone()).unwrap()
+    }
+    fn labels(&self, dev: &Device) -> Tensor {
+        Tensor::from_u32(dev, &[self.batch()], &self.labels).unwrap()
+    }
+    fn logits(&self, dev: &Device, w: &[f32]) -> Vec<f32> {
+        autodiff::forward(self.model, &self.t(dev, w), &self.x(dev)).unwrap().to_vec().unwrap()
+    }
+    fn loss_grad(&self, dev: &Device, w: &[f32]) -> (f32, Vec<f32>) {
+        let (l, g) = autodiff::loss_grad(self.model, &self.t(dev, w), &self.x(dev), &self.labels(dev)).unwrap();
+        (l.to_vec().unwrap()[0], g.to_vec().unwrap())
+    }
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+fn shifted(w: &[f32], v: &[f32], eps: f32) -> Vec<f32> {
+    w.iter().zip(v).map(|(a, b)| a + eps * b).collect()
 }
 
 fn devices() -> Vec<Device> {
@@ -41,145 +91,134 @@ fn devices() -> Vec<Device> {
     d
 }
 
-fn logits(p: &Problem, dev: &Device, w: &[f32]) -> Vec<f32> {
-    let x = t(dev, &[p.batch, p.mlp.param_shapes()[0][0]], &p.x);
-    p.mlp.forward(&t(dev, &[w.len()], w), &x).unwrap().to_vec().unwrap()
-}
+const EPS: f32 = 1e-3;
 
-fn grad(p: &Problem, dev: &Device, w: &[f32]) -> Vec<f32> {
-    let x = t(dev, &[p.batch, p.mlp.param_shapes()[0][0]], &p.x);
-    let labels = Tensor::from_u32(dev, &[p.batch], &p.labels).unwrap();
-    p.mlp.loss_grad(&t(dev, &[w.len()], w), &x, &labels).unwrap().1.to_vec().unwrap()
-}
-
-fn shifted(w: &[f32], v: &[f32], eps: f32) -> Vec<f32> {
-    w.iter().zip(v).map(|(a, b)| a + eps * b).collect()
-}
-
-#[test]
-fn jvp_matches_central_finite_differences() {
-    let p = problem(&[12, 9, 7, 5], 6, 1);
+fn check_jvp(p: &Problem, name: &str) {
     let v = Rng::new(11).vec(p.w.len());
     for dev in devices() {
-        let x = t(&dev, &[p.batch, 12], &p.x);
-        let (z, jv) = p.mlp.jvp(&t(&dev, &[p.w.len()], &p.w), &t(&dev, &[p.w.len()], &v), &x).unwrap();
-        let eps = 1e-3;
-        let plus = logits(&p, &dev, &shifted(&p.w, &v, eps));
-        let minus = logits(&p, &dev, &shifted(&p.w, &v, -eps));
-        let fd: Vec<f32> = plus.iter().zip(&minus).map(|(a, b)| (a - b) / (2.0 * eps)).collect();
-        assert_close(&format!("jvp on {dev:?}"), &jv.to_vec().unwrap(), &fd, 2e-2, 2e-3);
-        assert_close(&format!("jvp primal on {dev:?}"), &z.to_vec().unwrap(), &logits(&p, &dev, &p.w), 1e-5, 1e-5);
+        let (z, jv) = autodiff::jvp(p.model, &p.t(&dev, &p.w), &p.t(&dev, &v), &p.x(&dev)).unwrap();
+        let plus = p.logits(&dev, &shifted(&p.w, &v, EPS));
+        let minus = p.logits(&dev, &shifted(&p.w, &v, -EPS));
+        let fd: Vec<f32> = plus.iter().zip(&minus).map(|(a, b)| (a - b) / (2.0 * EPS)).collect();
+        assert_close(&format!("{name} jvp on {dev:?}"), &jv.to_vec().unwrap(), &fd, 2e-2, 2e-3);
+        assert_close(&format!("{name} jvp primal on {dev:?}"), &z.to_vec().unwrap(), &p.logits(&dev, &p.w), 1e-5, 1e-5);
     }
 }
 
-#[test]
-fn vjp_is_the_adjoint_of_jvp() {
-    // <u, J v> = <J^T u, v> on random u, v.
-    let p = problem(&[16, 12, 8, 4], 5, 2);
+fn check_adjoint(p: &Problem, name: &str) {
     let mut rng = Rng::new(12);
     let v = rng.vec(p.w.len());
-    let u = rng.vec(p.batch * 4);
+    let u = rng.vec(p.batch() * p.classes);
     for dev in devices() {
-        let w = t(&dev, &[p.w.len()], &p.w);
-        let x = t(&dev, &[p.batch, 16], &p.x);
-        let (_, jv) = p.mlp.jvp(&w, &t(&dev, &[p.w.len()], &v), &x).unwrap();
-        let jtu = autodiff::vjp(&p.mlp, &w, &x, &t(&dev, &[p.batch, 4], &u)).unwrap();
+        let w = p.t(&dev, &p.w);
+        let (_, jv) = autodiff::jvp(p.model, &w, &p.t(&dev, &v), &p.x(&dev)).unwrap();
+        let ut = Tensor::from_vec(&dev, &[p.batch(), p.classes], u.clone()).unwrap();
+        let jtu = autodiff::vjp(p.model, &w, &p.x(&dev), &ut).unwrap();
         let lhs = dot(&u, &jv.to_vec().unwrap());
         let rhs = dot(&jtu.to_vec().unwrap(), &v);
-        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "{dev:?}: <u,Jv> = {lhs}, <J^T u, v> = {rhs}");
+        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "{name} on {dev:?}: <u,Jv> = {lhs}, <J^T u, v> = {rhs}");
     }
 }
 
-#[test]
-fn gradient_matches_finite_differences_of_the_loss() {
-    let p = problem(&[10, 8, 6], 7, 3);
+fn check_grad(p: &Problem, name: &str) {
     let v = Rng::new(13).vec(p.w.len());
     for dev in devices() {
-        let x = t(&dev, &[p.batch, 10], &p.x);
-        let labels = Tensor::from_u32(&dev, &[p.batch], &p.labels).unwrap();
-        let loss = |w: &[f32]| p.mlp.loss_grad(&t(&dev, &[w.len()], w), &x, &labels).unwrap().0.to_vec().unwrap()[0];
-        let eps = 1e-3;
-        let fd = (loss(&shifted(&p.w, &v, eps)) - loss(&shifted(&p.w, &v, -eps))) / (2.0 * eps);
-        let g = grad(&p, &dev, &p.w);
-        let gv = dot(&g, &v) as f32;
-        assert!((gv - fd).abs() <= 1e-2 * fd.abs().max(0.1), "{dev:?}: <grad, v> = {gv}, finite difference {fd}");
+        let fd = (p.loss_grad(&dev, &shifted(&p.w, &v, EPS)).0 - p.loss_grad(&dev, &shifted(&p.w, &v, -EPS)).0) / (2.0 * EPS);
+        let gv = dot(&p.loss_grad(&dev, &p.w).1, &v) as f32;
+        assert!((gv - fd).abs() <= 1e-2 * fd.abs().max(0.1), "{name} on {dev:?}: <grad, v> = {gv}, finite difference {fd}");
     }
 }
 
-#[test]
-fn hvp_matches_finite_differences_of_gradients_and_is_symmetric() {
-    let p = problem(&[12, 10, 8, 5], 6, 4);
+fn check_hvp(p: &Problem, name: &str) {
     let mut rng = Rng::new(14);
     let v = rng.vec(p.w.len());
     let u = rng.vec(p.w.len());
     for dev in devices() {
-        let w = t(&dev, &[p.w.len()], &p.w);
-        let x = t(&dev, &[p.batch, 12], &p.x);
-        let labels = Tensor::from_u32(&dev, &[p.batch], &p.labels).unwrap();
-        let (g, hv) = p.mlp.loss_hvp(&w, &t(&dev, &[p.w.len()], &v), &x, &labels).unwrap();
-        let (_, hu) = p.mlp.loss_hvp(&w, &t(&dev, &[p.w.len()], &u), &x, &labels).unwrap();
+        let w = p.t(&dev, &p.w);
+        let (g, hv) = autodiff::loss_hvp(p.model, &w, &p.t(&dev, &v), &p.x(&dev), &p.labels(&dev)).unwrap();
+        let (_, hu) = autodiff::loss_hvp(p.model, &w, &p.t(&dev, &u), &p.x(&dev), &p.labels(&dev)).unwrap();
         let hv = hv.to_vec().unwrap();
-        let eps = 1e-3;
-        let gp = grad(&p, &dev, &shifted(&p.w, &v, eps));
-        let gm = grad(&p, &dev, &shifted(&p.w, &v, -eps));
-        let fd: Vec<f32> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * eps)).collect();
+        let gp = p.loss_grad(&dev, &shifted(&p.w, &v, EPS)).1;
+        let gm = p.loss_grad(&dev, &shifted(&p.w, &v, -EPS)).1;
+        let fd: Vec<f32> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * EPS)).collect();
         let scale = fd.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(&format!("hvp on {dev:?}"), &hv, &fd, 2e-2, 2e-3 * scale);
-        assert_close(&format!("hvp's gradient on {dev:?}"), &g.to_vec().unwrap(), &grad(&p, &dev, &p.w), 1e-5, 1e-6);
+        assert_close(&format!("{name} hvp on {dev:?}"), &hv, &fd, 2e-2, 2e-3 * scale);
+        assert_close(&format!("{name} hvp's gradient on {dev:?}"), &g.to_vec().unwrap(), &p.loss_grad(&dev, &p.w).1, 1e-5, 1e-6);
         let uhv = dot(&u, &hv);
         let vhu = dot(&v, &hu.to_vec().unwrap());
-        assert!((uhv - vhu).abs() <= 1e-4 * uhv.abs().max(1e-2), "{dev:?}: <u,Hv> = {uhv}, <v,Hu> = {vhu}");
+        assert!((uhv - vhu).abs() <= 1e-4 * uhv.abs().max(1e-2), "{name} on {dev:?}: <u,Hv> = {uhv}, <v,Hu> = {vhu}");
     }
 }
 
-#[test]
-fn gauss_newton_matches_an_explicit_jacobian() {
+fn check_gauss_newton(p: &Problem, name: &str) {
     // J built column by column with JVPs along basis vectors; G v = (1/B) J^T J v.
-    let p = problem(&[5, 4, 3], 3, 5);
     let n = p.w.len();
     let v = Rng::new(15).vec(n);
     for dev in devices() {
-        let w = t(&dev, &[n], &p.w);
-        let x = t(&dev, &[p.batch, 5], &p.x);
-        let outs = p.batch * 3;
+        let w = p.t(&dev, &p.w);
+        let outs = p.batch() * p.classes;
         let mut jac = vec![0f32; outs * n];
         for col in 0..n {
             let mut e = vec![0f32; n];
             e[col] = 1.0;
-            let (_, je) = p.mlp.jvp(&w, &t(&dev, &[n], &e), &x).unwrap();
+            let (_, je) = autodiff::jvp(p.model, &w, &p.t(&dev, &e), &p.x(&dev)).unwrap();
             for (r, val) in je.to_vec().unwrap().into_iter().enumerate() {
                 jac[r * n + col] = val;
             }
         }
         let jv: Vec<f32> = (0..outs).map(|r| (0..n).map(|c| jac[r * n + c] * v[c]).sum()).collect();
-        let want: Vec<f32> = (0..n).map(|c| (0..outs).map(|r| jac[r * n + c] * jv[r]).sum::<f32>() / p.batch as f32).collect();
-        let got = p.mlp.gauss_newton(&w, &t(&dev, &[n], &v), &x).unwrap().to_vec().unwrap();
-        assert_close(&format!("Gauss-Newton on {dev:?}"), &got, &want, 1e-4, 1e-5);
+        let want: Vec<f32> = (0..n).map(|c| (0..outs).map(|r| jac[r * n + c] * jv[r]).sum::<f32>() / p.batch() as f32).collect();
+        let got = autodiff::gauss_newton(p.model, &w, &p.t(&dev, &v), &p.x(&dev)).unwrap().to_vec().unwrap();
+        assert_close(&format!("{name} Gauss-Newton on {dev:?}"), &got, &want, 1e-4, 1e-5);
     }
 }
 
-#[test]
-fn gpu_autodiff_matches_the_cpu_device_on_lenet_shapes() {
+fn check_gpu_matches_cpu(p: &Problem, name: &str) {
     let Some(dev) = gpu() else { return };
-    let p = problem(&[784, 300, 100, 10], 20, 6);
-    let mut rng = Rng::new(16);
-    let v = rng.vec(p.w.len());
+    let v = Rng::new(16).vec(p.w.len());
     let run = |d: &Device| {
-        let w = t(d, &[p.w.len()], &p.w);
-        let x = t(d, &[p.batch, 784], &p.x);
-        let labels = Tensor::from_u32(d, &[p.batch], &p.labels).unwrap();
-        let vv = t(d, &[p.w.len()], &v);
-        let (z, jv) = p.mlp.jvp(&w, &vv, &x).unwrap();
-        let (g, hv) = p.mlp.loss_hvp(&w, &vv, &x, &labels).unwrap();
-        let gn = p.mlp.gauss_newton(&w, &vv, &x).unwrap();
+        let w = p.t(d, &p.w);
+        let vv = p.t(d, &v);
+        let (z, jv) = autodiff::jvp(p.model, &w, &vv, &p.x(d)).unwrap();
+        let (g, hv) = autodiff::loss_hvp(p.model, &w, &vv, &p.x(d), &p.labels(d)).unwrap();
+        let gn = autodiff::gauss_newton(p.model, &w, &vv, &p.x(d)).unwrap();
         [z, jv, g, hv, gn].map(|t| t.to_vec().unwrap())
     };
     let want = run(&Device::Cpu);
     let got = run(&dev);
-    for (i, name) in ["logits", "jvp", "grad", "hvp", "gauss-newton"].iter().enumerate() {
+    for (i, what) in ["logits", "jvp", "grad", "hvp", "gauss-newton"].iter().enumerate() {
         let scale = want[i].iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(name, &got[i], &want[i], 1e-3, 1e-4 * scale.max(1e-3));
+        assert_close(&format!("{name} {what}"), &got[i], &want[i], 1e-3, 1e-4 * scale.max(1e-3));
     }
+}
+
+#[test]
+fn mlp_jvp_vjp_grad_hvp_and_gauss_newton() {
+    let mlp = Mlp::new(&[12, 9, 7, 5]);
+    let p = Problem::new(&mlp, &[6, 12], 5, 1);
+    check_jvp(&p, "mlp");
+    check_adjoint(&p, "mlp");
+    check_grad(&p, "mlp");
+    check_hvp(&p, "mlp");
+    let tiny = Mlp::new(&[5, 4, 3]);
+    check_gauss_newton(&Problem::new(&tiny, &[3, 5], 3, 5), "tiny mlp");
+}
+
+#[test]
+fn cnn_jvp_vjp_grad_hvp_and_gauss_newton() {
+    let p = Problem::new(&SmallCnn, &[3, 2, 6, 6], 3, 2);
+    check_jvp(&p, "cnn");
+    check_adjoint(&p, "cnn");
+    check_grad(&p, "cnn");
+    check_hvp(&p, "cnn");
+    check_gauss_newton(&p, "cnn");
+    check_gpu_matches_cpu(&p, "cnn");
+}
+
+#[test]
+fn gpu_autodiff_matches_the_cpu_device_on_lenet_shapes() {
+    let mlp = Mlp::new(&[784, 300, 100, 10]);
+    check_gpu_matches_cpu(&Problem::new(&mlp, &[20, 784], 10, 6), "lenet-300-100");
 }
 
 #[test]

@@ -8,7 +8,8 @@
 use crate::error::Result;
 use crate::ops::elementwise as ew;
 use crate::ops::matmul::{matmul_ex, matmul_jvp, MatmulOpts};
-use crate::ops::{reduce, softmax};
+use crate::ops::conv::{self, Conv2dGeometry};
+use crate::ops::{pool, reduce, softmax};
 use crate::tensor::Tensor;
 
 /// A value and its directional derivative (`None` means a zero tangent).
@@ -144,5 +145,66 @@ pub fn reshape(x: &Dual, shape: &[usize]) -> Result<Dual> {
     Ok(Dual {
         primal: x.primal.reshape(shape)?,
         tangent: x.tangent.as_ref().map(|t| t.reshape(shape)).transpose()?,
+    })
+}
+
+/// A convolution `act(conv(x, w) + b)`, in one fused dispatch for primal and tangent when any
+/// tangent is present.
+pub fn conv2d(x: &Dual, w: &Dual, b: Option<&Dual>, g: Conv2dGeometry, relu: bool) -> Result<Dual> {
+    let any_tangent = x.tangent.is_some() || w.tangent.is_some() || b.is_some_and(|b| b.tangent.is_some());
+    if !any_tangent {
+        return Ok(Dual::constant(conv::conv2d(&x.primal, &w.primal, b.map(|b| &b.primal), g, relu)?));
+    }
+    let dw = w.tangent_or_zeros()?;
+    let db = b.map(|b| b.tangent_or_zeros()).transpose()?;
+    let bias = b.map(|b| &b.primal).zip(db.as_ref());
+    let (y, dy) = conv::conv2d_jvp(&x.primal, x.tangent.as_ref(), &w.primal, &dw, bias, g, relu)?;
+    Ok(Dual::new(y, dy))
+}
+
+/// The input cotangent of a convolution, bilinear in `(gy, w)`.
+pub fn conv2d_backward_data(gy: &Dual, w: &Dual, x_shape: &[usize], g: Conv2dGeometry) -> Result<Dual> {
+    let primal = conv::conv2d_backward_data(&gy.primal, &w.primal, x_shape, g)?;
+    let first = gy.tangent.as_ref().map(|t| conv::conv2d_backward_data(t, &w.primal, x_shape, g)).transpose()?;
+    let second = w.tangent.as_ref().map(|t| conv::conv2d_backward_data(&gy.primal, t, x_shape, g)).transpose()?;
+    Ok(Dual { primal, tangent: add_tangents(first, second)? })
+}
+
+/// The weight cotangent of a convolution, bilinear in `(x, gy)`.
+pub fn conv2d_backward_weight(x: &Dual, gy: &Dual, w_shape: &[usize], g: Conv2dGeometry) -> Result<Dual> {
+    let primal = conv::conv2d_backward_weight(&x.primal, &gy.primal, w_shape, g)?;
+    let first = x.tangent.as_ref().map(|t| conv::conv2d_backward_weight(t, &gy.primal, w_shape, g)).transpose()?;
+    let second = gy.tangent.as_ref().map(|t| conv::conv2d_backward_weight(&x.primal, t, w_shape, g)).transpose()?;
+    Ok(Dual { primal, tangent: add_tangents(first, second)? })
+}
+
+/// The bias cotangent of a convolution (linear in `gy`).
+pub fn conv2d_backward_bias(gy: &Dual) -> Result<Dual> {
+    Ok(Dual {
+        primal: conv::conv2d_backward_bias(&gy.primal)?,
+        tangent: gy.tangent.as_ref().map(conv::conv2d_backward_bias).transpose()?,
+    })
+}
+
+/// Max pooling; returns the pooled dual and the argmax indices (primal and tangent fused in
+/// one dispatch when a tangent is present).
+pub fn maxpool2d(x: &Dual, k: usize, stride: usize) -> Result<(Dual, Tensor)> {
+    match &x.tangent {
+        None => {
+            let (y, idx) = pool::maxpool2d(&x.primal, k, stride)?;
+            Ok((Dual::constant(y), idx))
+        }
+        Some(dx) => {
+            let (y, dy, idx) = pool::maxpool2d_jvp(&x.primal, dx, k, stride)?;
+            Ok((Dual::new(y, dy), idx))
+        }
+    }
+}
+
+/// The max-pooling backward rule: scatter through the argmax indices (linear in `gy`).
+pub fn maxpool2d_backward(gy: &Dual, indices: &Tensor, x_shape: &[usize]) -> Result<Dual> {
+    Ok(Dual {
+        primal: pool::maxpool2d_backward(&gy.primal, indices, x_shape)?,
+        tangent: gy.tangent.as_ref().map(|t| pool::maxpool2d_backward(t, indices, x_shape)).transpose()?,
     })
 }

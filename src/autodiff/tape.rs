@@ -5,6 +5,7 @@
 
 use super::dual::{self, Dual};
 use crate::error::{Error, Result};
+use crate::ops::conv::Conv2dGeometry;
 use crate::ops::softmax;
 use crate::tensor::Tensor;
 
@@ -17,6 +18,10 @@ enum Op {
     Leaf,
     /// `act(x W + b)`.
     Linear { x: Var, w: Var, b: Option<Var>, relu: bool },
+    /// `act(conv(x, w) + b)`.
+    Conv2d { x: Var, w: Var, b: Option<Var>, geometry: Conv2dGeometry, relu: bool },
+    /// Max pooling, with the argmax indices of the forward pass.
+    MaxPool2d { x: Var, indices: Tensor },
     /// `max(x, 0)`.
     Relu { x: Var },
     /// Same data, new shape.
@@ -67,6 +72,20 @@ impl Tape {
         let value = dual::linear(self.value(x), self.value(w), b.map(|b| self.value(b)), relu)?;
         let needs = self.needs(x) || self.needs(w) || b.is_some_and(|b| self.needs(b));
         Ok(self.push(value, Op::Linear { x, w, b, relu }, needs))
+    }
+
+    /// Records `act(conv(x, w) + b)` (x `[N, C, H, W]`, w `[O, C, KH, KW]`).
+    pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, geometry: Conv2dGeometry, relu: bool) -> Result<Var> {
+        let value = dual::conv2d(self.value(x), self.value(w), b.map(|b| self.value(b)), geometry, relu)?;
+        let needs = self.needs(x) || self.needs(w) || b.is_some_and(|b| self.needs(b));
+        Ok(self.push(value, Op::Conv2d { x, w, b, geometry, relu }, needs))
+    }
+
+    /// Records `k` x `k` max pooling with the given stride.
+    pub fn maxpool2d(&mut self, x: Var, k: usize, stride: usize) -> Result<Var> {
+        let (value, indices) = dual::maxpool2d(self.value(x), k, stride)?;
+        let needs = self.needs(x);
+        Ok(self.push(value, Op::MaxPool2d { x, indices }, needs))
     }
 
     /// Records `max(x, 0)`.
@@ -124,6 +143,26 @@ impl Tape {
                     if self.needs(*x) {
                         contributions.push((*x, dual::matmul(&gz, &val(*w), false, true)?));
                     }
+                }
+                Op::Conv2d { x, w, b, geometry, relu } => {
+                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                    if self.needs(*w) {
+                        let w_shape = self.nodes[w.0].value.primal.shape().to_vec();
+                        contributions.push((*w, dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?));
+                    }
+                    if let Some(b) = b {
+                        if self.needs(*b) {
+                            contributions.push((*b, dual::conv2d_backward_bias(&gz)?));
+                        }
+                    }
+                    if self.needs(*x) {
+                        let x_shape = self.nodes[x.0].value.primal.shape().to_vec();
+                        contributions.push((*x, dual::conv2d_backward_data(&gz, &val(*w), &x_shape, *geometry)?));
+                    }
+                }
+                Op::MaxPool2d { x, indices } => {
+                    let x_shape = self.nodes[x.0].value.primal.shape().to_vec();
+                    contributions.push((*x, dual::maxpool2d_backward(&g, indices, &x_shape)?));
                 }
                 Op::Relu { x } => contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?)),
                 Op::Reshape { x } => {
