@@ -2,9 +2,13 @@
 //     C = act(A B + bias),   dC = act'(.) * (dA B + A dB + dbias)
 // with A [M,K], B [K,N] row-major (needs K % 4 == 0, N % 4 == 0). The A and B tiles loaded for
 // the primal are reused for the tangent, so the JVP reads each operand once.
-// Each invocation owns an 8 x 16 tile of C and of dC, as 2 x 4 blocks of mat4x4 whose columns
+// Each invocation owns a 16 x 8 tile of C and of dC, as 4 x 2 blocks of mat4x4 whose columns
 // are rows of the block (see matmul.wgsl).
-// Flags: 1 bias (with dbias), 2 ReLU, 8 dA present (else dA = 0, e.g. for the input layer).
+// Flags: 1 bias (with dbias), 2 ReLU. Whether dA is present (else dA = 0, e.g. for the input
+// layer) is the specialisation constant HAS_DA, so that neither variant carries a branch in its
+// inner loop (which costs lavapipe ~20%).
+
+const HAS_DA: u32 = 1u;
 
 struct Params {
     m: u32,
@@ -23,16 +27,20 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> c: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read_write> dc: array<vec4<f32>>;
 
-// Eight blocks: rows 0-3 and 4-7 of the tile, vec4-columns 0..3.
+// Eight blocks: row blocks 0..3 of the tile, vec4-columns 0 and 1.
 struct Tile {
-    t00: mat4x4<f32>, t01: mat4x4<f32>, t02: mat4x4<f32>, t03: mat4x4<f32>,
-    t10: mat4x4<f32>, t11: mat4x4<f32>, t12: mat4x4<f32>, t13: mat4x4<f32>,
+    t00: mat4x4<f32>, t01: mat4x4<f32>,
+    t10: mat4x4<f32>, t11: mat4x4<f32>,
+    t20: mat4x4<f32>, t21: mat4x4<f32>,
+    t30: mat4x4<f32>, t31: mat4x4<f32>,
 }
 
-fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>,
-          b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>) {
-    (*t).t00 += b0 * a0; (*t).t01 += b1 * a0; (*t).t02 += b2 * a0; (*t).t03 += b3 * a0;
-    (*t).t10 += b0 * a1; (*t).t11 += b1 * a1; (*t).t12 += b2 * a1; (*t).t13 += b3 * a1;
+fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
+          b0: mat4x4<f32>, b1: mat4x4<f32>) {
+    (*t).t00 += b0 * a0; (*t).t01 += b1 * a0;
+    (*t).t10 += b0 * a1; (*t).t11 += b1 * a1;
+    (*t).t20 += b0 * a2; (*t).t21 += b1 * a2;
+    (*t).t30 += b0 * a3; (*t).t31 += b1 * a3;
 }
 
 fn load_a(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
@@ -80,34 +88,33 @@ fn store_block(row0: u32, col4: u32, v: mat4x4<f32>, t: mat4x4<f32>) {
 
 @compute @workgroup_size(8, 8)
 fn matmul_jvp_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * 8u;
-    let col4_0 = gid.x * 4u;
+    let row0 = gid.y * 16u;
+    let col4_0 = gid.x * 2u;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
-    let has_da = (p.flags & 8u) != 0u;
     var y: Tile;
     var dy: Tile;
     for (var kk = 0u; kk < k4; kk++) {
         let k = kk * 4u;
         let a0 = load_a(row0, kk, k4);
         let a1 = load_a(row0 + 4u, kk, k4);
+        let a2 = load_a(row0 + 8u, kk, k4);
+        let a3 = load_a(row0 + 12u, kk, k4);
         let b0 = load_b(k, col4_0, n4);
         let b1 = load_b(k, col4_0 + 1u, n4);
-        let b2 = load_b(k, col4_0 + 2u, n4);
-        let b3 = load_b(k, col4_0 + 3u, n4);
-        update(&y, a0, a1, b0, b1, b2, b3);
-        update(&dy, a0, a1, load_db(k, col4_0, n4), load_db(k, col4_0 + 1u, n4), load_db(k, col4_0 + 2u, n4), load_db(k, col4_0 + 3u, n4));
-        if (has_da) {
-            update(&dy, load_da(row0, kk, k4), load_da(row0 + 4u, kk, k4), b0, b1, b2, b3);
+        update(&y, a0, a1, a2, a3, b0, b1);
+        update(&dy, a0, a1, a2, a3, load_db(k, col4_0, n4), load_db(k, col4_0 + 1u, n4));
+        if (HAS_DA != 0u) {
+            update(&dy, load_da(row0, kk, k4), load_da(row0 + 4u, kk, k4), load_da(row0 + 8u, kk, k4), load_da(row0 + 12u, kk, k4), b0, b1);
         }
     }
     store_block(row0, col4_0, y.t00, dy.t00);
     store_block(row0, col4_0 + 1u, y.t01, dy.t01);
-    store_block(row0, col4_0 + 2u, y.t02, dy.t02);
-    store_block(row0, col4_0 + 3u, y.t03, dy.t03);
     store_block(row0 + 4u, col4_0, y.t10, dy.t10);
     store_block(row0 + 4u, col4_0 + 1u, y.t11, dy.t11);
-    store_block(row0 + 4u, col4_0 + 2u, y.t12, dy.t12);
-    store_block(row0 + 4u, col4_0 + 3u, y.t13, dy.t13);
+    store_block(row0 + 8u, col4_0, y.t20, dy.t20);
+    store_block(row0 + 8u, col4_0 + 1u, y.t21, dy.t21);
+    store_block(row0 + 12u, col4_0, y.t30, dy.t30);
+    store_block(row0 + 12u, col4_0 + 1u, y.t31, dy.t31);
 }

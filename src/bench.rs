@@ -3,9 +3,9 @@
 //! Each benchmark records its work once to warm pipelines and the buffer pool, then times
 //! repeated runs, each ended by a device sync, and reports the median.
 
+use crate::autodiff::Model;
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::autodiff::Model;
 use crate::nn::mlp::Mlp;
 use crate::ops::matmul::matmul;
 use crate::tensor::Tensor;
@@ -25,17 +25,32 @@ pub struct BenchResult {
 }
 
 /// Names `geopath bench` knows, in the order they run.
-pub const NAMES: &[&str] = &["matmul", "matmul-512", "matmul-256", "mlp-forward", "mlp-jvp", "mlp-grad", "mlp-hvp", "mlp-gn"];
+pub const NAMES: &[&str] = &[
+    "matmul",
+    "matmul-512",
+    "matmul-256",
+    "mlp-forward",
+    "mlp-jvp",
+    "mlp-grad",
+    "mlp-hvp",
+    "mlp-gn",
+];
 
 /// Times `f` (which must end with a device sync): `warmup` untimed runs, then the median of
 /// runs until `min_runs` and about `budget_s` seconds are spent.
-pub fn time_median<F: FnMut() -> Result<()>>(mut f: F, warmup: usize, min_runs: usize, budget_s: f64) -> Result<f64> {
+pub fn time_median<F: FnMut() -> Result<()>>(
+    mut f: F,
+    warmup: usize,
+    min_runs: usize,
+    budget_s: f64,
+) -> Result<f64> {
     for _ in 0..warmup {
         f()?;
     }
     let start = Instant::now();
     let mut times = Vec::new();
-    while times.len() < min_runs || (start.elapsed().as_secs_f64() < budget_s && times.len() < 200) {
+    while times.len() < min_runs || (start.elapsed().as_secs_f64() < budget_s && times.len() < 200)
+    {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -73,20 +88,36 @@ fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
         2.0,
     )?;
     let flops = 2.0 * (n * n * n) as f64;
-    Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: Some(flops / ms / 1e6) })
+    Ok(BenchResult {
+        name: name.into(),
+        shape: format!("{n}x{n}x{n}"),
+        ms,
+        gflops: Some(flops / ms / 1e6),
+    })
 }
 
 /// Runs the named benchmarks (all of [`NAMES`] when empty).
 pub fn run(device: &Device, names: &[String]) -> Result<Vec<BenchResult>> {
-    let wanted: Vec<&str> = if names.is_empty() { NAMES.to_vec() } else { names.iter().map(|s| s.as_str()).collect() };
+    let wanted: Vec<&str> = if names.is_empty() {
+        NAMES.to_vec()
+    } else {
+        names.iter().map(|s| s.as_str()).collect()
+    };
     for w in &wanted {
         if !NAMES.contains(w) {
-            return Err(Error::Invalid(format!("unknown benchmark `{w}`; known: {}", NAMES.join(", "))));
+            return Err(Error::Invalid(format!(
+                "unknown benchmark `{w}`; known: {}",
+                NAMES.join(", ")
+            )));
         }
     }
     let mut out = Vec::new();
     let mlp_needed = wanted.iter().any(|w| w.starts_with("mlp-"));
-    let mlp = if mlp_needed { Some(MlpBench::new(device)?) } else { None };
+    let mlp = if mlp_needed {
+        Some(MlpBench::new(device)?)
+    } else {
+        None
+    };
     for w in wanted {
         let r = match w {
             "matmul" => bench_matmul(device, 1024, "matmul")?,
@@ -116,44 +147,69 @@ impl MlpBench {
         let params = mlp.init(device, 7)?;
         let tangent = seeded(device, &[mlp.num_params()], 8)?;
         let x = seeded(device, &[MLP_BATCH, 784], 9)?;
-        let labels = Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
-        Ok(MlpBench { mlp, params, tangent, x, labels })
+        let labels = Tensor::from_u32(
+            device,
+            &[MLP_BATCH],
+            &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>(),
+        )?;
+        Ok(MlpBench {
+            mlp,
+            params,
+            tangent,
+            x,
+            labels,
+        })
     }
 
     fn run(&self, device: &Device, name: &str) -> Result<BenchResult> {
         let m = &self.mlp;
         let fwd_flops = 2.0 * MLP_BATCH as f64 * m.num_weights() as f64;
         let (flops, mut f): (f64, Box<dyn FnMut() -> Result<()>>) = match name {
-            "mlp-forward" => (fwd_flops, Box::new(|| {
-                let z = m.forward(&self.params, &self.x)?;
-                device.sync()?;
-                drop(z);
-                Ok(())
-            })),
-            "mlp-jvp" => (3.0 * fwd_flops, Box::new(|| {
-                let z = m.jvp(&self.params, &self.tangent, &self.x)?;
-                device.sync()?;
-                drop(z);
-                Ok(())
-            })),
-            "mlp-grad" => (3.0 * fwd_flops, Box::new(|| {
-                let g = m.loss_grad(&self.params, &self.x, &self.labels)?;
-                device.sync()?;
-                drop(g);
-                Ok(())
-            })),
-            "mlp-hvp" => (9.0 * fwd_flops, Box::new(|| {
-                let h = m.loss_hvp(&self.params, &self.tangent, &self.x, &self.labels)?;
-                device.sync()?;
-                drop(h);
-                Ok(())
-            })),
-            "mlp-gn" => (5.0 * fwd_flops, Box::new(|| {
-                let h = m.gauss_newton(&self.params, &self.tangent, &self.x)?;
-                device.sync()?;
-                drop(h);
-                Ok(())
-            })),
+            "mlp-forward" => (
+                fwd_flops,
+                Box::new(|| {
+                    let z = m.forward(&self.params, &self.x)?;
+                    device.sync()?;
+                    drop(z);
+                    Ok(())
+                }),
+            ),
+            "mlp-jvp" => (
+                3.0 * fwd_flops,
+                Box::new(|| {
+                    let z = m.jvp(&self.params, &self.tangent, &self.x)?;
+                    device.sync()?;
+                    drop(z);
+                    Ok(())
+                }),
+            ),
+            "mlp-grad" => (
+                3.0 * fwd_flops,
+                Box::new(|| {
+                    let g = m.loss_grad(&self.params, &self.x, &self.labels)?;
+                    device.sync()?;
+                    drop(g);
+                    Ok(())
+                }),
+            ),
+            "mlp-hvp" => (
+                9.0 * fwd_flops,
+                Box::new(|| {
+                    let h = m.loss_hvp(&self.params, &self.tangent, &self.x, &self.labels)?;
+                    device.sync()?;
+                    drop(h);
+                    Ok(())
+                }),
+            ),
+            "mlp-gn" => (
+                5.0 * fwd_flops,
+                Box::new(|| {
+                    let h = m.gauss_newton(&self.params, &self.tangent, &self.x)?;
+                    device.sync()?;
+                    drop(h);
+                    Ok(())
+                }),
+            ),
             _ => unreachable!(),
         };
         let ms = time_median(&mut f, 3, 10, 2.0)?;

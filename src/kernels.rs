@@ -33,12 +33,13 @@ pub const FAMILIES: &[Family] = &[
     family!("matmul", 4, 1),
     family!("matmul_general", 4, 1),
     family!("matmul_jvp", 6, 2),
+    family!("matmul_jvp_general", 6, 2),
     family!("conv2d", 6, 2),
     family!("conv2d_3x3", 6, 2),
     family!("pool", 3, 3),
-    family!("reduce", 2, 1),
+    family!("reduce", 2, 2),
     family!("softmax", 3, 2),
-    family!("flat", 1, 1),
+    family!("flat", 1, 2),
 ];
 
 /// One family by name. Panics on an unknown family: the names are compile-time constants.

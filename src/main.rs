@@ -6,7 +6,11 @@ use geopath::{Device, DeviceChoice};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "geopath", version, about = "Weight-space geodesics for neural networks on a WGSL tensor engine")]
+#[command(
+    name = "geopath",
+    version,
+    about = "Weight-space geodesics for neural networks on a WGSL tensor engine"
+)]
 struct Cli {
     /// Compute device: auto prefers a hardware GPU, accepts a software Vulkan driver, else the CPU reference.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
@@ -87,12 +91,20 @@ fn print_info(device: &Device, json: bool) {
             let l = &ctx.limits;
             println!("adapter:      {}", i.name);
             println!("backend:      {:?}", i.backend);
-            println!("device type:  {:?} ({:?} kernel variants)", i.device_type, ctx.class);
+            println!(
+                "device type:  {:?} ({:?} kernel variants)",
+                i.device_type, ctx.class
+            );
             println!("driver:       {} {}", i.driver, i.driver_info);
             println!("limits:       storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, {} invocations/workgroup, {} workgroups/dim, {} storage buffers/stage",
                 l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20, l.max_compute_workgroup_storage_size >> 10,
                 l.max_compute_invocations_per_workgroup, l.max_compute_workgroups_per_dimension, l.max_storage_buffers_per_shader_stage);
-            let f: Vec<&str> = ctx.adapter.features().iter_names().map(|(n, _)| n).collect();
+            let f: Vec<&str> = ctx
+                .adapter
+                .features()
+                .iter_names()
+                .map(|(n, _)| n)
+                .collect();
             println!("features:     {}", f.join(" "));
         }
     }
@@ -112,13 +124,26 @@ fn print_bench(device: &Device, results: &[BenchResult], json: bool) {
                 )
             })
             .collect();
-        println!("{{\"adapter\": {}, \"results\": [{}]}}", adapter_json(device), rows.join(", "));
+        println!(
+            "{{\"adapter\": {}, \"results\": [{}]}}",
+            adapter_json(device),
+            rows.join(", ")
+        );
         return;
     }
     println!("device: {}", device.name());
-    println!("{:<14} {:<28} {:>10} {:>10}", "name", "shape", "ms", "GFLOP/s");
+    println!(
+        "{:<14} {:<28} {:>10} {:>10}",
+        "name", "shape", "ms", "GFLOP/s"
+    );
     for r in results {
-        println!("{:<14} {:<28} {:>10.3} {:>10}", r.name, r.shape, r.ms, r.gflops.map_or("-".into(), |g| format!("{g:.2}")));
+        println!(
+            "{:<14} {:<28} {:>10.3} {:>10}",
+            r.name,
+            r.shape,
+            r.ms,
+            r.gflops.map_or("-".into(), |g| format!("{g:.2}"))
+        );
     }
 }
 

@@ -3,13 +3,14 @@
 
 use crate::device::Device;
 use crate::error::{shape_err, Result};
-use crate::gpu::{GpuBuffer, GpuContext};
+use crate::gpu::{BufferView, GpuBuffer, GpuContext};
 use std::sync::Arc;
 
 #[derive(Clone)]
 enum Storage {
     Cpu(Arc<Vec<f32>>),
-    Gpu(Arc<GpuBuffer>, Arc<GpuContext>),
+    /// A buffer, its device, and the byte offset where this tensor starts in it.
+    Gpu(Arc<GpuBuffer>, Arc<GpuContext>, u64),
 }
 
 /// An immutable dense tensor; clones share storage.
@@ -34,6 +35,7 @@ impl Tensor {
             Device::Gpu(ctx) => Storage::Gpu(
                 Arc::new(ctx.upload("from_vec", bytemuck::cast_slice(&data))?),
                 ctx.clone(),
+                0,
             ),
         };
         Ok(Tensor {
@@ -44,7 +46,11 @@ impl Tensor {
 
     /// Uploads 32-bit unsigned integers (labels, indices), stored bitwise.
     pub fn from_u32(device: &Device, shape: &[usize], data: &[u32]) -> Result<Tensor> {
-        Tensor::from_vec(device, shape, data.iter().map(|&u| f32::from_bits(u)).collect())
+        Tensor::from_vec(
+            device,
+            shape,
+            data.iter().map(|&u| f32::from_bits(u)).collect(),
+        )
     }
 
     /// A tensor of zeros.
@@ -67,12 +73,16 @@ impl Tensor {
     }
 
     /// An uninitialised device tensor for an op's output; checks the binding limit first.
-    pub(crate) fn gpu_uninit(ctx: &Arc<GpuContext>, op: &'static str, shape: &[usize]) -> Result<Tensor> {
+    pub(crate) fn gpu_uninit(
+        ctx: &Arc<GpuContext>,
+        op: &'static str,
+        shape: &[usize],
+    ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let buf = ctx.alloc(op, 4 * n as u64)?;
         Ok(Tensor {
             shape: shape.to_vec(),
-            storage: Storage::Gpu(Arc::new(buf), ctx.clone()),
+            storage: Storage::Gpu(Arc::new(buf), ctx.clone(), 0),
         })
     }
 
@@ -90,7 +100,7 @@ impl Tensor {
     pub fn device(&self) -> Device {
         match &self.storage {
             Storage::Cpu(_) => Device::Cpu,
-            Storage::Gpu(_, ctx) => Device::Gpu(ctx.clone()),
+            Storage::Gpu(_, ctx, _) => Device::Gpu(ctx.clone()),
         }
     }
 
@@ -102,20 +112,52 @@ impl Tensor {
         }
     }
 
-    /// Device buffer and context when on a GPU.
-    pub(crate) fn buffer(&self) -> Option<(&GpuBuffer, &Arc<GpuContext>)> {
+    /// The bytes of this tensor in its device buffer, and the context, when on a GPU. A tensor
+    /// that owns its buffer binds all of it; a view binds its own range.
+    pub(crate) fn buffer(&self) -> Option<(BufferView<'_>, &Arc<GpuContext>)> {
         match &self.storage {
-            Storage::Gpu(b, ctx) => Some((b, ctx)),
+            Storage::Gpu(b, ctx, 0) => Some((b.view(), ctx)),
+            Storage::Gpu(b, ctx, offset) => {
+                let bytes = (4 * self.numel() as u64).div_ceil(16).max(1) * 16;
+                let size = bytes.min(b.capacity() - offset);
+                Some((
+                    BufferView {
+                        buffer: b,
+                        offset: *offset,
+                        size,
+                    },
+                    ctx,
+                ))
+            }
             Storage::Cpu(_) => None,
         }
+    }
+
+    /// The elements `[start, start + numel(shape))` as a tensor of `shape` that shares this
+    /// tensor's buffer, when the GPU can bind that range (its byte offset is a multiple of the
+    /// adapter's storage offset alignment); `None` otherwise, or on the CPU device.
+    pub(crate) fn gpu_view(&self, start: usize, shape: &[usize]) -> Option<Tensor> {
+        let Storage::Gpu(b, ctx, base) = &self.storage else {
+            return None;
+        };
+        let offset = base + 4 * start as u64;
+        let n: usize = shape.iter().product();
+        if !offset.is_multiple_of(ctx.offset_alignment()) || start + n > self.numel() || n == 0 {
+            return None;
+        }
+        Some(Tensor {
+            shape: shape.to_vec(),
+            storage: Storage::Gpu(b.clone(), ctx.clone(), offset),
+        })
     }
 
     /// Copies the values back to the host.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
             Storage::Cpu(v) => Ok(v.as_ref().clone()),
-            Storage::Gpu(buf, ctx) => {
-                let bytes = ctx.read(buf, 4 * self.numel() as u64)?;
+            Storage::Gpu(..) => {
+                let (view, ctx) = self.buffer().unwrap();
+                let bytes = ctx.read(view, 4 * self.numel() as u64)?;
                 Ok(bytemuck::pod_collect_to_vec(&bytes))
             }
         }

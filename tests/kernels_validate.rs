@@ -3,10 +3,14 @@
 use geopath::kernels::{specialised_source, FAMILIES};
 
 fn validate(name: &str, src: &str) {
-    let module = naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}.wgsl: {}", e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}.wgsl: {e:?}"));
 }
 
 #[test]
@@ -23,8 +27,12 @@ fn tile_specialisations_validate() {
         // Every `const NAME: u32 = …u;` of a file may be specialised; each re-valued source must
         // still validate.
         for line in f.source.lines() {
-            let Some(rest) = line.trim().strip_prefix("const ") else { continue };
-            let Some((name, _)) = rest.split_once(": u32 = ") else { continue };
+            let Some(rest) = line.trim().strip_prefix("const ") else {
+                continue;
+            };
+            let Some((name, _)) = rest.split_once(": u32 = ") else {
+                continue;
+            };
             let name: &'static str = Box::leak(name.to_string().into_boxed_str());
             for value in [1u32, 2, 4] {
                 let src = specialised_source(f.name, &[(name, value)]);

@@ -6,7 +6,18 @@ use geopath::ops::matmul::{matmul_ex, matmul_jvp, MatmulOpts};
 use geopath::{Device, Tensor};
 
 #[allow(clippy::too_many_arguments)]
-fn check(dev: &Device, rng: &mut Rng, m: usize, n: usize, k: usize, ta: bool, tb: bool, bias: bool, acc: bool, relu: bool) {
+fn check(
+    dev: &Device,
+    rng: &mut Rng,
+    m: usize,
+    n: usize,
+    k: usize,
+    ta: bool,
+    tb: bool,
+    bias: bool,
+    acc: bool,
+    relu: bool,
+) {
     let ashape = if ta { [k, m] } else { [m, k] };
     let bshape = if tb { [n, k] } else { [k, n] };
     let (ag, a) = rand_tensor(dev, rng, &ashape);
@@ -17,18 +28,48 @@ fn check(dev: &Device, rng: &mut Rng, m: usize, n: usize, k: usize, ta: bool, tb
     let bc = Tensor::from_vec(&Device::Cpu, &bshape, b).unwrap();
     let biasc = Tensor::from_vec(&Device::Cpu, &[n], biasv).unwrap();
     let cinc = Tensor::from_vec(&Device::Cpu, &[m, n], cinv).unwrap();
-    let go = MatmulOpts { trans_a: ta, trans_b: tb, alpha: 0.75, bias: bias.then_some(&biasg), accumulate: acc.then_some((0.5, &cing)), relu };
-    let co = MatmulOpts { trans_a: ta, trans_b: tb, alpha: 0.75, bias: bias.then_some(&biasc), accumulate: acc.then_some((0.5, &cinc)), relu };
+    let go = MatmulOpts {
+        trans_a: ta,
+        trans_b: tb,
+        alpha: 0.75,
+        bias: bias.then_some(&biasg),
+        accumulate: acc.then_some((0.5, &cing)),
+        relu,
+    };
+    let co = MatmulOpts {
+        trans_a: ta,
+        trans_b: tb,
+        alpha: 0.75,
+        bias: bias.then_some(&biasc),
+        accumulate: acc.then_some((0.5, &cinc)),
+        relu,
+    };
     let got = matmul_ex(&ag, &bg, go).unwrap().to_vec().unwrap();
     let want = matmul_ex(&ac, &bc, co).unwrap().to_vec().unwrap();
-    assert_close(&format!("matmul {m}x{n}x{k} ta={ta} tb={tb} bias={bias} acc={acc} relu={relu}"), &got, &want, 1e-4, 1e-4 * (k as f32).sqrt());
+    assert_close(
+        &format!("matmul {m}x{n}x{k} ta={ta} tb={tb} bias={bias} acc={acc} relu={relu}"),
+        &got,
+        &want,
+        1e-4,
+        1e-4 * (k as f32).sqrt(),
+    );
 }
 
 #[test]
 fn matmul_matches_cpu_reference_on_odd_and_aligned_shapes() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(1);
-    let shapes = [(1, 1, 1), (3, 5, 7), (17, 13, 9), (64, 64, 64), (33, 20, 12), (129, 68, 40), (200, 100, 300), (8, 4, 4), (65, 130, 67)];
+    let shapes = [
+        (1, 1, 1),
+        (3, 5, 7),
+        (17, 13, 9),
+        (64, 64, 64),
+        (33, 20, 12),
+        (129, 68, 40),
+        (200, 100, 300),
+        (8, 4, 4),
+        (65, 130, 67),
+    ];
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
             check(&dev, &mut rng, m, n, k, ta, tb, false, false, false);
@@ -48,10 +89,18 @@ fn fused_matmul_jvp_matches_cpu_reference() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(2);
     for &(m, n, k) in &[(20, 12, 8), (37, 44, 28), (5, 10, 7), (64, 300, 784 / 4)] {
-        for (has_da, has_bias, relu) in [(true, true, true), (false, true, false), (true, false, false), (false, false, true)] {
+        for (has_da, has_bias, relu) in [
+            (true, true, true),
+            (false, true, false),
+            (true, false, false),
+            (false, false, true),
+        ] {
             let mk = |rng: &mut Rng, s: &[usize]| {
                 let v = rng.vec(s.iter().product());
-                (Tensor::from_vec(&dev, s, v.clone()).unwrap(), Tensor::from_vec(&Device::Cpu, s, v).unwrap())
+                (
+                    Tensor::from_vec(&dev, s, v.clone()).unwrap(),
+                    Tensor::from_vec(&Device::Cpu, s, v).unwrap(),
+                )
             };
             let (a, ac) = mk(&mut rng, &[m, k]);
             let (da, dac) = mk(&mut rng, &[m, k]);
@@ -59,11 +108,39 @@ fn fused_matmul_jvp_matches_cpu_reference() {
             let (db, dbc) = mk(&mut rng, &[k, n]);
             let (bi, bic) = mk(&mut rng, &[n]);
             let (dbi, dbic) = mk(&mut rng, &[n]);
-            let (c, dc) = matmul_jvp(&a, has_da.then_some(&da), &b, &db, has_bias.then_some((&bi, &dbi)), relu).unwrap();
-            let (cc, dcc) = matmul_jvp(&ac, has_da.then_some(&dac), &bc, &dbc, has_bias.then_some((&bic, &dbic)), relu).unwrap();
+            let (c, dc) = matmul_jvp(
+                &a,
+                has_da.then_some(&da),
+                &b,
+                &db,
+                has_bias.then_some((&bi, &dbi)),
+                relu,
+            )
+            .unwrap();
+            let (cc, dcc) = matmul_jvp(
+                &ac,
+                has_da.then_some(&dac),
+                &bc,
+                &dbc,
+                has_bias.then_some((&bic, &dbic)),
+                relu,
+            )
+            .unwrap();
             let what = format!("matmul_jvp {m}x{n}x{k} da={has_da} bias={has_bias} relu={relu}");
-            assert_close(&what, &c.to_vec().unwrap(), &cc.to_vec().unwrap(), 1e-4, 1e-4);
-            assert_close(&what, &dc.to_vec().unwrap(), &dcc.to_vec().unwrap(), 1e-4, 1e-4);
+            assert_close(
+                &what,
+                &c.to_vec().unwrap(),
+                &cc.to_vec().unwrap(),
+                1e-4,
+                1e-4,
+            );
+            assert_close(
+                &what,
+                &dc.to_vec().unwrap(),
+                &dcc.to_vec().unwrap(),
+                1e-4,
+                1e-4,
+            );
         }
     }
 }
@@ -73,6 +150,8 @@ fn matmul_shape_mismatch_is_an_error_naming_both_shapes() {
     let dev = gpu().unwrap_or(Device::Cpu);
     let a = Tensor::zeros(&dev, &[3, 4]).unwrap();
     let b = Tensor::zeros(&dev, &[5, 6]).unwrap();
-    let e = geopath::ops::matmul::matmul(&a, &b).unwrap_err().to_string();
+    let e = geopath::ops::matmul::matmul(&a, &b)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("[3, 4]") && e.contains("[5, 6]"), "{e}");
 }

@@ -6,9 +6,9 @@
 //! how Hessian-vector products are computed.
 
 use crate::error::Result;
+use crate::ops::conv::{self, Conv2dGeometry};
 use crate::ops::elementwise as ew;
 use crate::ops::matmul::{matmul_ex, matmul_jvp, MatmulOpts};
-use crate::ops::conv::{self, Conv2dGeometry};
 use crate::ops::{pool, reduce, softmax};
 use crate::tensor::Tensor;
 
@@ -24,12 +24,18 @@ pub struct Dual {
 impl Dual {
     /// A constant (zero tangent).
     pub fn constant(primal: Tensor) -> Dual {
-        Dual { primal, tangent: None }
+        Dual {
+            primal,
+            tangent: None,
+        }
     }
 
     /// A value with tangent.
     pub fn new(primal: Tensor, tangent: Tensor) -> Dual {
-        Dual { primal, tangent: Some(tangent) }
+        Dual {
+            primal,
+            tangent: Some(tangent),
+        }
     }
 
     /// The same primal without its tangent.
@@ -67,18 +73,37 @@ pub fn add(a: &Dual, b: &Dual) -> Result<Dual> {
 pub fn scale(alpha: f32, a: &Dual) -> Result<Dual> {
     Ok(Dual {
         primal: ew::scale(alpha, &a.primal)?,
-        tangent: a.tangent.as_ref().map(|t| ew::scale(alpha, t)).transpose()?,
+        tangent: a
+            .tangent
+            .as_ref()
+            .map(|t| ew::scale(alpha, t))
+            .transpose()?,
     })
 }
 
 /// `op(a) op(b)` with transposes; tangent `op(da) op(b) + op(a) op(db)`, accumulated in the
 /// second product's epilogue.
 pub fn matmul(a: &Dual, b: &Dual, trans_a: bool, trans_b: bool) -> Result<Dual> {
-    let o = MatmulOpts { trans_a, trans_b, ..Default::default() };
+    let o = MatmulOpts {
+        trans_a,
+        trans_b,
+        ..Default::default()
+    };
     let primal = matmul_ex(&a.primal, &b.primal, o)?;
-    let first = a.tangent.as_ref().map(|da| matmul_ex(da, &b.primal, o)).transpose()?;
+    let first = a
+        .tangent
+        .as_ref()
+        .map(|da| matmul_ex(da, &b.primal, o))
+        .transpose()?;
     let tangent = match (&b.tangent, first) {
-        (Some(db), Some(first)) => Some(matmul_ex(&a.primal, db, MatmulOpts { accumulate: Some((1.0, &first)), ..o })?),
+        (Some(db), Some(first)) => Some(matmul_ex(
+            &a.primal,
+            db,
+            MatmulOpts {
+                accumulate: Some((1.0, &first)),
+                ..o
+            },
+        )?),
         (Some(db), None) => Some(matmul_ex(&a.primal, db, o)?),
         (None, first) => first,
     };
@@ -88,9 +113,14 @@ pub fn matmul(a: &Dual, b: &Dual, trans_a: bool, trans_b: bool) -> Result<Dual> 
 /// A dense layer `act(x W + b)` (W stored `[in, out]`), in one fused dispatch for primal and
 /// tangent when any tangent is present.
 pub fn linear(x: &Dual, w: &Dual, b: Option<&Dual>, relu: bool) -> Result<Dual> {
-    let any_tangent = x.tangent.is_some() || w.tangent.is_some() || b.is_some_and(|b| b.tangent.is_some());
+    let any_tangent =
+        x.tangent.is_some() || w.tangent.is_some() || b.is_some_and(|b| b.tangent.is_some());
     if !any_tangent {
-        let o = MatmulOpts { bias: b.map(|b| &b.primal), relu, ..Default::default() };
+        let o = MatmulOpts {
+            bias: b.map(|b| &b.primal),
+            relu,
+            ..Default::default()
+        };
         return Ok(Dual::constant(matmul_ex(&x.primal, &w.primal, o)?));
     }
     let dw = w.tangent_or_zeros()?;
@@ -116,7 +146,11 @@ pub fn relu(x: &Dual) -> Result<Dual> {
 pub fn relu_backward(g: &Dual, y: &Tensor) -> Result<Dual> {
     Ok(Dual {
         primal: ew::relu_backward(&g.primal, y)?,
-        tangent: g.tangent.as_ref().map(|t| ew::relu_backward(t, y)).transpose()?,
+        tangent: g
+            .tangent
+            .as_ref()
+            .map(|t| ew::relu_backward(t, y))
+            .transpose()?,
     })
 }
 
@@ -132,7 +166,9 @@ pub fn sum_rows(g: &Dual) -> Result<Dual> {
 /// logits, with its tangent along `z`'s tangent in the same dispatch.
 pub fn cross_entropy_backward(z: &Dual, labels: &Tensor, scale: f32) -> Result<Dual> {
     match &z.tangent {
-        None => Ok(Dual::constant(softmax::cross_entropy_backward(&z.primal, labels, scale)?)),
+        None => Ok(Dual::constant(softmax::cross_entropy_backward(
+            &z.primal, labels, scale,
+        )?)),
         Some(dz) => {
             let (g, dg) = softmax::cross_entropy_backward_jvp(&z.primal, dz, labels, scale)?;
             Ok(Dual::new(g, dg))
@@ -151,9 +187,16 @@ pub fn reshape(x: &Dual, shape: &[usize]) -> Result<Dual> {
 /// A convolution `act(conv(x, w) + b)`, in one fused dispatch for primal and tangent when any
 /// tangent is present.
 pub fn conv2d(x: &Dual, w: &Dual, b: Option<&Dual>, g: Conv2dGeometry, relu: bool) -> Result<Dual> {
-    let any_tangent = x.tangent.is_some() || w.tangent.is_some() || b.is_some_and(|b| b.tangent.is_some());
+    let any_tangent =
+        x.tangent.is_some() || w.tangent.is_some() || b.is_some_and(|b| b.tangent.is_some());
     if !any_tangent {
-        return Ok(Dual::constant(conv::conv2d(&x.primal, &w.primal, b.map(|b| &b.primal), g, relu)?));
+        return Ok(Dual::constant(conv::conv2d(
+            &x.primal,
+            &w.primal,
+            b.map(|b| &b.primal),
+            g,
+            relu,
+        )?));
     }
     let dw = w.tangent_or_zeros()?;
     let db = b.map(|b| b.tangent_or_zeros()).transpose()?;
@@ -163,26 +206,62 @@ pub fn conv2d(x: &Dual, w: &Dual, b: Option<&Dual>, g: Conv2dGeometry, relu: boo
 }
 
 /// The input cotangent of a convolution, bilinear in `(gy, w)`.
-pub fn conv2d_backward_data(gy: &Dual, w: &Dual, x_shape: &[usize], g: Conv2dGeometry) -> Result<Dual> {
+pub fn conv2d_backward_data(
+    gy: &Dual,
+    w: &Dual,
+    x_shape: &[usize],
+    g: Conv2dGeometry,
+) -> Result<Dual> {
     let primal = conv::conv2d_backward_data(&gy.primal, &w.primal, x_shape, g)?;
-    let first = gy.tangent.as_ref().map(|t| conv::conv2d_backward_data(t, &w.primal, x_shape, g)).transpose()?;
-    let second = w.tangent.as_ref().map(|t| conv::conv2d_backward_data(&gy.primal, t, x_shape, g)).transpose()?;
-    Ok(Dual { primal, tangent: add_tangents(first, second)? })
+    let first = gy
+        .tangent
+        .as_ref()
+        .map(|t| conv::conv2d_backward_data(t, &w.primal, x_shape, g))
+        .transpose()?;
+    let second = w
+        .tangent
+        .as_ref()
+        .map(|t| conv::conv2d_backward_data(&gy.primal, t, x_shape, g))
+        .transpose()?;
+    Ok(Dual {
+        primal,
+        tangent: add_tangents(first, second)?,
+    })
 }
 
 /// The weight cotangent of a convolution, bilinear in `(x, gy)`.
-pub fn conv2d_backward_weight(x: &Dual, gy: &Dual, w_shape: &[usize], g: Conv2dGeometry) -> Result<Dual> {
+pub fn conv2d_backward_weight(
+    x: &Dual,
+    gy: &Dual,
+    w_shape: &[usize],
+    g: Conv2dGeometry,
+) -> Result<Dual> {
     let primal = conv::conv2d_backward_weight(&x.primal, &gy.primal, w_shape, g)?;
-    let first = x.tangent.as_ref().map(|t| conv::conv2d_backward_weight(t, &gy.primal, w_shape, g)).transpose()?;
-    let second = gy.tangent.as_ref().map(|t| conv::conv2d_backward_weight(&x.primal, t, w_shape, g)).transpose()?;
-    Ok(Dual { primal, tangent: add_tangents(first, second)? })
+    let first = x
+        .tangent
+        .as_ref()
+        .map(|t| conv::conv2d_backward_weight(t, &gy.primal, w_shape, g))
+        .transpose()?;
+    let second = gy
+        .tangent
+        .as_ref()
+        .map(|t| conv::conv2d_backward_weight(&x.primal, t, w_shape, g))
+        .transpose()?;
+    Ok(Dual {
+        primal,
+        tangent: add_tangents(first, second)?,
+    })
 }
 
 /// The bias cotangent of a convolution (linear in `gy`).
 pub fn conv2d_backward_bias(gy: &Dual) -> Result<Dual> {
     Ok(Dual {
         primal: conv::conv2d_backward_bias(&gy.primal)?,
-        tangent: gy.tangent.as_ref().map(conv::conv2d_backward_bias).transpose()?,
+        tangent: gy
+            .tangent
+            .as_ref()
+            .map(conv::conv2d_backward_bias)
+            .transpose()?,
     })
 }
 
@@ -205,6 +284,10 @@ pub fn maxpool2d(x: &Dual, k: usize, stride: usize) -> Result<(Dual, Tensor)> {
 pub fn maxpool2d_backward(gy: &Dual, indices: &Tensor, x_shape: &[usize]) -> Result<Dual> {
     Ok(Dual {
         primal: pool::maxpool2d_backward(&gy.primal, indices, x_shape)?,
-        tangent: gy.tangent.as_ref().map(|t| pool::maxpool2d_backward(t, indices, x_shape)).transpose()?,
+        tangent: gy
+            .tangent
+            .as_ref()
+            .map(|t| pool::maxpool2d_backward(t, indices, x_shape))
+            .transpose()?,
     })
 }

@@ -17,17 +17,38 @@ pub struct Var(usize);
 enum Op {
     Leaf,
     /// `act(x W + b)`.
-    Linear { x: Var, w: Var, b: Option<Var>, relu: bool },
+    Linear {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        relu: bool,
+    },
     /// `act(conv(x, w) + b)`.
-    Conv2d { x: Var, w: Var, b: Option<Var>, geometry: Conv2dGeometry, relu: bool },
+    Conv2d {
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        geometry: Conv2dGeometry,
+        relu: bool,
+    },
     /// Max pooling, with the argmax indices of the forward pass.
-    MaxPool2d { x: Var, indices: Tensor },
+    MaxPool2d {
+        x: Var,
+        indices: Tensor,
+    },
     /// `max(x, 0)`.
-    Relu { x: Var },
+    Relu {
+        x: Var,
+    },
     /// Same data, new shape.
-    Reshape { x: Var },
+    Reshape {
+        x: Var,
+    },
     /// Mean cross-entropy of logits `z` against `labels`.
-    CrossEntropy { z: Var, labels: Tensor },
+    CrossEntropy {
+        z: Var,
+        labels: Tensor,
+    },
 }
 
 struct Node {
@@ -49,7 +70,11 @@ impl Tape {
     }
 
     fn push(&mut self, value: Dual, op: Op, needs_grad: bool) -> Var {
-        self.nodes.push(Node { value, op, needs_grad });
+        self.nodes.push(Node {
+            value,
+            op,
+            needs_grad,
+        });
         Var(self.nodes.len() - 1)
     }
 
@@ -75,10 +100,33 @@ impl Tape {
     }
 
     /// Records `act(conv(x, w) + b)` (x `[N, C, H, W]`, w `[O, C, KH, KW]`).
-    pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, geometry: Conv2dGeometry, relu: bool) -> Result<Var> {
-        let value = dual::conv2d(self.value(x), self.value(w), b.map(|b| self.value(b)), geometry, relu)?;
+    pub fn conv2d(
+        &mut self,
+        x: Var,
+        w: Var,
+        b: Option<Var>,
+        geometry: Conv2dGeometry,
+        relu: bool,
+    ) -> Result<Var> {
+        let value = dual::conv2d(
+            self.value(x),
+            self.value(w),
+            b.map(|b| self.value(b)),
+            geometry,
+            relu,
+        )?;
         let needs = self.needs(x) || self.needs(w) || b.is_some_and(|b| self.needs(b));
-        Ok(self.push(value, Op::Conv2d { x, w, b, geometry, relu }, needs))
+        Ok(self.push(
+            value,
+            Op::Conv2d {
+                x,
+                w,
+                b,
+                geometry,
+                relu,
+            },
+            needs,
+        ))
     }
 
     /// Records `k` x `k` max pooling with the given stride.
@@ -107,7 +155,14 @@ impl Tape {
     pub fn cross_entropy(&mut self, z: Var, labels: &Tensor) -> Result<Var> {
         let value = Dual::constant(softmax::cross_entropy(&self.value(z).primal, labels)?);
         let needs = self.needs(z);
-        Ok(self.push(value, Op::CrossEntropy { z, labels: labels.clone() }, needs))
+        Ok(self.push(
+            value,
+            Op::CrossEntropy {
+                z,
+                labels: labels.clone(),
+            },
+            needs,
+        ))
     }
 
     /// Runs the backward pass from `out` seeded with cotangent `seed`; returns the cotangent of
@@ -119,7 +174,11 @@ impl Tape {
         grads[out.0] = Some(seed);
         let val = |v: Var| -> Dual {
             let d = &self.nodes[v.0].value;
-            if second_order { d.clone() } else { d.primal_only() }
+            if second_order {
+                d.clone()
+            } else {
+                d.primal_only()
+            }
         };
         for i in (0..=out.0).rev() {
             let Some(g) = grads[i].take() else { continue };
@@ -131,7 +190,11 @@ impl Tape {
                     continue;
                 }
                 Op::Linear { x, w, b, relu } => {
-                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                    let gz = if *relu {
+                        dual::relu_backward(&g, &node.value.primal)?
+                    } else {
+                        g
+                    };
                     if self.needs(*w) {
                         contributions.push((*w, dual::matmul(&val(*x), &gz, true, false)?));
                     }
@@ -144,11 +207,24 @@ impl Tape {
                         contributions.push((*x, dual::matmul(&gz, &val(*w), false, true)?));
                     }
                 }
-                Op::Conv2d { x, w, b, geometry, relu } => {
-                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                Op::Conv2d {
+                    x,
+                    w,
+                    b,
+                    geometry,
+                    relu,
+                } => {
+                    let gz = if *relu {
+                        dual::relu_backward(&g, &node.value.primal)?
+                    } else {
+                        g
+                    };
                     if self.needs(*w) {
                         let w_shape = self.nodes[w.0].value.primal.shape().to_vec();
-                        contributions.push((*w, dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?));
+                        contributions.push((
+                            *w,
+                            dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?,
+                        ));
                     }
                     if let Some(b) = b {
                         if self.needs(*b) {
@@ -157,14 +233,19 @@ impl Tape {
                     }
                     if self.needs(*x) {
                         let x_shape = self.nodes[x.0].value.primal.shape().to_vec();
-                        contributions.push((*x, dual::conv2d_backward_data(&gz, &val(*w), &x_shape, *geometry)?));
+                        contributions.push((
+                            *x,
+                            dual::conv2d_backward_data(&gz, &val(*w), &x_shape, *geometry)?,
+                        ));
                     }
                 }
                 Op::MaxPool2d { x, indices } => {
                     let x_shape = self.nodes[x.0].value.primal.shape().to_vec();
                     contributions.push((*x, dual::maxpool2d_backward(&g, indices, &x_shape)?));
                 }
-                Op::Relu { x } => contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?)),
+                Op::Relu { x } => {
+                    contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?))
+                }
                 Op::Reshape { x } => {
                     let shape = self.nodes[x.0].value.primal.shape().to_vec();
                     contributions.push((*x, dual::reshape(&g, &shape)?));
@@ -173,7 +254,10 @@ impl Tape {
                     // d(mean CE)/dz = (softmax - onehot) / B, times the incoming scalar seed,
                     // which must be the plain 1 of a loss (checked by `grad`).
                     let batch = labels.numel().max(1) as f32;
-                    contributions.push((*z, dual::cross_entropy_backward(&val(*z), labels, 1.0 / batch)?));
+                    contributions.push((
+                        *z,
+                        dual::cross_entropy_backward(&val(*z), labels, 1.0 / batch)?,
+                    ));
                 }
             }
             for (v, c) in contributions {
@@ -190,7 +274,9 @@ impl Tape {
     /// [`Tape::cross_entropy`].
     pub fn grad(&self, loss: Var, second_order: bool) -> Result<Cotangents> {
         if !matches!(self.nodes[loss.0].op, Op::CrossEntropy { .. }) {
-            return Err(Error::Invalid("Tape::grad needs a loss recorded by cross_entropy".into()));
+            return Err(Error::Invalid(
+                "Tape::grad needs a loss recorded by cross_entropy".into(),
+            ));
         }
         let one = crate::ops::elementwise::fill(&self.value(loss).primal.device(), &[1], 1.0)?;
         self.backward(loss, Dual::constant(one), second_order)

@@ -9,7 +9,7 @@ mod pipelines;
 mod pool;
 
 pub use pipelines::KernelKey;
-pub use pool::GpuBuffer;
+pub use pool::{BufferView, GpuBuffer};
 
 use crate::error::{Error, Result};
 use pipelines::PipelineCache;
@@ -156,9 +156,16 @@ impl GpuContext {
         }))
     }
 
+    /// Byte alignment of a storage binding's offset: views into a buffer start on it.
+    pub fn offset_alignment(&self) -> u64 {
+        self.limits.min_storage_buffer_offset_alignment as u64
+    }
+
     /// The largest tensor, in bytes, one storage binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// A device buffer of at least `bytes` bytes, from the pool; errors before any dispatch when
@@ -191,8 +198,8 @@ impl GpuContext {
         op: &str,
         kernel: &KernelKey,
         params: &[u8],
-        inputs: &[&GpuBuffer],
-        outputs: &[&GpuBuffer],
+        inputs: &[BufferView],
+        outputs: &[BufferView],
         workgroups: [u32; 3],
     ) -> Result<()> {
         assert!(params.len() <= MAX_PARAM_BYTES, "{op}: params too large");
@@ -236,12 +243,18 @@ impl GpuContext {
                 size: std::num::NonZeroU64::new(bound as u64),
             }),
         }];
-        let reads = (0..family.reads as usize).map(|i| inputs.get(i).copied().unwrap_or(&self.dummy_read));
-        let writes = (0..family.writes as usize).map(|i| outputs.get(i).copied().unwrap_or(&self.dummy_write));
-        for (i, b) in reads.chain(writes).enumerate() {
+        let reads = (0..family.reads as usize)
+            .map(|i| inputs.get(i).copied().unwrap_or(self.dummy_read.view()));
+        let writes = (0..family.writes as usize)
+            .map(|i| outputs.get(i).copied().unwrap_or(self.dummy_write.view()));
+        for (i, v) in reads.chain(writes).enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
-                resource: b.raw().as_entire_binding(),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: v.buffer.raw(),
+                    offset: v.offset,
+                    size: std::num::NonZeroU64::new(v.size),
+                }),
             });
         }
         let bind_group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
@@ -303,8 +316,8 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Reads `bytes` bytes from the start of `buf` back to the host: the one readback path.
-    pub fn read(&self, buf: &GpuBuffer, bytes: u64) -> Result<Vec<u8>> {
+    /// Reads `bytes` bytes from the start of `view` back to the host: the one readback path.
+    pub fn read(&self, view: BufferView, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
@@ -322,7 +335,7 @@ impl GpuContext {
                 self.device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
             });
-            encoder.copy_buffer_to_buffer(buf.raw(), 0, &staging, 0, size);
+            encoder.copy_buffer_to_buffer(view.buffer.raw(), view.offset, &staging, 0, size);
             self.submit_locked(&mut batch);
         }
         let slice = staging.slice(..);

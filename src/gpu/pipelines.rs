@@ -138,7 +138,10 @@ impl PipelineCache {
             return Err(device_err(e.to_string()));
         }
         let p = Arc::new(pipeline);
-        self.pipelines.lock().unwrap().insert(key.clone(), p.clone());
+        self.pipelines
+            .lock()
+            .unwrap()
+            .insert(key.clone(), p.clone());
         Ok((p, layouts.0.clone()))
     }
 }

@@ -92,6 +92,28 @@ impl GpuBuffer {
     }
 }
 
+/// A byte range of a pooled buffer, as bound to one kernel binding.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferView<'a> {
+    /// The buffer.
+    pub buffer: &'a GpuBuffer,
+    /// Start in bytes (a multiple of the adapter's storage offset alignment).
+    pub offset: u64,
+    /// Length in bytes bound (the rest of the buffer for whole-buffer views).
+    pub size: u64,
+}
+
+impl GpuBuffer {
+    /// The whole buffer.
+    pub fn view(&self) -> BufferView<'_> {
+        BufferView {
+            buffer: self,
+            offset: 0,
+            size: self.class,
+        }
+    }
+}
+
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
@@ -112,11 +134,25 @@ mod tests {
 
     #[test]
     fn size_classes_cover_the_request_with_little_waste() {
-        for bytes in [1u64, 255, 256, 257, 4095, 4097, 10_000, 1 << 20, (1 << 20) + 1, 123_456_789] {
+        for bytes in [
+            1u64,
+            255,
+            256,
+            257,
+            4095,
+            4097,
+            10_000,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
             assert!(c.is_multiple_of(256), "{bytes} -> {c} not 256-aligned");
-            assert!((c - bytes) as f64 <= 0.125 * bytes as f64 + 256.0, "{bytes} -> {c}");
+            assert!(
+                (c - bytes) as f64 <= 0.125 * bytes as f64 + 256.0,
+                "{bytes} -> {c}"
+            );
         }
     }
 }

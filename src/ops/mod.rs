@@ -1,8 +1,13 @@
 //! Tensor ops: one module per kernel family. Each op checks shapes and devices, then runs the
 //! CPU reference (`crate::cpu`) or records its WGSL kernel (`kernels/<family>.wgsl`).
 
+pub mod conv;
 pub mod elementwise;
+pub mod flat;
 pub mod matmul;
+pub mod pool;
+pub mod reduce;
+pub mod softmax;
 
 use crate::device::{check_same, Device};
 use crate::error::Result;
@@ -18,7 +23,8 @@ impl Params {
     }
     /// Appends a u32 field.
     pub(crate) fn u(mut self, v: usize) -> Self {
-        self.0.push(u32::try_from(v).expect("parameter exceeds u32"));
+        self.0
+            .push(u32::try_from(v).expect("parameter exceeds u32"));
         self
     }
     /// Appends an f32 field.
@@ -47,7 +53,7 @@ pub(crate) fn common_device(op: &'static str, tensors: &[&Tensor]) -> Result<Dev
     Ok(dev)
 }
 
-/// The device buffer of a GPU tensor (callers have checked the device).
-pub(crate) fn buf(t: &Tensor) -> &crate::gpu::GpuBuffer {
+/// The device buffer range of a GPU tensor (callers have checked the device).
+pub(crate) fn buf(t: &Tensor) -> crate::gpu::BufferView<'_> {
     t.buffer().expect("GPU op on a CPU tensor").0
 }

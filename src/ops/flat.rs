@@ -1,0 +1,231 @@
+//! Ops over the flat parameter vector `w` (`kernels/flat.wgsl`, plus the elementwise and
+//! reduction kernels): axpy, norms and dots read back to the host, masks, magnitude pruning.
+//!
+//! [`magnitude_threshold`] is an exact radix select on the bit patterns of `|x|`, without a
+//! sort: three histogram passes over 11, 11 and 9 bits of the 31-bit key, each counting with
+//! `atomic<u32>` bins in a storage buffer, with only the histogram (at most 2048 words) read
+//! back between passes.
+
+use super::{buf, elementwise, groups_1d, reduce, Params};
+use crate::cpu::flat as cpu;
+use crate::device::Device;
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// Workgroup size of the counting kernels (the `WG` constant of `flat.wgsl`).
+const WG: usize = 64;
+/// Elements each invocation of a counting kernel reads: long serial runs on software adapters
+/// (fewer workgroup-histogram flushes), more workgroups in flight on hardware GPUs.
+fn per_invocation(ctx: &GpuContext) -> usize {
+    match ctx.class {
+        AdapterClass::Software => 512,
+        AdapterClass::Hardware => 64,
+    }
+}
+/// The radix-select digits, most significant first: `(shift, width)` over the 31-bit key.
+const DIGITS: [(u32, u32); 3] = [(20, 11), (9, 11), (0, 9)];
+
+fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(shape_err(op, format!("{:?} vs {:?}", a.shape(), b.shape())));
+    }
+    Ok(())
+}
+
+/// `alpha * x + y`.
+pub fn axpy(alpha: f32, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    same_shape("axpy", x, y)?;
+    elementwise::axpby(alpha, x, 1.0, y)
+}
+
+/// The Euclidean norm `sqrt(Σ x_i²)`, read back to the host.
+pub fn norm(x: &Tensor) -> Result<f32> {
+    Ok(reduce::sqnorm(x)?.to_vec()?[0].sqrt())
+}
+
+/// `Σ a_i b_i` over tensors of the same shape, read back to the host.
+pub fn dot_value(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok(reduce::dot(a, b)?.to_vec()?[0])
+}
+
+/// `x * m` elementwise, for a 0/1 mask `m` of the shape of `x`.
+pub fn mask(x: &Tensor, m: &Tensor) -> Result<Tensor> {
+    same_shape("mask", x, m)?;
+    elementwise::mul(x, m)
+}
+
+/// Records a counting kernel of `flat.wgsl` over `x` into `counts` (zeroed first, `words`
+/// words), then reads the counts back.
+fn count_gpu(
+    ctx: &Arc<GpuContext>,
+    op: &'static str,
+    entry: &'static str,
+    x: &Tensor,
+    counts: &Tensor,
+    words: usize,
+    digit: (u32, u32, u32, u32),
+) -> Result<Vec<u32>> {
+    let (shift, hi_shift, prefix, mask) = digit;
+    // The f32 output binding is unused by the counting kernels; a small scratch buffer fills it.
+    let unused = Tensor::gpu_uninit(ctx, op, &[1])?;
+    let zero = Params::new().u(words);
+    ctx.dispatch(
+        op,
+        &KernelKey::new("flat", "zero_words"),
+        zero.bytes(),
+        &[],
+        &[buf(&unused), buf(counts)],
+        groups_1d(words, 256),
+    )?;
+    let n = x.numel();
+    let per = per_invocation(ctx);
+    let groups = n.div_ceil(WG * per).max(1);
+    let p = Params::new()
+        .u(n)
+        .u(per)
+        .u(shift as usize)
+        .u(hi_shift as usize)
+        .u(prefix as usize)
+        .u(mask as usize);
+    ctx.dispatch(
+        op,
+        &KernelKey::new("flat", entry),
+        p.bytes(),
+        &[buf(x)],
+        &[buf(&unused), buf(counts)],
+        groups_1d(groups * WG, WG),
+    )?;
+    let mut v = counts.to_u32()?;
+    v.truncate(words);
+    Ok(v)
+}
+
+/// The threshold below which the `k` smallest magnitudes of `x` lie, `k = floor(fraction · n)`
+/// (computed by [`cpu::prune_count`]): with `s` the magnitudes `|x|` sorted ascending,
+/// `t = s[k]`, the exact value of an element, found by radix select without a sort.
+///
+/// Tie rule: elements equal to `t` are kept by [`prune`] / [`prune_mask`], so exactly `k`
+/// elements are pruned when `s[k-1] < s[k]` and fewer when magnitudes tie at the boundary.
+/// `fraction = 0` (k = 0) gives 0 (nothing pruned); `k = n` gives the next float above the
+/// largest magnitude (everything pruned). NaNs order above +inf. An error unless
+/// `0 <= fraction <= 1`.
+pub fn magnitude_threshold(x: &Tensor, fraction: f32) -> Result<f32> {
+    if !(0.0..=1.0).contains(&fraction) {
+        return Err(Error::Invalid(format!(
+            "magnitude_threshold: fraction {fraction} is not in [0, 1]"
+        )));
+    }
+    let n = x.numel();
+    let k = cpu::prune_count(fraction, n);
+    if k == 0 {
+        return Ok(0.0);
+    }
+    let ctx = match x.device() {
+        Device::Cpu => return Ok(cpu::magnitude_threshold(x.host().unwrap(), fraction)),
+        Device::Gpu(ctx) => ctx,
+    };
+    let op = "magnitude_threshold";
+    let max_bins = 1usize << DIGITS.iter().map(|d| d.1).max().unwrap();
+    let counts = Tensor::gpu_uninit(&ctx, op, &[max_bins])?;
+    // Find the key of 0-based rank `rank` digit by digit: `prefix` holds the digits fixed so
+    // far and `rem` the rank among the elements that share them.
+    let mut rem = k.min(n - 1);
+    let mut prefix = 0u32;
+    for &(shift, width) in &DIGITS {
+        let bins = 1usize << width;
+        let hist = count_gpu(
+            &ctx,
+            op,
+            "radix_histogram",
+            x,
+            &counts,
+            bins,
+            (shift, shift + width, prefix, (bins - 1) as u32),
+        )?;
+        let mut digit = None;
+        for (d, &c) in hist.iter().enumerate() {
+            if rem < c as usize {
+                digit = Some(d as u32);
+                break;
+            }
+            rem -= c as usize;
+        }
+        let d = digit.ok_or_else(|| Error::Device {
+            op: op.into(),
+            message: format!("radix histogram lost elements (rank {rem} past the counts)"),
+        })?;
+        prefix = (prefix << width) | d;
+    }
+    Ok(cpu::threshold_from_key(prefix, k, n))
+}
+
+/// Records a `flat.wgsl` elementwise entry point with a threshold.
+fn thresholded(op: &'static str, x: &Tensor, threshold: f32) -> Result<Tensor> {
+    if threshold.is_nan() {
+        return Err(Error::Invalid(format!("{op}: threshold is NaN")));
+    }
+    match x.device() {
+        Device::Cpu => {
+            let h = x.host().unwrap();
+            let v = if op == "prune" {
+                cpu::prune(h, threshold)
+            } else {
+                cpu::prune_mask(h, threshold)
+            };
+            Ok(Tensor::cpu(x.shape(), v))
+        }
+        Device::Gpu(ctx) => {
+            let out = Tensor::gpu_uninit(&ctx, op, x.shape())?;
+            let p = Params::new()
+                .u(x.numel())
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .f(threshold);
+            ctx.dispatch(
+                op,
+                &KernelKey::new("flat", op),
+                p.bytes(),
+                &[buf(x)],
+                &[buf(&out)],
+                groups_1d(x.numel(), 256),
+            )?;
+            Ok(out)
+        }
+    }
+}
+
+/// 1.0 where `|x| >= threshold`, else 0.0. An error for a NaN threshold.
+pub fn prune_mask(x: &Tensor, threshold: f32) -> Result<Tensor> {
+    thresholded("prune_mask", x, threshold)
+}
+
+/// `x` where `|x| >= threshold`, else 0. An error for a NaN threshold.
+pub fn prune(x: &Tensor, threshold: f32) -> Result<Tensor> {
+    thresholded("prune", x, threshold)
+}
+
+/// Number of elements equal to zero (either sign), counted with one atomic counter on a GPU.
+pub fn count_zeros(x: &Tensor) -> Result<usize> {
+    match x.device() {
+        Device::Cpu => Ok(cpu::count_zeros(x.host().unwrap())),
+        Device::Gpu(ctx) => {
+            let counts = Tensor::gpu_uninit(&ctx, "count_zeros", &[1])?;
+            Ok(count_gpu(
+                &ctx,
+                "count_zeros",
+                "count_zeros",
+                x,
+                &counts,
+                1,
+                (0, 0, 0, 0),
+            )?[0] as usize)
+        }
+    }
+}

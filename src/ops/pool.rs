@@ -1,0 +1,207 @@
+//! 2-D max pooling, NCHW, square window and stride, no padding (`kernels/pool.wgsl`).
+//!
+//! The argmax indices are flat input offsets (u32, stored bitwise in a [`Tensor`] of the
+//! output's shape); the backward rule scatters through them, so it needs neither the window
+//! nor the stride and is exact for overlapping windows.
+
+use super::{buf, common_device, groups_1d, Params};
+use crate::cpu::pool::{self as cpu, PoolShape};
+use crate::device::Device;
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::KernelKey;
+use crate::tensor::Tensor;
+
+/// Invocations per workgroup of every pool entry point.
+const WG: usize = 64;
+
+/// Checks the input shape and window; returns the pooling geometry.
+fn pool_shape(op: &'static str, x_shape: &[usize], k: usize, stride: usize) -> Result<PoolShape> {
+    if k == 0 || stride == 0 {
+        return Err(Error::Invalid(format!(
+            "{op}: window ({k}) and stride ({stride}) must be at least 1"
+        )));
+    }
+    let s = PoolShape::new(x_shape, k, stride).ok_or_else(|| {
+        shape_err(
+            op,
+            format!("needs a 4-D x [N, C, H, W] with H, W >= window {k}, got {x_shape:?}"),
+        )
+    })?;
+    if s.n * s.c * s.h * s.w > u32::MAX as usize {
+        return Err(Error::Invalid(format!(
+            "{op}: x {x_shape:?} has too many elements for u32 indices"
+        )));
+    }
+    Ok(s)
+}
+
+fn params(total: usize, s: &PoolShape) -> Params {
+    Params::new()
+        .u(total)
+        .u(s.h)
+        .u(s.w)
+        .u(s.oh)
+        .u(s.ow)
+        .u(s.k)
+        .u(s.stride)
+        .u(0)
+}
+
+fn idx_tensor(shape: &[usize], idx: Vec<u32>) -> Tensor {
+    Tensor::cpu(shape, idx.into_iter().map(f32::from_bits).collect())
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    t.host().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+/// Max pooling with a `k` x `k` window: returns `(y, argmax)`, both `[N, C, OH, OW]` with
+/// `OH = (H - k) / stride + 1`; `argmax` holds the flat input offset of each window's first
+/// maximum as u32 (read it with [`Tensor::to_u32`]).
+pub fn maxpool2d(x: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor)> {
+    const OP: &str = "maxpool2d";
+    let s = pool_shape(OP, x.shape(), k, stride)?;
+    let shape = s.y_shape();
+    match x.device() {
+        Device::Cpu => {
+            let (y, idx) = cpu::maxpool2d(&s, x.host().unwrap());
+            Ok((Tensor::cpu(&shape, y), idx_tensor(&shape, idx)))
+        }
+        Device::Gpu(ctx) => {
+            let y = Tensor::gpu_uninit(&ctx, OP, &shape)?;
+            let idx = Tensor::gpu_uninit(&ctx, OP, &shape)?;
+            let total = y.numel();
+            let key = KernelKey::new("pool", "maxpool2d_fwd");
+            let p = params(total, &s);
+            ctx.dispatch(
+                OP,
+                &key,
+                p.bytes(),
+                &[buf(x)],
+                &[buf(&y), buf(&idx)],
+                groups_1d(total, WG),
+            )?;
+            Ok((y, idx))
+        }
+    }
+}
+
+/// Checks `gy`, `indices` and `x_shape` agree; returns `(planes, h * w, oh * ow)`.
+fn backward_dims(
+    op: &'static str,
+    gy: &Tensor,
+    indices: &Tensor,
+    x_shape: &[usize],
+) -> Result<(usize, usize, usize)> {
+    let (&[n, c, h, w], &[gn, gc, oh, ow]) = (x_shape, gy.shape()) else {
+        return Err(shape_err(
+            op,
+            format!(
+                "needs 4-D gy and x shapes, got gy {:?} and x {x_shape:?}",
+                gy.shape()
+            ),
+        ));
+    };
+    if indices.shape() != gy.shape() {
+        return Err(shape_err(
+            op,
+            format!("indices {:?} vs gy {:?}", indices.shape(), gy.shape()),
+        ));
+    }
+    if gn != n || gc != c || oh > h || ow > w || (h * w > 0 && oh * ow == 0 && n * c > 0) {
+        return Err(shape_err(
+            op,
+            format!("gy {:?} is not a pooling of x {x_shape:?}", gy.shape()),
+        ));
+    }
+    if n * c * h * w > u32::MAX as usize {
+        return Err(Error::Invalid(format!(
+            "{op}: x {x_shape:?} has too many elements for u32 indices"
+        )));
+    }
+    Ok((n * c, h * w, oh * ow))
+}
+
+/// Max-pooling backward: the input gradient of shape `x_shape`, with `gy[j]` added at the
+/// input offset `indices[j]` (summed where overlapping windows share an argmax). Indices
+/// outside the plane of their window are ignored.
+pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
+    const OP: &str = "maxpool2d_backward";
+    let (planes, hw, ohw) = backward_dims(OP, gy, indices, x_shape)?;
+    match common_device(OP, &[gy, indices])? {
+        Device::Cpu => Ok(Tensor::cpu(
+            x_shape,
+            cpu::maxpool2d_backward(planes, hw, ohw, gy.host().unwrap(), &bits(indices)),
+        )),
+        Device::Gpu(ctx) => {
+            let gx = Tensor::gpu_uninit(&ctx, OP, x_shape)?;
+            // One invocation per (n, c) plane scatters that plane's gradients serially: exact
+            // for overlapping windows without atomics, and independent of window and stride.
+            let p = Params::new()
+                .u(planes)
+                .u(hw)
+                .u(ohw)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0)
+                .u(0);
+            let key = KernelKey::new("pool", "maxpool2d_bwd");
+            ctx.dispatch(
+                OP,
+                &key,
+                p.bytes(),
+                &[buf(gy), buf(gy), buf(indices)],
+                &[buf(&gx)],
+                groups_1d(planes, WG),
+            )?;
+            Ok(gx)
+        }
+    }
+}
+
+/// Fused forward mode of max pooling in one dispatch: `(y, dy, argmax)` with
+/// `dy[j] = dx[argmax[j]]`, shapes and indices as in [`maxpool2d`].
+pub fn maxpool2d_jvp(
+    x: &Tensor,
+    dx: &Tensor,
+    k: usize,
+    stride: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    const OP: &str = "maxpool2d_jvp";
+    if dx.shape() != x.shape() {
+        return Err(shape_err(
+            OP,
+            format!("tangent dx {:?} vs x {:?}", dx.shape(), x.shape()),
+        ));
+    }
+    let s = pool_shape(OP, x.shape(), k, stride)?;
+    let shape = s.y_shape();
+    match common_device(OP, &[x, dx])? {
+        Device::Cpu => {
+            let (y, dy, idx) = cpu::maxpool2d_jvp(&s, x.host().unwrap(), dx.host().unwrap());
+            Ok((
+                Tensor::cpu(&shape, y),
+                Tensor::cpu(&shape, dy),
+                idx_tensor(&shape, idx),
+            ))
+        }
+        Device::Gpu(ctx) => {
+            let y = Tensor::gpu_uninit(&ctx, OP, &shape)?;
+            let dy = Tensor::gpu_uninit(&ctx, OP, &shape)?;
+            let idx = Tensor::gpu_uninit(&ctx, OP, &shape)?;
+            let total = y.numel();
+            let key = KernelKey::new("pool", "maxpool2d_jvp");
+            let p = params(total, &s);
+            ctx.dispatch(
+                OP,
+                &key,
+                p.bytes(),
+                &[buf(x), buf(dx)],
+                &[buf(&y), buf(&idx), buf(&dy)],
+                groups_1d(total, WG),
+            )?;
+            Ok((y, dy, idx))
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Reductions (`kernels/reduce.wgsl`): whole-tensor sum, max, dot and squared norm as tree
+//! reductions that stay on the device, plus per-column sums and per-row argmax of matrices.
+//!
+//! A whole-tensor reduction records `ceil(log_{WG·per}(n))` passes (two for up to ~16 M
+//! elements on a software adapter) in the open command encoder, with no host readback between
+//! passes; the result is a `[1]` tensor on the device.
+
+use super::{buf, common_device, groups_1d, Params};
+use crate::cpu::reduce as cpu;
+use crate::device::Device;
+use crate::error::{shape_err, Error, Result};
+use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// Workgroup size of `reduce_pass` (the `WG` constant of `reduce.wgsl`).
+const WG: usize = 64;
+/// Rows per block of one `col_sum_pass`.
+const ROWS_PER_BLOCK: usize = 64;
+
+/// Which whole-tensor reduction a first pass computes (the `OP_*` codes of `reduce.wgsl`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReduceOp {
+    Sum = 0,
+    Max = 1,
+    Dot = 2,
+    SqNorm = 3,
+}
+
+/// Elements each invocation accumulates serially before the workgroup tree. Software adapters
+/// pay for every workgroup barrier, so they get long serial runs; hardware GPUs want more
+/// workgroups in flight.
+fn per_invocation(ctx: &GpuContext) -> usize {
+    match ctx.class {
+        AdapterClass::Software => 256,
+        AdapterClass::Hardware => 32,
+    }
+}
+
+/// Records the passes of a whole-tensor reduction of `a` (and `b` for [`ReduceOp::Dot`]) and
+/// returns the `[1]` result, multiplied by `scale`. `a` (and `b`) must be GPU tensors on `ctx`.
+pub(crate) fn reduce_gpu(
+    ctx: &Arc<GpuContext>,
+    op_name: &'static str,
+    op: ReduceOp,
+    a: &Tensor,
+    b: Option<&Tensor>,
+    scale: f32,
+) -> Result<Tensor> {
+    let per = per_invocation(ctx);
+    let chunk = WG * per;
+    let identity = if op == ReduceOp::Max {
+        f32::NEG_INFINITY
+    } else {
+        0.0
+    };
+    let combine = if op == ReduceOp::Max {
+        ReduceOp::Max
+    } else {
+        ReduceOp::Sum
+    };
+    let key = KernelKey::new("reduce", "reduce_pass");
+    let mut n = a.numel();
+    let mut cur: Option<Tensor> = None;
+    let mut first = true;
+    loop {
+        let groups = n.div_ceil(chunk).max(1);
+        let last = groups == 1;
+        let out = Tensor::gpu_uninit(ctx, op_name, &[groups])?;
+        let p = Params::new()
+            .u(n)
+            .u(0)
+            .u(per)
+            .u(if first { op } else { combine } as usize)
+            .u(groups)
+            .u(0)
+            .f(if last { scale } else { 1.0 })
+            .f(identity);
+        let src = cur.as_ref().unwrap_or(a);
+        let mut inputs = vec![buf(src)];
+        if first {
+            if let Some(b) = b {
+                inputs.push(buf(b));
+            }
+        }
+        ctx.dispatch(
+            op_name,
+            &key,
+            p.bytes(),
+            &inputs,
+            &[buf(&out)],
+            groups_1d(groups * WG, WG),
+        )?;
+        if last {
+            return Ok(out);
+        }
+        n = groups;
+        cur = Some(out);
+        first = false;
+    }
+}
+
+/// Runs a whole-tensor reduction on either device.
+fn whole(op_name: &'static str, op: ReduceOp, a: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let mut all = vec![a];
+    all.extend(b);
+    match common_device(op_name, &all)? {
+        Device::Cpu => {
+            let x = a.host().unwrap();
+            let v = match op {
+                ReduceOp::Sum => cpu::sum(x),
+                ReduceOp::Max => cpu::max(x),
+                ReduceOp::Dot => cpu::dot(x, b.unwrap().host().unwrap()),
+                ReduceOp::SqNorm => cpu::sqnorm(x),
+            };
+            Ok(Tensor::cpu(&[1], vec![v]))
+        }
+        Device::Gpu(ctx) => reduce_gpu(&ctx, op_name, op, a, b, 1.0),
+    }
+}
+
+/// Sum of all elements, as a `[1]` tensor on the operand's device (0 for an empty tensor).
+pub fn sum(x: &Tensor) -> Result<Tensor> {
+    whole("sum", ReduceOp::Sum, x, None)
+}
+
+/// Largest element, as a `[1]` tensor. An error for an empty tensor. NaN handling follows the
+/// device's `max` (the CPU reference skips NaNs; WGSL leaves it to the implementation).
+pub fn max(x: &Tensor) -> Result<Tensor> {
+    if x.numel() == 0 {
+        return Err(Error::Invalid(format!(
+            "max: empty tensor {:?} has no maximum",
+            x.shape()
+        )));
+    }
+    whole("max", ReduceOp::Max, x, None)
+}
+
+/// `Σ a_i b_i` over tensors of the same shape, as a `[1]` tensor.
+pub fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if a.shape() != b.shape() {
+        return Err(shape_err(
+            "dot",
+            format!("{:?} vs {:?}", a.shape(), b.shape()),
+        ));
+    }
+    whole("dot", ReduceOp::Dot, a, Some(b))
+}
+
+/// `Σ x_i²`, as a `[1]` tensor.
+pub fn sqnorm(x: &Tensor) -> Result<Tensor> {
+    whole("sqnorm", ReduceOp::SqNorm, x, None)
+}
+
+/// The `(rows, cols)` of a 2-D tensor, or a shape error naming `op`.
+fn dims2(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    match *x.shape() {
+        [r, c] => Ok((r, c)),
+        ref s => Err(shape_err(
+            op,
+            format!("needs a 2-D [rows, cols] tensor, got {s:?}"),
+        )),
+    }
+}
+
+/// Column sums of `x` `[rows, cols]`: a `[cols]` tensor (the bias gradient over a batch).
+/// Blocks of 64 rows are summed per pass until one row remains.
+pub fn sum_rows(x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = dims2("sum_rows", x)?;
+    match x.device() {
+        Device::Cpu => Ok(Tensor::cpu(&[cols], cpu::sum_rows(x.host().unwrap(), cols))),
+        Device::Gpu(ctx) => {
+            let key = KernelKey::new("reduce", "col_sum_pass");
+            let mut rows = rows;
+            let mut cur: Option<Tensor> = None;
+            loop {
+                let blocks = rows.div_ceil(ROWS_PER_BLOCK).max(1);
+                let shape = if blocks == 1 {
+                    vec![cols]
+                } else {
+                    vec![blocks, cols]
+                };
+                let out = Tensor::gpu_uninit(&ctx, "sum_rows", &shape)?;
+                let p = Params::new()
+                    .u(rows)
+                    .u(cols)
+                    .u(ROWS_PER_BLOCK)
+                    .u(0)
+                    .u(blocks * cols);
+                let src = cur.as_ref().unwrap_or(x);
+                ctx.dispatch(
+                    "sum_rows",
+                    &key,
+                    p.bytes(),
+                    &[buf(src)],
+                    &[buf(&out)],
+                    groups_1d(blocks * cols, 256),
+                )?;
+                if blocks == 1 {
+                    return Ok(out);
+                }
+                rows = blocks;
+                cur = Some(out);
+            }
+        }
+    }
+}
+
+/// Per row of `x` `[rows, cols]`, the index of its largest value (the first one on ties): a
+/// `[rows]` tensor of u32 stored bitwise (read with [`Tensor::to_u32`]). An error when
+/// `cols == 0`.
+pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
+    let (rows, cols) = dims2("argmax_rows", x)?;
+    if cols == 0 && rows > 0 {
+        return Err(shape_err(
+            "argmax_rows",
+            format!("rows of {:?} are empty", x.shape()),
+        ));
+    }
+    match x.device() {
+        Device::Cpu => {
+            let idx = if rows == 0 {
+                Vec::new()
+            } else {
+                cpu::argmax_rows(x.host().unwrap(), cols)
+            };
+            Ok(Tensor::cpu(
+                &[rows],
+                idx.into_iter().map(f32::from_bits).collect(),
+            ))
+        }
+        Device::Gpu(ctx) => {
+            let out = Tensor::gpu_uninit(&ctx, "argmax_rows", &[rows])?;
+            // The f32 output binding is unused; a small scratch buffer fills it.
+            let unused = Tensor::gpu_uninit(&ctx, "argmax_rows", &[1])?;
+            let p = Params::new().u(rows).u(cols);
+            ctx.dispatch(
+                "argmax_rows",
+                &KernelKey::new("reduce", "argmax_rows"),
+                p.bytes(),
+                &[buf(x)],
+                &[buf(&unused), buf(&out)],
+                groups_1d(rows, 64),
+            )?;
+            Ok(out)
+        }
+    }
+}
