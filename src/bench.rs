@@ -25,32 +25,55 @@ pub struct BenchResult {
 }
 
 /// Names `geopath bench` knows, in the order they run.
-pub const NAMES: &[&str] = &[
-    "matmul",
-    "matmul-512",
-    "matmul-256",
-    "mlp-forward",
-    "mlp-jvp",
-    "mlp-grad",
-    "mlp-hvp",
-    "mlp-gn",
-];
+pub const NAMES: &[&str] =
+    &["matmul", "matmul-512", "matmul-256", "mlp-forward", "mlp-jvp", "mlp-grad", "mlp-hvp", "mlp-gn", "train-step"];
+
+/// Model and batch of the `train-step` benchmark.
+#[derive(Debug, Clone)]
+pub struct TrainStepConfig {
+    /// Model name or spec path.
+    pub model: String,
+    /// Batch size.
+    pub batch: usize,
+}
+
+/// One full training step (forward, backward, SGD-momentum update) of `cfg.model` on random
+/// inputs: MNIST-shaped for models without convolutions, CIFAR-shaped otherwise.
+fn bench_train_step(device: &Device, cfg: &TrainStepConfig) -> Result<BenchResult> {
+    let spec = crate::nn::spec::load(&cfg.model)?;
+    let conv = spec.layers.iter().any(|l| matches!(l, crate::nn::spec::LayerSpec::Conv { .. }));
+    let input = if conv { [3, 32, 32] } else { [1, 28, 28] };
+    let net = crate::nn::network::Network::new(&spec, input, 10, device)?;
+    let mut params = net.init_params(1)?;
+    let b = cfg.batch;
+    let x = seeded(device, &[b, input[0], input[1], input[2]], 2)?;
+    let labels = Tensor::from_u32(device, &[b], &(0..b as u32).map(|i| i % 10).collect::<Vec<_>>())?;
+    let kind = crate::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
+    let mut opt = crate::optim::Optimizer::new(kind, crate::optim::LrSchedule::constant(0.01));
+    net.set_train(true);
+    let ms = time_median(
+        || {
+            let (_, g) = crate::autodiff::loss_grad(&net, &params, &x, &labels)?;
+            net.update_running_stats()?;
+            params = opt.step(&params, &g)?;
+            device.sync()
+        },
+        3,
+        10,
+        3.0,
+    )?;
+    Ok(BenchResult { name: "train-step".into(), shape: format!("{} batch {b}", spec.name), ms, gflops: None })
+}
 
 /// Times `f` (which must end with a device sync): `warmup` untimed runs, then the median of
 /// runs until `min_runs` and about `budget_s` seconds are spent.
-pub fn time_median<F: FnMut() -> Result<()>>(
-    mut f: F,
-    warmup: usize,
-    min_runs: usize,
-    budget_s: f64,
-) -> Result<f64> {
+pub fn time_median<F: FnMut() -> Result<()>>(mut f: F, warmup: usize, min_runs: usize, budget_s: f64) -> Result<f64> {
     for _ in 0..warmup {
         f()?;
     }
     let start = Instant::now();
     let mut times = Vec::new();
-    while times.len() < min_runs || (start.elapsed().as_secs_f64() < budget_s && times.len() < 200)
-    {
+    while times.len() < min_runs || (start.elapsed().as_secs_f64() < budget_s && times.len() < 200) {
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
@@ -88,41 +111,26 @@ fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
         2.0,
     )?;
     let flops = 2.0 * (n * n * n) as f64;
-    Ok(BenchResult {
-        name: name.into(),
-        shape: format!("{n}x{n}x{n}"),
-        ms,
-        gflops: Some(flops / ms / 1e6),
-    })
+    Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: Some(flops / ms / 1e6) })
 }
 
 /// Runs the named benchmarks (all of [`NAMES`] when empty).
-pub fn run(device: &Device, names: &[String]) -> Result<Vec<BenchResult>> {
-    let wanted: Vec<&str> = if names.is_empty() {
-        NAMES.to_vec()
-    } else {
-        names.iter().map(|s| s.as_str()).collect()
-    };
+pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> Result<Vec<BenchResult>> {
+    let wanted: Vec<&str> = if names.is_empty() { NAMES.to_vec() } else { names.iter().map(|s| s.as_str()).collect() };
     for w in &wanted {
         if !NAMES.contains(w) {
-            return Err(Error::Invalid(format!(
-                "unknown benchmark `{w}`; known: {}",
-                NAMES.join(", ")
-            )));
+            return Err(Error::Invalid(format!("unknown benchmark `{w}`; known: {}", NAMES.join(", "))));
         }
     }
     let mut out = Vec::new();
     let mlp_needed = wanted.iter().any(|w| w.starts_with("mlp-"));
-    let mlp = if mlp_needed {
-        Some(MlpBench::new(device)?)
-    } else {
-        None
-    };
+    let mlp = if mlp_needed { Some(MlpBench::new(device)?) } else { None };
     for w in wanted {
         let r = match w {
             "matmul" => bench_matmul(device, 1024, "matmul")?,
             "matmul-512" => bench_matmul(device, 512, "matmul-512")?,
             "matmul-256" => bench_matmul(device, 256, "matmul-256")?,
+            "train-step" => bench_train_step(device, train_step)?,
             other => mlp.as_ref().unwrap().run(device, other)?,
         };
         out.push(r);
@@ -147,18 +155,9 @@ impl MlpBench {
         let params = mlp.init(device, 7)?;
         let tangent = seeded(device, &[mlp.num_params()], 8)?;
         let x = seeded(device, &[MLP_BATCH, 784], 9)?;
-        let labels = Tensor::from_u32(
-            device,
-            &[MLP_BATCH],
-            &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>(),
-        )?;
-        Ok(MlpBench {
-            mlp,
-            params,
-            tangent,
-            x,
-            labels,
-        })
+        let labels =
+            Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
+        Ok(MlpBench { mlp, params, tangent, x, labels })
     }
 
     fn run(&self, device: &Device, name: &str) -> Result<BenchResult> {

@@ -40,6 +40,9 @@ pub const FAMILIES: &[Family] = &[
     family!("reduce", 2, 2),
     family!("softmax", 3, 2),
     family!("flat", 1, 2),
+    family!("norm", 6, 3),
+    family!("dropout", 1, 2),
+    family!("optim", 4, 3),
 ];
 
 /// One family by name. Panics on an unknown family: the names are compile-time constants.

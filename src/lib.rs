@@ -8,13 +8,17 @@
 pub mod autodiff;
 pub mod bench;
 pub mod cpu;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;
 pub mod ops;
+pub mod checkpoint;
+pub mod optim;
 pub mod tensor;
+pub mod train;
 
 pub use device::Device;
 pub use error::{Error, Result};

@@ -2,15 +2,15 @@
 
 use clap::{Parser, Subcommand};
 use geopath::bench::{self, BenchResult};
+use geopath::data::{self, DatasetName};
+use geopath::optim::OptimizerKind;
+use geopath::train::{self, json_str, Recipe, TrainArgs};
 use geopath::{Device, DeviceChoice};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "geopath",
-    version,
-    about = "Weight-space geodesics for neural networks on a WGSL tensor engine"
-)]
+#[command(name = "geopath", version, about = "Weight-space geodesics for neural networks on a WGSL tensor engine")]
 struct Cli {
     /// Compute device: auto prefers a hardware GPU, accepts a software Vulkan driver, else the CPU reference.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
@@ -29,27 +29,66 @@ enum Command {
     },
     /// Measure kernel and autodiff throughput (all benchmarks when no NAME is given).
     Bench {
-        /// Benchmarks to run: matmul, matmul-512, matmul-256, mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn.
+        /// Benchmarks to run: matmul, matmul-512, matmul-256, mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step.
         names: Vec<String>,
         /// Print one JSON object {"adapter": {...}, "results": [...]}.
         #[arg(long)]
         json: bool,
+        /// Model of the train-step benchmark.
+        #[arg(long, default_value = "lenet-300-100")]
+        model: String,
+        /// Batch of the train-step benchmark.
+        #[arg(long, default_value_t = 200)]
+        batch: usize,
     },
-}
-
-/// Escapes a string for JSON.
-fn json_str(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    /// Train a model on a data set; writes OUT/model.ckpt and OUT/summary.json.
+    Train {
+        /// Model: a name from models/ (lenet-300-100, mlp-2x400, vgg11, vgg11-bn, vgg16, vgg16-bn, vgg11-bn-w8, …) or a spec file.
+        #[arg(long, default_value = "lenet-300-100")]
+        model: String,
+        /// Data set: mnist, fashion-mnist, cifar10, cifar100.
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
+        /// Folder holding the data set files (default: data/ and the system data folders).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Epochs (default: the model's recipe).
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Mini-batch size (default: the recipe's).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Peak learning rate (default: the recipe's).
+        #[arg(long)]
+        lr: Option<f32>,
+        /// Optimiser: sgd (Nesterov momentum 0.9) or adam.
+        #[arg(long)]
+        optimizer: Option<String>,
+        /// Weight decay (default: the recipe's).
+        #[arg(long)]
+        weight_decay: Option<f32>,
+        /// Seed of initialisation, shuffling, augmentation and dropout.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Evaluate a checkpoint's test accuracy.
+    Eval {
+        /// Checkpoint written by `geopath train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data set (default: the one the checkpoint was trained on).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Folder holding the data set files.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// The adapter description as a JSON object.
@@ -91,20 +130,12 @@ fn print_info(device: &Device, json: bool) {
             let l = &ctx.limits;
             println!("adapter:      {}", i.name);
             println!("backend:      {:?}", i.backend);
-            println!(
-                "device type:  {:?} ({:?} kernel variants)",
-                i.device_type, ctx.class
-            );
+            println!("device type:  {:?} ({:?} kernel variants)", i.device_type, ctx.class);
             println!("driver:       {} {}", i.driver, i.driver_info);
             println!("limits:       storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, {} invocations/workgroup, {} workgroups/dim, {} storage buffers/stage",
                 l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20, l.max_compute_workgroup_storage_size >> 10,
                 l.max_compute_invocations_per_workgroup, l.max_compute_workgroups_per_dimension, l.max_storage_buffers_per_shader_stage);
-            let f: Vec<&str> = ctx
-                .adapter
-                .features()
-                .iter_names()
-                .map(|(n, _)| n)
-                .collect();
+            let f: Vec<&str> = ctx.adapter.features().iter_names().map(|(n, _)| n).collect();
             println!("features:     {}", f.join(" "));
         }
     }
@@ -124,18 +155,11 @@ fn print_bench(device: &Device, results: &[BenchResult], json: bool) {
                 )
             })
             .collect();
-        println!(
-            "{{\"adapter\": {}, \"results\": [{}]}}",
-            adapter_json(device),
-            rows.join(", ")
-        );
+        println!("{{\"adapter\": {}, \"results\": [{}]}}", adapter_json(device), rows.join(", "));
         return;
     }
     println!("device: {}", device.name());
-    println!(
-        "{:<14} {:<28} {:>10} {:>10}",
-        "name", "shape", "ms", "GFLOP/s"
-    );
+    println!("{:<14} {:<28} {:>10} {:>10}", "name", "shape", "ms", "GFLOP/s");
     for r in results {
         println!(
             "{:<14} {:<28} {:>10.3} {:>10}",
@@ -151,9 +175,103 @@ fn run(cli: Cli) -> geopath::Result<()> {
     let device = Device::open(cli.device)?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),
-        Command::Bench { names, json } => {
-            let results = bench::run(&device, &names)?;
+        Command::Bench { names, json, model, batch } => {
+            let results = bench::run(&device, &names, &bench::TrainStepConfig { model, batch })?;
             print_bench(&device, &results, json);
+        }
+        Command::Train { model, dataset, data_dir, epochs, batch, lr, optimizer, weight_decay, seed, out } => {
+            let dataset: DatasetName = dataset.parse()?;
+            let mut recipe = Recipe::default_for(&model, dataset);
+            if let Some(e) = epochs {
+                recipe.epochs = e;
+            }
+            if let Some(b) = batch {
+                recipe.batch = b;
+            }
+            if let Some(l) = lr {
+                recipe.lr = l;
+            }
+            if let Some(o) = optimizer {
+                let wd = match recipe.optimizer {
+                    OptimizerKind::Sgd { weight_decay, .. } | OptimizerKind::Adam { weight_decay, .. } => weight_decay,
+                };
+                recipe.optimizer = match o.as_str() {
+                    "sgd" => OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: wd },
+                    "adam" => {
+                        OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd, decoupled: true }
+                    }
+                    other => return Err(geopath::Error::Invalid(format!("unknown optimiser `{other}` (sgd, adam)"))),
+                };
+                if o == "adam" && lr.is_none() {
+                    recipe.lr = 1e-3;
+                }
+            }
+            if let Some(wd) = weight_decay {
+                match &mut recipe.optimizer {
+                    OptimizerKind::Sgd { weight_decay, .. } | OptimizerKind::Adam { weight_decay, .. } => {
+                        *weight_decay = wd
+                    }
+                }
+            }
+            if recipe.epochs == 0 || recipe.batch == 0 || recipe.lr.is_nan() || recipe.lr <= 0.0 {
+                return Err(geopath::Error::Invalid("epochs, batch and lr must be positive".into()));
+            }
+            println!(
+                "training {model} on {dataset} ({} epochs, batch {}, lr {}) on {}",
+                recipe.epochs,
+                recipe.batch,
+                recipe.lr,
+                device.name()
+            );
+            let args = TrainArgs { model, dataset, data_dir, recipe, seed, out: out.clone(), progress: true };
+            let s = train::train(&args, &device)?;
+            println!(
+                "test accuracy {:.2}% after {} epochs in {:.1} s; wrote {} and {}",
+                100.0 * s.test_accuracy,
+                s.epochs,
+                s.train_seconds,
+                out.join("model.ckpt").display(),
+                out.join("summary.json").display()
+            );
+        }
+        Command::Eval { checkpoint, dataset, data_dir, json } => {
+            let (net, params, ckpt) = train::load_checkpoint(&checkpoint, &device)?;
+            let name = match dataset {
+                Some(d) => d,
+                None => {
+                    ckpt.metadata.iter().find(|(k, _)| k == "dataset").map(|(_, v)| v.clone()).ok_or_else(|| {
+                        geopath::Error::Invalid(format!(
+                            "{}: no data set recorded; pass --dataset",
+                            checkpoint.display()
+                        ))
+                    })?
+                }
+            };
+            let dataset: DatasetName = name.parse()?;
+            let test = data::load(dataset, false, data_dir.as_deref())?;
+            if [test.channels, test.height, test.width] != net.input || test.classes != net.classes {
+                return Err(geopath::Error::Invalid(format!(
+                    "{} was trained on inputs {:?} with {} classes; {dataset} has {:?} and {}",
+                    checkpoint.display(),
+                    net.input,
+                    net.classes,
+                    [test.channels, test.height, test.width],
+                    test.classes
+                )));
+            }
+            let acc = train::evaluate(&net, &params, &test, 500, &device)?;
+            if json {
+                println!("{{\"checkpoint\": {}, \"model\": {}, \"dataset\": {}, \"test_accuracy\": {acc:.6}, \"examples\": {}}}",
+                    json_str(&checkpoint.display().to_string()), json_str(&net.spec.name), json_str(&dataset.to_string()), test.len());
+            } else {
+                println!(
+                    "{}: {} on {dataset} test: accuracy {:.2}% ({} examples)",
+                    checkpoint.display(),
+                    net.spec.name,
+                    100.0 * acc,
+                    test.len()
+                );
+            }
         }
     }
     Ok(())

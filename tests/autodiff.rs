@@ -15,14 +15,7 @@ struct SmallCnn;
 
 impl Model for SmallCnn {
     fn param_shapes(&self) -> Vec<Vec<usize>> {
-        vec![
-            vec![4, 2, 3, 3],
-            vec![4],
-            vec![4, 4, 3, 3],
-            vec![4],
-            vec![4, 3],
-            vec![3],
-        ]
+        vec![vec![4, 2, 3, 3], vec![4], vec![4, 4, 3, 3], vec![4], vec![4, 3], vec![3]]
     }
 
     fn forward(&self, tape: &mut Tape, p: &[Var], x: Var) -> Result<Var> {
@@ -54,29 +47,14 @@ impl<'a> Problem<'a> {
         // exactly on a ReLU kink.
         let mut w = Vec::new();
         for s in &shapes {
-            let fan_in: usize = if s.len() == 1 {
-                1
-            } else {
-                s.iter().product::<usize>() / s[s.len() - 1].min(s[0])
-            };
-            let scale = if s.len() == 1 {
-                0.1
-            } else {
-                (3.0 / fan_in as f32).sqrt()
-            };
+            let fan_in: usize = if s.len() == 1 { 1 } else { s.iter().product::<usize>() / s[s.len() - 1].min(s[0]) };
+            let scale = if s.len() == 1 { 0.1 } else { (3.0 / fan_in as f32).sqrt() };
             w.extend((0..s.iter().product::<usize>()).map(|_| scale * rng.uniform()));
         }
         let batch = x_shape[0];
         let x = rng.vec(x_shape.iter().product());
         let labels = (0..batch).map(|_| rng.below(classes) as u32).collect();
-        Problem {
-            model,
-            x_shape: x_shape.to_vec(),
-            classes,
-            w,
-            x,
-            labels,
-        }
+        Problem { model, x_shape: x_shape.to_vec(), classes, w, x, labels }
     }
     fn batch(&self) -> usize {
         self.x_shape[0]
@@ -91,15 +69,10 @@ impl<'a> Problem<'a> {
         Tensor::from_u32(dev, &[self.batch()], &self.labels).unwrap()
     }
     fn logits(&self, dev: &Device, w: &[f32]) -> Vec<f32> {
-        autodiff::forward(self.model, &self.t(dev, w), &self.x(dev))
-            .unwrap()
-            .to_vec()
-            .unwrap()
+        autodiff::forward(self.model, &self.t(dev, w), &self.x(dev)).unwrap().to_vec().unwrap()
     }
     fn loss_grad(&self, dev: &Device, w: &[f32]) -> (f32, Vec<f32>) {
-        let (l, g) =
-            autodiff::loss_grad(self.model, &self.t(dev, w), &self.x(dev), &self.labels(dev))
-                .unwrap();
+        let (l, g) = autodiff::loss_grad(self.model, &self.t(dev, w), &self.x(dev), &self.labels(dev)).unwrap();
         (l.to_vec().unwrap()[0], g.to_vec().unwrap())
     }
 }
@@ -126,25 +99,9 @@ fn check_jvp(p: &Problem, name: &str) {
         let (z, jv) = autodiff::jvp(p.model, &p.t(&dev, &p.w), &p.t(&dev, &v), &p.x(&dev)).unwrap();
         let plus = p.logits(&dev, &shifted(&p.w, &v, EPS));
         let minus = p.logits(&dev, &shifted(&p.w, &v, -EPS));
-        let fd: Vec<f32> = plus
-            .iter()
-            .zip(&minus)
-            .map(|(a, b)| (a - b) / (2.0 * EPS))
-            .collect();
-        assert_close(
-            &format!("{name} jvp on {dev:?}"),
-            &jv.to_vec().unwrap(),
-            &fd,
-            2e-2,
-            2e-3,
-        );
-        assert_close(
-            &format!("{name} jvp primal on {dev:?}"),
-            &z.to_vec().unwrap(),
-            &p.logits(&dev, &p.w),
-            1e-5,
-            1e-5,
-        );
+        let fd: Vec<f32> = plus.iter().zip(&minus).map(|(a, b)| (a - b) / (2.0 * EPS)).collect();
+        assert_close(&format!("{name} jvp on {dev:?}"), &jv.to_vec().unwrap(), &fd, 2e-2, 2e-3);
+        assert_close(&format!("{name} jvp primal on {dev:?}"), &z.to_vec().unwrap(), &p.logits(&dev, &p.w), 1e-5, 1e-5);
     }
 }
 
@@ -169,8 +126,7 @@ fn check_adjoint(p: &Problem, name: &str) {
 fn check_grad(p: &Problem, name: &str) {
     let v = Rng::new(13).vec(p.w.len());
     for dev in devices() {
-        let fd = (p.loss_grad(&dev, &shifted(&p.w, &v, EPS)).0
-            - p.loss_grad(&dev, &shifted(&p.w, &v, -EPS)).0)
+        let fd = (p.loss_grad(&dev, &shifted(&p.w, &v, EPS)).0 - p.loss_grad(&dev, &shifted(&p.w, &v, -EPS)).0)
             / (2.0 * EPS);
         let gv = dot(&p.loss_grad(&dev, &p.w).1, &v) as f32;
         assert!(
@@ -186,26 +142,14 @@ fn check_hvp(p: &Problem, name: &str) {
     let u = rng.vec(p.w.len());
     for dev in devices() {
         let w = p.t(&dev, &p.w);
-        let (g, hv) =
-            autodiff::loss_hvp(p.model, &w, &p.t(&dev, &v), &p.x(&dev), &p.labels(&dev)).unwrap();
-        let (_, hu) =
-            autodiff::loss_hvp(p.model, &w, &p.t(&dev, &u), &p.x(&dev), &p.labels(&dev)).unwrap();
+        let (g, hv) = autodiff::loss_hvp(p.model, &w, &p.t(&dev, &v), &p.x(&dev), &p.labels(&dev)).unwrap();
+        let (_, hu) = autodiff::loss_hvp(p.model, &w, &p.t(&dev, &u), &p.x(&dev), &p.labels(&dev)).unwrap();
         let hv = hv.to_vec().unwrap();
         let gp = p.loss_grad(&dev, &shifted(&p.w, &v, EPS)).1;
         let gm = p.loss_grad(&dev, &shifted(&p.w, &v, -EPS)).1;
-        let fd: Vec<f32> = gp
-            .iter()
-            .zip(&gm)
-            .map(|(a, b)| (a - b) / (2.0 * EPS))
-            .collect();
+        let fd: Vec<f32> = gp.iter().zip(&gm).map(|(a, b)| (a - b) / (2.0 * EPS)).collect();
         let scale = fd.iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(
-            &format!("{name} hvp on {dev:?}"),
-            &hv,
-            &fd,
-            2e-2,
-            2e-3 * scale,
-        );
+        assert_close(&format!("{name} hvp on {dev:?}"), &hv, &fd, 2e-2, 2e-3 * scale);
         assert_close(
             &format!("{name} hvp's gradient on {dev:?}"),
             &g.to_vec().unwrap(),
@@ -215,10 +159,7 @@ fn check_hvp(p: &Problem, name: &str) {
         );
         let uhv = dot(&u, &hv);
         let vhu = dot(&v, &hu.to_vec().unwrap());
-        assert!(
-            (uhv - vhu).abs() <= 1e-4 * uhv.abs().max(1e-2),
-            "{name} on {dev:?}: <u,Hv> = {uhv}, <v,Hu> = {vhu}"
-        );
+        assert!((uhv - vhu).abs() <= 1e-4 * uhv.abs().max(1e-2), "{name} on {dev:?}: <u,Hv> = {uhv}, <v,Hu> = {vhu}");
     }
 }
 
@@ -238,23 +179,11 @@ fn check_gauss_newton(p: &Problem, name: &str) {
                 jac[r * n + col] = val;
             }
         }
-        let jv: Vec<f32> = (0..outs)
-            .map(|r| (0..n).map(|c| jac[r * n + c] * v[c]).sum())
-            .collect();
-        let want: Vec<f32> = (0..n)
-            .map(|c| (0..outs).map(|r| jac[r * n + c] * jv[r]).sum::<f32>() / p.batch() as f32)
-            .collect();
-        let got = autodiff::gauss_newton(p.model, &w, &p.t(&dev, &v), &p.x(&dev))
-            .unwrap()
-            .to_vec()
-            .unwrap();
-        assert_close(
-            &format!("{name} Gauss-Newton on {dev:?}"),
-            &got,
-            &want,
-            1e-4,
-            1e-5,
-        );
+        let jv: Vec<f32> = (0..outs).map(|r| (0..n).map(|c| jac[r * n + c] * v[c]).sum()).collect();
+        let want: Vec<f32> =
+            (0..n).map(|c| (0..outs).map(|r| jac[r * n + c] * jv[r]).sum::<f32>() / p.batch() as f32).collect();
+        let got = autodiff::gauss_newton(p.model, &w, &p.t(&dev, &v), &p.x(&dev)).unwrap().to_vec().unwrap();
+        assert_close(&format!("{name} Gauss-Newton on {dev:?}"), &got, &want, 1e-4, 1e-5);
     }
 }
 
@@ -271,18 +200,9 @@ fn check_gpu_matches_cpu(p: &Problem, name: &str) {
     };
     let want = run(&Device::Cpu);
     let got = run(&dev);
-    for (i, what) in ["logits", "jvp", "grad", "hvp", "gauss-newton"]
-        .iter()
-        .enumerate()
-    {
+    for (i, what) in ["logits", "jvp", "grad", "hvp", "gauss-newton"].iter().enumerate() {
         let scale = want[i].iter().fold(0f32, |m, v| m.max(v.abs()));
-        assert_close(
-            &format!("{name} {what}"),
-            &got[i],
-            &want[i],
-            1e-3,
-            1e-4 * scale.max(1e-3),
-        );
+        assert_close(&format!("{name} {what}"), &got[i], &want[i], 1e-3, 1e-4 * scale.max(1e-3));
     }
 }
 
@@ -321,8 +241,58 @@ fn wrong_parameter_length_is_a_shape_error() {
     let w = Tensor::zeros(&Device::Cpu, &[7]).unwrap();
     let x = Tensor::zeros(&Device::Cpu, &[2, 4]).unwrap();
     let e = mlp.forward(&w, &x).unwrap_err().to_string();
-    assert!(
-        e.contains("[7]") && e.contains(&mlp.num_params().to_string()),
-        "{e}"
-    );
+    assert!(e.contains("[7]") && e.contains(&mlp.num_params().to_string()), "{e}");
+}
+
+fn spec_network(text: &str, input: [usize; 3], classes: usize) -> geopath::nn::network::Network {
+    let spec = geopath::nn::spec::parse(text, "test", "test").unwrap();
+    geopath::nn::network::Network::new(&spec, input, classes, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn spec_network_with_batchnorm_and_dropout_in_train_and_eval_mode() {
+    // Train mode: batch statistics (their derivative is part of every rule) and a fixed dropout
+    // mask; eval mode: running statistics. Both must pass every autodiff check.
+    let text =
+        "conv 3 3 pad=1\nbatchnorm\nrelu\nmaxpool 2\nflatten\ndropout 0.3\nlinear 6\nbatchnorm\nrelu\nlinear classes\n";
+    let net = spec_network(text, [2, 4, 4], 3);
+    net.set_dropout_seed(7);
+    for train in [true, false] {
+        net.set_train(train);
+        let p = Problem::new(&net, &[5, 2, 4, 4], 3, 21);
+        let name = if train { "bn/dropout net (train)" } else { "bn/dropout net (eval)" };
+        check_jvp(&p, name);
+        check_adjoint(&p, name);
+        check_grad(&p, name);
+        check_hvp(&p, name);
+        check_gauss_newton(&p, name);
+    }
+}
+
+#[test]
+fn spec_network_gpu_matches_cpu_with_batchnorm() {
+    let Some(dev) = gpu() else { return };
+    let text = "conv 4 3 pad=1\nbatchnorm\nrelu\nmaxpool 2\nconv 5 3 pad=1\nrelu\nflatten\nlinear 7\nbatchnorm\nrelu\nlinear classes\n";
+    let spec = geopath::nn::spec::parse(text, "test", "test").unwrap();
+    for train in [true, false] {
+        let cpu_net = geopath::nn::network::Network::new(&spec, [3, 6, 6], 4, &Device::Cpu).unwrap();
+        let gpu_net = geopath::nn::network::Network::new(&spec, [3, 6, 6], 4, &dev).unwrap();
+        cpu_net.set_train(train);
+        gpu_net.set_train(train);
+        let p = Problem::new(&cpu_net, &[6, 3, 6, 6], 4, 22);
+        let v = Rng::new(23).vec(p.w.len());
+        let run = |net: &geopath::nn::network::Network, d: &Device| {
+            let w = p.t(d, &p.w);
+            let vv = p.t(d, &v);
+            let (z, jv) = autodiff::jvp(net, &w, &vv, &p.x(d)).unwrap();
+            let (g, hv) = autodiff::loss_hvp(net, &w, &vv, &p.x(d), &p.labels(d)).unwrap();
+            [z, jv, g, hv].map(|t| t.to_vec().unwrap())
+        };
+        let want = run(&cpu_net, &Device::Cpu);
+        let got = run(&gpu_net, &dev);
+        for (i, what) in ["logits", "jvp", "grad", "hvp"].iter().enumerate() {
+            let scale = want[i].iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert_close(&format!("bn net train={train} {what}"), &got[i], &want[i], 1e-3, 2e-4 * scale.max(1e-3));
+        }
+    }
 }

@@ -22,10 +22,7 @@ pub trait Model {
 
     /// Length of the flat parameter vector.
     fn num_params(&self) -> usize {
-        self.param_shapes()
-            .iter()
-            .map(|s| s.iter().product::<usize>())
-            .sum()
+        self.param_shapes().iter().map(|s| s.iter().product::<usize>()).sum()
     }
 }
 
@@ -45,10 +42,7 @@ fn record<M: Model + ?Sized>(
     }
     if let Some(v) = v {
         if v.shape() != [n] {
-            return Err(shape_err(
-                "tangent",
-                format!("tangent {:?} vs parameters [{n}]", v.shape()),
-            ));
+            return Err(shape_err("tangent", format!("tangent {:?} vs parameters [{n}]", v.shape())));
         }
     }
     let shapes = model.param_shapes();
@@ -60,13 +54,7 @@ fn record<M: Model + ?Sized>(
         .enumerate()
         .map(|(i, p)| {
             let t = tangents.as_ref().map(|t| t[i].clone());
-            tape.leaf(
-                Dual {
-                    primal: p,
-                    tangent: t,
-                },
-                true,
-            )
+            tape.leaf(Dual { primal: p, tangent: t }, true)
         })
         .collect();
     let xv = tape.leaf(Dual::constant(x.clone()), false);
@@ -104,12 +92,7 @@ pub fn forward<M: Model + ?Sized>(model: &M, params: &Tensor, x: &Tensor) -> Res
 }
 
 /// Forward mode: the logits and `J v`, their derivative along parameter direction `v`.
-pub fn jvp<M: Model + ?Sized>(
-    model: &M,
-    params: &Tensor,
-    v: &Tensor,
-    x: &Tensor,
-) -> Result<(Tensor, Tensor)> {
+pub fn jvp<M: Model + ?Sized>(model: &M, params: &Tensor, v: &Tensor, x: &Tensor) -> Result<(Tensor, Tensor)> {
     let (mut tape, vars, xv) = record(model, params, Some(v), x)?;
     let z = model.forward(&mut tape, &vars, xv)?;
     let d = tape.value(z);
@@ -117,22 +100,13 @@ pub fn jvp<M: Model + ?Sized>(
 }
 
 /// Reverse mode: `Jᵀ u` for a cotangent `u` of the logits' shape, as a flat vector.
-pub fn vjp<M: Model + ?Sized>(
-    model: &M,
-    params: &Tensor,
-    x: &Tensor,
-    u: &Tensor,
-) -> Result<Tensor> {
+pub fn vjp<M: Model + ?Sized>(model: &M, params: &Tensor, x: &Tensor, u: &Tensor) -> Result<Tensor> {
     let (mut tape, vars, xv) = record(model, params, None, x)?;
     let z = model.forward(&mut tape, &vars, xv)?;
     if u.shape() != tape.value(z).primal.shape() {
         return Err(shape_err(
             "vjp",
-            format!(
-                "cotangent {:?} vs logits {:?}",
-                u.shape(),
-                tape.value(z).primal.shape()
-            ),
+            format!("cotangent {:?} vs logits {:?}", u.shape(), tape.value(z).primal.shape()),
         ));
     }
     let g = tape.backward(z, Dual::constant(u.clone()), false)?;
@@ -150,10 +124,7 @@ pub fn loss_grad<M: Model + ?Sized>(
     let z = model.forward(&mut tape, &vars, xv)?;
     let loss = tape.cross_entropy(z, labels)?;
     let g = tape.grad(loss, false)?;
-    Ok((
-        tape.value(loss).primal.clone(),
-        flatten_grads(model, &tape, &g, &vars, false)?,
-    ))
+    Ok((tape.value(loss).primal.clone(), flatten_grads(model, &tape, &g, &vars, false)?))
 }
 
 /// Gradient of the mean cross-entropy and the Hessian-vector product `H v`, by
@@ -169,20 +140,12 @@ pub fn loss_hvp<M: Model + ?Sized>(
     let z = model.forward(&mut tape, &vars, xv)?;
     let loss = tape.cross_entropy(z, labels)?;
     let g = tape.grad(loss, true)?;
-    Ok((
-        flatten_grads(model, &tape, &g, &vars, false)?,
-        flatten_grads(model, &tape, &g, &vars, true)?,
-    ))
+    Ok((flatten_grads(model, &tape, &g, &vars, false)?, flatten_grads(model, &tape, &g, &vars, true)?))
 }
 
 /// The Gauss–Newton (output-metric) product `(1/B) Σ_x J_xᵀ J_x v` on a batch of `B` inputs:
 /// one JVP, then one VJP of the result.
-pub fn gauss_newton<M: Model + ?Sized>(
-    model: &M,
-    params: &Tensor,
-    v: &Tensor,
-    x: &Tensor,
-) -> Result<Tensor> {
+pub fn gauss_newton<M: Model + ?Sized>(model: &M, params: &Tensor, v: &Tensor, x: &Tensor) -> Result<Tensor> {
     let (mut tape, vars, xv) = record(model, params, Some(v), x)?;
     let z = model.forward(&mut tape, &vars, xv)?;
     let jv = tape.value(z).tangent_or_zeros()?;

@@ -3,7 +3,7 @@
 //! [`super::dual`], so when the forward values carry tangents, the backward pass yields the
 //! gradient and its directional derivative (a Hessian-vector product) at once.
 
-use super::dual::{self, Dual};
+use super::dual::{self, Dual, RunningStats};
 use crate::error::{Error, Result};
 use crate::ops::conv::Conv2dGeometry;
 use crate::ops::softmax;
@@ -35,6 +35,27 @@ enum Op {
     MaxPool2d {
         x: Var,
         indices: Tensor,
+    },
+    /// Training-mode batch normalisation, with the batch statistics of the forward pass.
+    BatchNormTrain {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        mean: Tensor,
+        invstd: Tensor,
+        eps: f32,
+    },
+    /// Eval-mode batch normalisation with running statistics.
+    BatchNormEval {
+        x: Var,
+        gamma: Var,
+        beta: Var,
+        stats: RunningStats,
+    },
+    /// Multiplication by a fixed dropout mask.
+    Dropout {
+        x: Var,
+        mask: Tensor,
     },
     /// `max(x, 0)`.
     Relu {
@@ -70,11 +91,7 @@ impl Tape {
     }
 
     fn push(&mut self, value: Dual, op: Op, needs_grad: bool) -> Var {
-        self.nodes.push(Node {
-            value,
-            op,
-            needs_grad,
-        });
+        self.nodes.push(Node { value, op, needs_grad });
         Var(self.nodes.len() - 1)
     }
 
@@ -100,33 +117,10 @@ impl Tape {
     }
 
     /// Records `act(conv(x, w) + b)` (x `[N, C, H, W]`, w `[O, C, KH, KW]`).
-    pub fn conv2d(
-        &mut self,
-        x: Var,
-        w: Var,
-        b: Option<Var>,
-        geometry: Conv2dGeometry,
-        relu: bool,
-    ) -> Result<Var> {
-        let value = dual::conv2d(
-            self.value(x),
-            self.value(w),
-            b.map(|b| self.value(b)),
-            geometry,
-            relu,
-        )?;
+    pub fn conv2d(&mut self, x: Var, w: Var, b: Option<Var>, geometry: Conv2dGeometry, relu: bool) -> Result<Var> {
+        let value = dual::conv2d(self.value(x), self.value(w), b.map(|b| self.value(b)), geometry, relu)?;
         let needs = self.needs(x) || self.needs(w) || b.is_some_and(|b| self.needs(b));
-        Ok(self.push(
-            value,
-            Op::Conv2d {
-                x,
-                w,
-                b,
-                geometry,
-                relu,
-            },
-            needs,
-        ))
+        Ok(self.push(value, Op::Conv2d { x, w, b, geometry, relu }, needs))
     }
 
     /// Records `k` x `k` max pooling with the given stride.
@@ -134,6 +128,30 @@ impl Tape {
         let (value, indices) = dual::maxpool2d(self.value(x), k, stride)?;
         let needs = self.needs(x);
         Ok(self.push(value, Op::MaxPool2d { x, indices }, needs))
+    }
+
+    /// Records training-mode batch normalisation; returns the output and the batch statistics
+    /// `(mean, invstd)` (for the running-statistics update).
+    pub fn batchnorm_train(&mut self, x: Var, gamma: Var, beta: Var, eps: f32) -> Result<(Var, Tensor, Tensor)> {
+        let (value, mean, invstd) = dual::batchnorm_train(self.value(x), self.value(gamma), self.value(beta), eps)?;
+        let needs = self.needs(x) || self.needs(gamma) || self.needs(beta);
+        let op = Op::BatchNormTrain { x, gamma, beta, mean: mean.clone(), invstd: invstd.clone(), eps };
+        Ok((self.push(value, op, needs), mean, invstd))
+    }
+
+    /// Records eval-mode batch normalisation with running statistics.
+    pub fn batchnorm_eval(&mut self, x: Var, gamma: Var, beta: Var, stats: &RunningStats) -> Result<Var> {
+        let value = dual::batchnorm_eval(self.value(x), self.value(gamma), self.value(beta), stats)?;
+        let needs = self.needs(x) || self.needs(gamma) || self.needs(beta);
+        Ok(self.push(value, Op::BatchNormEval { x, gamma, beta, stats: stats.clone() }, needs))
+    }
+
+    /// Records inverted dropout with drop probability `p` and mask seed `seed`.
+    pub fn dropout(&mut self, x: Var, p: f32, seed: u64) -> Result<Var> {
+        let (_, mask) = crate::ops::norm::dropout(&self.value(x).primal, p, seed)?;
+        let value = dual::mul_mask(self.value(x), &mask)?;
+        let needs = self.needs(x);
+        Ok(self.push(value, Op::Dropout { x, mask }, needs))
     }
 
     /// Records `max(x, 0)`.
@@ -155,14 +173,7 @@ impl Tape {
     pub fn cross_entropy(&mut self, z: Var, labels: &Tensor) -> Result<Var> {
         let value = Dual::constant(softmax::cross_entropy(&self.value(z).primal, labels)?);
         let needs = self.needs(z);
-        Ok(self.push(
-            value,
-            Op::CrossEntropy {
-                z,
-                labels: labels.clone(),
-            },
-            needs,
-        ))
+        Ok(self.push(value, Op::CrossEntropy { z, labels: labels.clone() }, needs))
     }
 
     /// Runs the backward pass from `out` seeded with cotangent `seed`; returns the cotangent of
@@ -190,11 +201,7 @@ impl Tape {
                     continue;
                 }
                 Op::Linear { x, w, b, relu } => {
-                    let gz = if *relu {
-                        dual::relu_backward(&g, &node.value.primal)?
-                    } else {
-                        g
-                    };
+                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
                     if self.needs(*w) {
                         contributions.push((*w, dual::matmul(&val(*x), &gz, true, false)?));
                     }
@@ -207,24 +214,11 @@ impl Tape {
                         contributions.push((*x, dual::matmul(&gz, &val(*w), false, true)?));
                     }
                 }
-                Op::Conv2d {
-                    x,
-                    w,
-                    b,
-                    geometry,
-                    relu,
-                } => {
-                    let gz = if *relu {
-                        dual::relu_backward(&g, &node.value.primal)?
-                    } else {
-                        g
-                    };
+                Op::Conv2d { x, w, b, geometry, relu } => {
+                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
                     if self.needs(*w) {
                         let w_shape = self.nodes[w.0].value.primal.shape().to_vec();
-                        contributions.push((
-                            *w,
-                            dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?,
-                        ));
+                        contributions.push((*w, dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?));
                     }
                     if let Some(b) = b {
                         if self.needs(*b) {
@@ -233,19 +227,24 @@ impl Tape {
                     }
                     if self.needs(*x) {
                         let x_shape = self.nodes[x.0].value.primal.shape().to_vec();
-                        contributions.push((
-                            *x,
-                            dual::conv2d_backward_data(&gz, &val(*w), &x_shape, *geometry)?,
-                        ));
+                        contributions.push((*x, dual::conv2d_backward_data(&gz, &val(*w), &x_shape, *geometry)?));
                     }
                 }
                 Op::MaxPool2d { x, indices } => {
                     let x_shape = self.nodes[x.0].value.primal.shape().to_vec();
                     contributions.push((*x, dual::maxpool2d_backward(&g, indices, &x_shape)?));
                 }
-                Op::Relu { x } => {
-                    contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?))
+                Op::BatchNormTrain { x, gamma, beta, mean, invstd, eps } => {
+                    let (gx, ggamma, gbeta) =
+                        dual::batchnorm_train_backward(&g, &val(*x), &val(*gamma), mean, invstd, *eps)?;
+                    self.push_param_grads(&mut contributions, [(*x, gx), (*gamma, ggamma), (*beta, gbeta)]);
                 }
+                Op::BatchNormEval { x, gamma, beta, stats } => {
+                    let (gx, ggamma, gbeta) = dual::batchnorm_eval_backward(&g, &val(*x), &val(*gamma), stats)?;
+                    self.push_param_grads(&mut contributions, [(*x, gx), (*gamma, ggamma), (*beta, gbeta)]);
+                }
+                Op::Dropout { x, mask } => contributions.push((*x, dual::mul_mask(&g, mask)?)),
+                Op::Relu { x } => contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?)),
                 Op::Reshape { x } => {
                     let shape = self.nodes[x.0].value.primal.shape().to_vec();
                     contributions.push((*x, dual::reshape(&g, &shape)?));
@@ -254,10 +253,7 @@ impl Tape {
                     // d(mean CE)/dz = (softmax - onehot) / B, times the incoming scalar seed,
                     // which must be the plain 1 of a loss (checked by `grad`).
                     let batch = labels.numel().max(1) as f32;
-                    contributions.push((
-                        *z,
-                        dual::cross_entropy_backward(&val(*z), labels, 1.0 / batch)?,
-                    ));
+                    contributions.push((*z, dual::cross_entropy_backward(&val(*z), labels, 1.0 / batch)?));
                 }
             }
             for (v, c) in contributions {
@@ -270,13 +266,16 @@ impl Tape {
         Ok(Cotangents(grads))
     }
 
+    /// Keeps the cotangents of the inputs that need one.
+    fn push_param_grads<const N: usize>(&self, out: &mut Vec<(Var, Dual)>, grads: [(Var, Dual); N]) {
+        out.extend(grads.into_iter().filter(|(v, _)| self.needs(*v)));
+    }
+
     /// Gradient (with tangent when `second_order`) of a scalar loss recorded by
     /// [`Tape::cross_entropy`].
     pub fn grad(&self, loss: Var, second_order: bool) -> Result<Cotangents> {
         if !matches!(self.nodes[loss.0].op, Op::CrossEntropy { .. }) {
-            return Err(Error::Invalid(
-                "Tape::grad needs a loss recorded by cross_entropy".into(),
-            ));
+            return Err(Error::Invalid("Tape::grad needs a loss recorded by cross_entropy".into()));
         }
         let one = crate::ops::elementwise::fill(&self.value(loss).primal.device(), &[1], 1.0)?;
         self.backward(loss, Dual::constant(one), second_order)

@@ -5,6 +5,8 @@ pub mod conv;
 pub mod elementwise;
 pub mod flat;
 pub mod matmul;
+pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod optim;

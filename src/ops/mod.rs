@@ -5,9 +5,11 @@ pub mod conv;
 pub mod elementwise;
 pub mod flat;
 pub mod matmul;
+pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod optim;
 
 use crate::device::{check_same, Device};
 use crate::error::Result;

@@ -48,13 +48,7 @@ impl Rng {
 
 /// Asserts |a - b| <= abs + rel * |b| elementwise, naming the first offender.
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
-    assert_eq!(
-        got.len(),
-        want.len(),
-        "{what}: length {} vs {}",
-        got.len(),
-        want.len()
-    );
+    assert_eq!(got.len(), want.len(), "{what}: length {} vs {}", got.len(), want.len());
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         assert!(
             (g - w).abs() <= abs + rel * w.abs() && g.is_finite() == w.is_finite(),
