@@ -4,8 +4,7 @@
 mod common;
 use common::*;
 use geopath::ops::conv::{
-    conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, conv2d_jvp,
-    Conv2dGeometry,
+    conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, conv2d_jvp, Conv2dGeometry,
 };
 use geopath::{Device, Tensor};
 
@@ -33,17 +32,7 @@ impl Case {
         stride: usize,
         pad: usize,
     ) -> Case {
-        Case {
-            n,
-            c,
-            h: hw.0,
-            w: hw.1,
-            o,
-            kh: k.0,
-            kw: k.1,
-            stride,
-            pad,
-        }
+        Case { n, c, h: hw.0, w: hw.1, o, kh: k.0, kw: k.1, stride, pad }
     }
     fn x(&self) -> [usize; 4] {
         [self.n, self.c, self.h, self.w]
@@ -57,33 +46,27 @@ impl Case {
         [self.n, self.o, oh, ow]
     }
     fn g(&self) -> Conv2dGeometry {
-        Conv2dGeometry {
-            stride: self.stride,
-            pad: self.pad,
-        }
+        Conv2dGeometry { stride: self.stride, pad: self.pad }
     }
 }
 
 /// Geometries of the GPU tests: odd sizes, the 3x3 fast path, strides, 1x1, non-square.
 const CASES: &[Case] = &[
-    Case::new(2, 3, (7, 7), 5, (3, 3), 1, 1), // fast 3x3 path, odd everything
-    Case::new(2, 3, (7, 7), 5, (5, 5), 2, 2), // 5x5 stride 2 pad 2
-    Case::new(2, 3, (7, 7), 5, (1, 1), 1, 0), // 1x1
-    Case::new(2, 3, (7, 7), 5, (3, 3), 2, 0), // 3x3 stride 2 no pad
+    Case::new(2, 3, (7, 7), 5, (3, 3), 1, 1),   // fast 3x3 path, odd everything
+    Case::new(2, 3, (7, 7), 5, (5, 5), 2, 2),   // 5x5 stride 2 pad 2
+    Case::new(2, 3, (7, 7), 5, (1, 1), 1, 0),   // 1x1
+    Case::new(2, 3, (7, 7), 5, (3, 3), 2, 0),   // 3x3 stride 2 no pad
     Case::new(1, 64, (8, 8), 64, (3, 3), 1, 1), // VGG-like
-    Case::new(3, 2, (5, 11), 9, (3, 3), 1, 1), // fast path, wide rows, O not a multiple of 8
-    Case::new(2, 4, (9, 6), 6, (2, 3), 1, 0), // non-square kernel
+    Case::new(3, 2, (5, 11), 9, (3, 3), 1, 1),  // fast path, wide rows, O not a multiple of 8
+    Case::new(2, 4, (9, 6), 6, (2, 3), 1, 0),   // non-square kernel
     Case::new(1, 3, (10, 13), 7, (4, 4), 3, 1), // stride 3
-    Case::new(2, 1, (1, 1), 3, (3, 3), 1, 1), // 1x1 image through the fast path
+    Case::new(2, 1, (1, 1), 3, (3, 3), 1, 1),   // 1x1 image through the fast path
 ];
 
 /// The same random data on the GPU device and on the CPU reference.
 fn pair(dev: &Device, rng: &mut Rng, shape: &[usize]) -> (Tensor, Tensor) {
     let v = rng.vec(shape.iter().product());
-    (
-        Tensor::from_vec(dev, shape, v.clone()).unwrap(),
-        Tensor::from_vec(&Device::Cpu, shape, v).unwrap(),
-    )
+    (Tensor::from_vec(dev, shape, v.clone()).unwrap(), Tensor::from_vec(&Device::Cpu, shape, v).unwrap())
 }
 
 fn cpu_rand(rng: &mut Rng, shape: &[usize]) -> Tensor {
@@ -98,21 +81,12 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 
 /// `a + eps * v` on the CPU.
 fn shifted(a: &Tensor, eps: f32, v: &Tensor) -> Tensor {
-    let d: Vec<f32> = a
-        .to_vec()
-        .unwrap()
-        .iter()
-        .zip(v.to_vec().unwrap())
-        .map(|(x, y)| x + eps * y)
-        .collect();
+    let d: Vec<f32> = a.to_vec().unwrap().iter().zip(v.to_vec().unwrap()).map(|(x, y)| x + eps * y).collect();
     Tensor::from_vec(&Device::Cpu, a.shape(), d).unwrap()
 }
 
 fn assert_near(what: &str, got: f64, want: f64, tol: f64) {
-    assert!(
-        (got - want).abs() <= tol * (1.0 + want.abs()),
-        "{what}: got {got}, want {want}"
-    );
+    assert!((got - want).abs() <= tol * (1.0 + want.abs()), "{what}: got {got}, want {want}");
 }
 
 #[test]
@@ -125,89 +99,37 @@ fn cpu_conv_backward_rules_and_jvp_match_finite_differences() {
         let w = cpu_rand(&mut rng, &case.wt());
         let b = cpu_rand(&mut rng, &[case.o]);
         let gy = cpu_rand(&mut rng, &case.y());
-        let (vx, vw, vb) = (
-            cpu_rand(&mut rng, &case.x()),
-            cpu_rand(&mut rng, &case.wt()),
-            cpu_rand(&mut rng, &[case.o]),
-        );
+        let (vx, vw, vb) =
+            (cpu_rand(&mut rng, &case.x()), cpu_rand(&mut rng, &case.wt()), cpu_rand(&mut rng, &[case.o]));
         let f = |x: &Tensor, w: &Tensor, b: &Tensor| conv2d(x, w, Some(b), g, false).unwrap();
-        let fd =
-            |plus: Tensor, minus: Tensor| (dot(&gy, &plus) - dot(&gy, &minus)) / (2.0 * eps as f64);
+        let fd = |plus: Tensor, minus: Tensor| (dot(&gy, &plus) - dot(&gy, &minus)) / (2.0 * eps as f64);
         let what = format!("{case:?}");
         // Input: <gy, d conv / dx [v]> = <conv2d_backward_data(gy), v>.
-        let want = fd(
-            f(&shifted(&x, eps, &vx), &w, &b),
-            f(&shifted(&x, -eps, &vx), &w, &b),
-        );
+        let want = fd(f(&shifted(&x, eps, &vx), &w, &b), f(&shifted(&x, -eps, &vx), &w, &b));
         let gx = conv2d_backward_data(&gy, &w, &case.x(), g).unwrap();
         assert_near(&format!("backward_data {what}"), dot(&gx, &vx), want, 1e-3);
         // Weights.
-        let want = fd(
-            f(&x, &shifted(&w, eps, &vw), &b),
-            f(&x, &shifted(&w, -eps, &vw), &b),
-        );
+        let want = fd(f(&x, &shifted(&w, eps, &vw), &b), f(&x, &shifted(&w, -eps, &vw), &b));
         let gw = conv2d_backward_weight(&x, &gy, &case.wt(), g).unwrap();
-        assert_near(
-            &format!("backward_weight {what}"),
-            dot(&gw, &vw),
-            want,
-            1e-3,
-        );
+        assert_near(&format!("backward_weight {what}"), dot(&gw, &vw), want, 1e-3);
         // Bias.
-        let want = fd(
-            f(&x, &w, &shifted(&b, eps, &vb)),
-            f(&x, &w, &shifted(&b, -eps, &vb)),
-        );
+        let want = fd(f(&x, &w, &shifted(&b, eps, &vb)), f(&x, &w, &shifted(&b, -eps, &vb)));
         let gb = conv2d_backward_bias(&gy).unwrap();
         assert_near(&format!("backward_bias {what}"), dot(&gb, &vb), want, 1e-3);
         // Forward mode: central differences are exact for the bilinear conv (up to rounding).
-        let plus = f(
-            &shifted(&x, eps, &vx),
-            &shifted(&w, eps, &vw),
-            &shifted(&b, eps, &vb),
-        )
-        .to_vec()
-        .unwrap();
-        let minus = f(
-            &shifted(&x, -eps, &vx),
-            &shifted(&w, -eps, &vw),
-            &shifted(&b, -eps, &vb),
-        )
-        .to_vec()
-        .unwrap();
-        let want: Vec<f32> = plus
-            .iter()
-            .zip(&minus)
-            .map(|(p, m)| (p - m) / (2.0 * eps))
-            .collect();
+        let plus = f(&shifted(&x, eps, &vx), &shifted(&w, eps, &vw), &shifted(&b, eps, &vb)).to_vec().unwrap();
+        let minus = f(&shifted(&x, -eps, &vx), &shifted(&w, -eps, &vw), &shifted(&b, -eps, &vb)).to_vec().unwrap();
+        let want: Vec<f32> = plus.iter().zip(&minus).map(|(p, m)| (p - m) / (2.0 * eps)).collect();
         let (y, dy) = conv2d_jvp(&x, Some(&vx), &w, &vw, Some((&b, &vb)), g, false).unwrap();
-        assert_close(
-            &format!("jvp {what}"),
-            &dy.to_vec().unwrap(),
-            &want,
-            1e-3,
-            1e-3,
-        );
-        assert_close(
-            &format!("jvp primal {what}"),
-            &y.to_vec().unwrap(),
-            &f(&x, &w, &b).to_vec().unwrap(),
-            0.0,
-            0.0,
-        );
+        assert_close(&format!("jvp {what}"), &dy.to_vec().unwrap(), &want, 1e-3, 1e-3);
+        assert_close(&format!("jvp primal {what}"), &y.to_vec().unwrap(), &f(&x, &w, &b).to_vec().unwrap(), 0.0, 0.0);
         // With ReLU: away from the kink the tangent follows the finite difference of act(conv).
         let eps_r = 1e-3f32;
         let fr = |s: f32| {
-            conv2d(
-                &shifted(&x, s, &vx),
-                &shifted(&w, s, &vw),
-                Some(&shifted(&b, s, &vb)),
-                g,
-                true,
-            )
-            .unwrap()
-            .to_vec()
-            .unwrap()
+            conv2d(&shifted(&x, s, &vx), &shifted(&w, s, &vw), Some(&shifted(&b, s, &vb)), g, true)
+                .unwrap()
+                .to_vec()
+                .unwrap()
         };
         let (plus, minus) = (fr(eps_r), fr(-eps_r));
         let pre = f(&x, &w, &b).to_vec().unwrap();
@@ -230,13 +152,7 @@ fn cpu_conv_backward_rules_and_jvp_match_finite_differences() {
 /// Tolerance of a reduction of length `len`: rel 1e-4, abs 1e-4 sqrt(len).
 fn check(what: &str, got: &Tensor, want: &Tensor, len: usize) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
-    assert_close(
-        what,
-        &got.to_vec().unwrap(),
-        &want.to_vec().unwrap(),
-        1e-4,
-        1e-4 * (len.max(1) as f32).sqrt(),
-    );
+    assert_close(what, &got.to_vec().unwrap(), &want.to_vec().unwrap(), 1e-4, 1e-4 * (len.max(1) as f32).sqrt());
 }
 
 #[test]
@@ -252,12 +168,7 @@ fn conv2d_forward_matches_cpu_reference() {
             let got = conv2d(&x, &w, bias.then_some(&b), case.g(), relu).unwrap();
             let want = conv2d(&xc, &wc, bias.then_some(&bc), case.g(), relu).unwrap();
             assert_eq!(got.shape(), case.y());
-            check(
-                &format!("conv2d {case:?} bias={bias} relu={relu}"),
-                &got,
-                &want,
-                len,
-            );
+            check(&format!("conv2d {case:?} bias={bias} relu={relu}"), &got, &want, len);
         }
     }
 }
@@ -274,32 +185,14 @@ fn conv2d_jvp_matches_cpu_reference() {
         let (b, bc) = pair(&dev, &mut rng, &[case.o]);
         let (db, dbc) = pair(&dev, &mut rng, &[case.o]);
         let len = 2 * case.c * case.kh * case.kw;
-        for (has_dx, bias, relu) in [
-            (true, true, true),
-            (false, true, false),
-            (true, false, false),
-            (false, false, true),
-        ] {
-            let (y, dy) = conv2d_jvp(
-                &x,
-                has_dx.then_some(&dx),
-                &w,
-                &dw,
-                bias.then_some((&b, &db)),
-                case.g(),
-                relu,
-            )
-            .unwrap();
-            let (yc, dyc) = conv2d_jvp(
-                &xc,
-                has_dx.then_some(&dxc),
-                &wc,
-                &dwc,
-                bias.then_some((&bc, &dbc)),
-                case.g(),
-                relu,
-            )
-            .unwrap();
+        for (has_dx, bias, relu) in
+            [(true, true, true), (false, true, false), (true, false, false), (false, false, true)]
+        {
+            let (y, dy) =
+                conv2d_jvp(&x, has_dx.then_some(&dx), &w, &dw, bias.then_some((&b, &db)), case.g(), relu).unwrap();
+            let (yc, dyc) =
+                conv2d_jvp(&xc, has_dx.then_some(&dxc), &wc, &dwc, bias.then_some((&bc, &dbc)), case.g(), relu)
+                    .unwrap();
             let what = format!("conv2d_jvp {case:?} dx={has_dx} bias={bias} relu={relu}");
             check(&what, &y, &yc, len);
             check(&what, &dy, &dyc, len);
@@ -313,10 +206,7 @@ fn conv2d_backward_matches_cpu_reference() {
     let mut rng = Rng::new(23);
     // The extra cases have few channels and many rows, so the weight and bias gradients take
     // the split-reduction path.
-    let extra = [
-        Case::new(8, 3, (16, 16), 3, (3, 3), 1, 1),
-        Case::new(5, 2, (9, 9), 1, (2, 2), 2, 1),
-    ];
+    let extra = [Case::new(8, 3, (16, 16), 3, (3, 3), 1, 1), Case::new(5, 2, (9, 9), 1, (2, 2), 2, 1)];
     for case in CASES.iter().chain(&extra) {
         let (x, xc) = pair(&dev, &mut rng, &case.x());
         let (w, wc) = pair(&dev, &mut rng, &case.wt());
@@ -325,28 +215,13 @@ fn conv2d_backward_matches_cpu_reference() {
         let what = format!("{case:?}");
         let got = conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap();
         let want = conv2d_backward_data(&gyc, &wc, &case.x(), case.g()).unwrap();
-        check(
-            &format!("backward_data {what}"),
-            &got,
-            &want,
-            case.o * case.kh * case.kw,
-        );
+        check(&format!("backward_data {what}"), &got, &want, case.o * case.kh * case.kw);
         let got = conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap();
         let want = conv2d_backward_weight(&xc, &gyc, &case.wt(), case.g()).unwrap();
-        check(
-            &format!("backward_weight {what}"),
-            &got,
-            &want,
-            case.n * oh * ow,
-        );
+        check(&format!("backward_weight {what}"), &got, &want, case.n * oh * ow);
         let got = conv2d_backward_bias(&gy).unwrap();
         let want = conv2d_backward_bias(&gyc).unwrap();
-        check(
-            &format!("backward_bias {what}"),
-            &got,
-            &want,
-            case.n * oh * ow,
-        );
+        check(&format!("backward_bias {what}"), &got, &want, case.n * oh * ow);
     }
 }
 
@@ -357,26 +232,14 @@ fn gpu_conv2d_vjp_is_the_transpose_of_the_jvp() {
     let mut rng = Rng::new(24);
     for case in CASES {
         let t = |rng: &mut Rng, s: &[usize]| rand_tensor(&dev, rng, s).0;
-        let (x, dx, w, dw) = (
-            t(&mut rng, &case.x()),
-            t(&mut rng, &case.x()),
-            t(&mut rng, &case.wt()),
-            t(&mut rng, &case.wt()),
-        );
-        let (b, db, gy) = (
-            t(&mut rng, &[case.o]),
-            t(&mut rng, &[case.o]),
-            t(&mut rng, &case.y()),
-        );
+        let (x, dx, w, dw) =
+            (t(&mut rng, &case.x()), t(&mut rng, &case.x()), t(&mut rng, &case.wt()), t(&mut rng, &case.wt()));
+        let (b, db, gy) = (t(&mut rng, &[case.o]), t(&mut rng, &[case.o]), t(&mut rng, &case.y()));
         let (_, dy) = conv2d_jvp(&x, Some(&dx), &w, &dw, Some((&b, &db)), case.g(), false).unwrap();
         let lhs = dot(&gy, &dy);
-        let rhs = dot(
-            &conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap(),
-            &dx,
-        ) + dot(
-            &conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap(),
-            &dw,
-        ) + dot(&conv2d_backward_bias(&gy).unwrap(), &db);
+        let rhs = dot(&conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap(), &dx)
+            + dot(&conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap(), &dw)
+            + dot(&conv2d_backward_bias(&gy).unwrap(), &db);
         assert_near(&format!("{case:?}"), lhs, rhs, 1e-4);
     }
 }
@@ -406,98 +269,39 @@ fn conv2d_shape_errors_name_both_shapes() {
     let g = Conv2dGeometry { stride: 1, pad: 1 };
     let msg = |r: geopath::Result<Tensor>| r.unwrap_err().to_string();
     let e = msg(conv2d(&z(&[2, 3, 7, 7]), &z(&[5, 4, 3, 3]), None, g, false));
-    assert!(
-        e.contains("[2, 3, 7, 7]") && e.contains("[5, 4, 3, 3]"),
-        "{e}"
-    );
+    assert!(e.contains("[2, 3, 7, 7]") && e.contains("[5, 4, 3, 3]"), "{e}");
     let e = msg(conv2d(&z(&[3, 7, 7]), &z(&[5, 3, 3, 3]), None, g, false));
     assert!(e.contains("[3, 7, 7]") && e.contains("[5, 3, 3, 3]"), "{e}");
     let e = msg(conv2d(&z(&[1, 3, 2, 2]), &z(&[5, 3, 7, 7]), None, g, false));
-    assert!(
-        e.contains("[1, 3, 2, 2]") && e.contains("[5, 3, 7, 7]"),
-        "{e}"
-    );
-    let e = msg(conv2d(
-        &z(&[1, 3, 4, 4]),
-        &z(&[5, 3, 3, 3]),
-        Some(&z(&[4])),
-        g,
-        false,
-    ));
+    assert!(e.contains("[1, 3, 2, 2]") && e.contains("[5, 3, 7, 7]"), "{e}");
+    let e = msg(conv2d(&z(&[1, 3, 4, 4]), &z(&[5, 3, 3, 3]), Some(&z(&[4])), g, false));
     assert!(e.contains("[4]") && e.contains("[5, 3, 3, 3]"), "{e}");
-    assert!(conv2d(
-        &z(&[1, 3, 4, 4]),
-        &z(&[5, 3, 3, 3]),
-        None,
-        Conv2dGeometry { stride: 0, pad: 0 },
-        false
-    )
-    .is_err());
-    let e = msg(conv2d_backward_data(
-        &z(&[1, 5, 3, 3]),
-        &z(&[5, 3, 3, 3]),
-        &[1, 3, 4, 4],
-        g,
-    ));
-    assert!(
-        e.contains("[1, 5, 3, 3]") && e.contains("[1, 5, 4, 4]"),
-        "{e}"
-    );
-    let e = msg(conv2d_backward_weight(
-        &z(&[1, 3, 4, 4]),
-        &z(&[1, 6, 4, 4]),
-        &[5, 3, 3, 3],
-        g,
-    ));
-    assert!(
-        e.contains("[1, 6, 4, 4]") && e.contains("[1, 5, 4, 4]"),
-        "{e}"
-    );
+    assert!(conv2d(&z(&[1, 3, 4, 4]), &z(&[5, 3, 3, 3]), None, Conv2dGeometry { stride: 0, pad: 0 }, false).is_err());
+    let e = msg(conv2d_backward_data(&z(&[1, 5, 3, 3]), &z(&[5, 3, 3, 3]), &[1, 3, 4, 4], g));
+    assert!(e.contains("[1, 5, 3, 3]") && e.contains("[1, 5, 4, 4]"), "{e}");
+    let e = msg(conv2d_backward_weight(&z(&[1, 3, 4, 4]), &z(&[1, 6, 4, 4]), &[5, 3, 3, 3], g));
+    assert!(e.contains("[1, 6, 4, 4]") && e.contains("[1, 5, 4, 4]"), "{e}");
     let e = msg(conv2d_backward_bias(&z(&[5, 4])));
     assert!(e.contains("[5, 4]"), "{e}");
-    let e = conv2d_jvp(
-        &z(&[1, 3, 4, 4]),
-        None,
-        &z(&[5, 3, 3, 3]),
-        &z(&[5, 3, 1, 1]),
-        None,
-        g,
-        false,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("[5, 3, 1, 1]") && e.contains("[5, 3, 3, 3]"),
-        "{e}"
-    );
-    let e = conv2d_jvp(
-        &z(&[1, 3, 4, 4]),
-        Some(&z(&[1, 3, 4, 5])),
-        &z(&[5, 3, 3, 3]),
-        &z(&[5, 3, 3, 3]),
-        None,
-        g,
-        false,
-    )
-    .unwrap_err()
-    .to_string();
-    assert!(
-        e.contains("[1, 3, 4, 5]") && e.contains("[1, 3, 4, 4]"),
-        "{e}"
-    );
+    let e = conv2d_jvp(&z(&[1, 3, 4, 4]), None, &z(&[5, 3, 3, 3]), &z(&[5, 3, 1, 1]), None, g, false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[5, 3, 1, 1]") && e.contains("[5, 3, 3, 3]"), "{e}");
+    let e =
+        conv2d_jvp(&z(&[1, 3, 4, 4]), Some(&z(&[1, 3, 4, 5])), &z(&[5, 3, 3, 3]), &z(&[5, 3, 3, 3]), None, g, false)
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("[1, 3, 4, 5]") && e.contains("[1, 3, 4, 4]"), "{e}");
 }
 
 #[test]
 fn conv_tile_specialisations_validate() {
     let validate = |what: String, src: String| {
-        let module = naga::front::wgsl::parse_str(&src)
-            .unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
-        naga::valid::Validator::new(
-            naga::valid::ValidationFlags::all(),
-            naga::valid::Capabilities::all(),
-        )
-        .validate(&module)
-        .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        let module =
+            naga::front::wgsl::parse_str(&src).unwrap_or_else(|e| panic!("{what}: {}", e.emit_to_string(&src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::all())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
     };
     for ot in [4, 8, 16] {
         for px4 in [1, 2, 4] {
@@ -524,18 +328,73 @@ fn conv2d_with_an_empty_batch_gives_empty_outputs_and_zero_gradients() {
         assert_eq!(conv2d(&x, &w, None, g, true).unwrap().shape(), [0, 5, 7, 7]);
         let (y, dy) = conv2d_jvp(&x, Some(&x), &w, &w, None, g, false).unwrap();
         assert_eq!((y.numel(), dy.numel()), (0, 0));
-        assert_eq!(
-            conv2d_backward_data(&gy, &w, &[0, 3, 7, 7], g)
-                .unwrap()
-                .numel(),
-            0
-        );
+        assert_eq!(conv2d_backward_data(&gy, &w, &[0, 3, 7, 7], g).unwrap().numel(), 0);
         let gw = conv2d_backward_weight(&x, &gy, &[5, 3, 3, 3], g).unwrap();
         assert_eq!(gw.to_vec().unwrap(), vec![0.0; 135], "{dev:?}");
-        assert_eq!(
-            conv2d_backward_bias(&gy).unwrap().to_vec().unwrap(),
-            vec![0.0; 5],
-            "{dev:?}"
-        );
+        assert_eq!(conv2d_backward_bias(&gy).unwrap().to_vec().unwrap(), vec![0.0; 5], "{dev:?}");
+    }
+}
+
+/// Geometries large enough (at least 2^18 multiply-adds) for the lowering to matmul-style
+/// products on software adapters, with sizes that are not multiples of 4; each comment names
+/// the paths it takes on lavapipe.
+const LOWERED_CASES: &[Case] = &[
+    // Stride 2: every pass lowered, backward data through the col2im gather.
+    Case::new(6, 10, (17, 15), 7, (3, 3), 2, 1),
+    // 5x5 stride 1: lowered forward; backward data as the lowered flipped convolution.
+    Case::new(4, 6, (12, 10), 9, (5, 5), 1, 2),
+    // 3x3 fast geometry, many patch rows, 7 x 7 images: lowered forward, direct JVP.
+    Case::new(7, 16, (7, 7), 6, (3, 3), 1, 1),
+    // 4 x 4 images: lowered forward and JVP, 10 output channels.
+    Case::new(6, 32, (4, 4), 10, (3, 3), 1, 1),
+    // Non-square kernel: backward data through col2im.
+    Case::new(8, 12, (20, 18), 5, (2, 3), 1, 1),
+];
+
+/// Geometries whose patch matrices exceed one 32 MiB batch chunk, so the lowering runs over
+/// several chunks of images (and the split-K weight gradient over partial sums of each).
+const CHUNKED_CASES: &[Case] = &[
+    // 153 patch rows x 70 images of 29 x 29: chunks of 63 images.
+    Case::new(70, 17, (31, 31), 5, (3, 3), 1, 0),
+    // Stride 2, 576 patch rows x 60 images of 16 x 16: chunks of 56; col2im per chunk.
+    Case::new(60, 64, (31, 31), 5, (3, 3), 2, 1),
+];
+
+#[test]
+fn lowered_and_chunked_convolutions_match_cpu_reference() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(26);
+    for case in LOWERED_CASES.iter().chain(CHUNKED_CASES) {
+        let what = format!("{case:?}");
+        let (x, xc) = pair(&dev, &mut rng, &case.x());
+        let (dx, dxc) = pair(&dev, &mut rng, &case.x());
+        let (w, wc) = pair(&dev, &mut rng, &case.wt());
+        let (dw, dwc) = pair(&dev, &mut rng, &case.wt());
+        let (b, bc) = pair(&dev, &mut rng, &[case.o]);
+        let (db, dbc) = pair(&dev, &mut rng, &[case.o]);
+        let (gy, gyc) = pair(&dev, &mut rng, &case.y());
+        let len = case.c * case.kh * case.kw;
+        for (bias, relu) in [(true, true), (false, false)] {
+            let got = conv2d(&x, &w, bias.then_some(&b), case.g(), relu).unwrap();
+            let want = conv2d(&xc, &wc, bias.then_some(&bc), case.g(), relu).unwrap();
+            check(&format!("conv2d {what} bias={bias} relu={relu}"), &got, &want, len);
+        }
+        for (has_dx, bias, relu) in [(true, true, true), (false, false, false)] {
+            let (y, dy) =
+                conv2d_jvp(&x, has_dx.then_some(&dx), &w, &dw, bias.then_some((&b, &db)), case.g(), relu).unwrap();
+            let (yc, dyc) =
+                conv2d_jvp(&xc, has_dx.then_some(&dxc), &wc, &dwc, bias.then_some((&bc, &dbc)), case.g(), relu)
+                    .unwrap();
+            let w = format!("conv2d_jvp {what} dx={has_dx} bias={bias} relu={relu}");
+            check(&w, &y, &yc, 2 * len);
+            check(&w, &dy, &dyc, 2 * len);
+        }
+        let [_, _, oh, ow] = case.y();
+        let got = conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap();
+        let want = conv2d_backward_data(&gyc, &wc, &case.x(), case.g()).unwrap();
+        check(&format!("backward_data {what}"), &got, &want, case.o * case.kh * case.kw);
+        let got = conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap();
+        let want = conv2d_backward_weight(&xc, &gyc, &case.wt(), case.g()).unwrap();
+        check(&format!("backward_weight {what}"), &got, &want, case.n * oh * ow);
     }
 }
