@@ -33,12 +33,23 @@ struct Tile {
 }
 
 // Four A rows (columns over k) and four B vec4-columns (columns over k, rows over C columns).
+// t + b * a with explicit fused multiply-adds: column r of the result is
+// t[r] + sum_q a[r][q] * b[q] (a's columns are rows of A over k, b's columns rows of B).
+fn mac(t: mat4x4<f32>, a: mat4x4<f32>, b: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(
+        fma(vec4<f32>(a[0].x), b[0], fma(vec4<f32>(a[0].y), b[1], fma(vec4<f32>(a[0].z), b[2], fma(vec4<f32>(a[0].w), b[3], t[0])))),
+        fma(vec4<f32>(a[1].x), b[0], fma(vec4<f32>(a[1].y), b[1], fma(vec4<f32>(a[1].z), b[2], fma(vec4<f32>(a[1].w), b[3], t[1])))),
+        fma(vec4<f32>(a[2].x), b[0], fma(vec4<f32>(a[2].y), b[1], fma(vec4<f32>(a[2].z), b[2], fma(vec4<f32>(a[2].w), b[3], t[2])))),
+        fma(vec4<f32>(a[3].x), b[0], fma(vec4<f32>(a[3].y), b[1], fma(vec4<f32>(a[3].z), b[2], fma(vec4<f32>(a[3].w), b[3], t[3])))),
+    );
+}
+
 fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
           b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>) {
-    (*t).t00 += b0 * a0; (*t).t01 += b1 * a0; (*t).t02 += b2 * a0; (*t).t03 += b3 * a0;
-    (*t).t10 += b0 * a1; (*t).t11 += b1 * a1; (*t).t12 += b2 * a1; (*t).t13 += b3 * a1;
-    (*t).t20 += b0 * a2; (*t).t21 += b1 * a2; (*t).t22 += b2 * a2; (*t).t23 += b3 * a2;
-    (*t).t30 += b0 * a3; (*t).t31 += b1 * a3; (*t).t32 += b2 * a3; (*t).t33 += b3 * a3;
+    (*t).t00 = mac((*t).t00, a0, b0); (*t).t01 = mac((*t).t01, a0, b1); (*t).t02 = mac((*t).t02, a0, b2); (*t).t03 = mac((*t).t03, a0, b3);
+    (*t).t10 = mac((*t).t10, a1, b0); (*t).t11 = mac((*t).t11, a1, b1); (*t).t12 = mac((*t).t12, a1, b2); (*t).t13 = mac((*t).t13, a1, b3);
+    (*t).t20 = mac((*t).t20, a2, b0); (*t).t21 = mac((*t).t21, a2, b1); (*t).t22 = mac((*t).t22, a2, b2); (*t).t23 = mac((*t).t23, a2, b3);
+    (*t).t30 = mac((*t).t30, a3, b0); (*t).t31 = mac((*t).t31, a3, b1); (*t).t32 = mac((*t).t32, a3, b2); (*t).t33 = mac((*t).t33, a3, b3);
 }
 
 fn store_block(row0: u32, col4: u32, blk: mat4x4<f32>) {

@@ -42,10 +42,9 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Shape { op, detail } => write!(f, "{op}: shape mismatch: {detail}"),
-            Error::TooLarge { op, bytes, limit } => write!(
-                f,
-                "{op}: tensor of {bytes} bytes exceeds the adapter's storage-binding limit of {limit} bytes"
-            ),
+            Error::TooLarge { op, bytes, limit } => {
+                write!(f, "{op}: tensor of {bytes} bytes exceeds the adapter's storage-binding limit of {limit} bytes")
+            }
             Error::Device { op, message } => write!(f, "{op}: device error: {message}"),
             Error::NoAdapter(m) => write!(f, "no usable adapter: {m}"),
             Error::DeviceMismatch(op) => write!(f, "{op}: operands live on different devices"),
@@ -68,8 +67,5 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Builds a shape error naming `op` and both shapes.
 pub fn shape_err(op: &'static str, detail: impl Into<String>) -> Error {
-    Error::Shape {
-        op,
-        detail: detail.into(),
-    }
+    Error::Shape { op, detail: detail.into() }
 }

@@ -50,10 +50,7 @@ pub const FAMILIES: &[Family] = &[
 
 /// One family by name. Panics on an unknown family: the names are compile-time constants.
 pub fn family(name: &str) -> &'static Family {
-    FAMILIES
-        .iter()
-        .find(|f| f.name == name)
-        .unwrap_or_else(|| panic!("unknown kernel family {name}"))
+    FAMILIES.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("unknown kernel family {name}"))
 }
 
 /// The source of one family.
@@ -67,9 +64,7 @@ pub fn specialised_source(family: &str, specialise: &[(&str, u32)]) -> String {
     let mut src = source(family).to_string();
     for (name, value) in specialise {
         let needle = format!("const {name}: u32 = ");
-        let start = src
-            .find(&needle)
-            .unwrap_or_else(|| panic!("{family}.wgsl has no `{needle}`"));
+        let start = src.find(&needle).unwrap_or_else(|| panic!("{family}.wgsl has no `{needle}`"));
         let value_start = start + needle.len();
         let end = value_start + src[value_start..].find(';').expect("const without ;");
         src.replace_range(value_start..end, &format!("{value}u"));

@@ -7,6 +7,7 @@
 
 pub mod autodiff;
 pub mod bench;
+pub mod checkpoint;
 pub mod cpu;
 pub mod data;
 pub mod device;
@@ -15,7 +16,6 @@ pub mod gpu;
 pub mod kernels;
 pub mod nn;
 pub mod ops;
-pub mod checkpoint;
 pub mod optim;
 pub mod tensor;
 pub mod train;

@@ -25,32 +25,20 @@ impl Tensor {
     pub fn from_vec(device: &Device, shape: &[usize], data: Vec<f32>) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if n != data.len() {
-            return Err(shape_err(
-                "from_vec",
-                format!("shape {shape:?} has {n} elements, data has {}", data.len()),
-            ));
+            return Err(shape_err("from_vec", format!("shape {shape:?} has {n} elements, data has {}", data.len())));
         }
         let storage = match device {
             Device::Cpu => Storage::Cpu(Arc::new(data)),
-            Device::Gpu(ctx) => Storage::Gpu(
-                Arc::new(ctx.upload("from_vec", bytemuck::cast_slice(&data))?),
-                ctx.clone(),
-                0,
-            ),
+            Device::Gpu(ctx) => {
+                Storage::Gpu(Arc::new(ctx.upload("from_vec", bytemuck::cast_slice(&data))?), ctx.clone(), 0)
+            }
         };
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            storage,
-        })
+        Ok(Tensor { shape: shape.to_vec(), storage })
     }
 
     /// Uploads 32-bit unsigned integers (labels, indices), stored bitwise.
     pub fn from_u32(device: &Device, shape: &[usize], data: &[u32]) -> Result<Tensor> {
-        Tensor::from_vec(
-            device,
-            shape,
-            data.iter().map(|&u| f32::from_bits(u)).collect(),
-        )
+        Tensor::from_vec(device, shape, data.iter().map(|&u| f32::from_bits(u)).collect())
     }
 
     /// A tensor of zeros.
@@ -66,24 +54,14 @@ impl Tensor {
     /// Wraps host data computed by the CPU reference.
     pub(crate) fn cpu(shape: &[usize], data: Vec<f32>) -> Tensor {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Tensor {
-            shape: shape.to_vec(),
-            storage: Storage::Cpu(Arc::new(data)),
-        }
+        Tensor { shape: shape.to_vec(), storage: Storage::Cpu(Arc::new(data)) }
     }
 
     /// An uninitialised device tensor for an op's output; checks the binding limit first.
-    pub(crate) fn gpu_uninit(
-        ctx: &Arc<GpuContext>,
-        op: &'static str,
-        shape: &[usize],
-    ) -> Result<Tensor> {
+    pub(crate) fn gpu_uninit(ctx: &Arc<GpuContext>, op: &'static str, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let buf = ctx.alloc(op, 4 * n as u64)?;
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            storage: Storage::Gpu(Arc::new(buf), ctx.clone(), 0),
-        })
+        Ok(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(Arc::new(buf), ctx.clone(), 0) })
     }
 
     /// The shape.
@@ -120,14 +98,7 @@ impl Tensor {
             Storage::Gpu(b, ctx, offset) => {
                 let bytes = (4 * self.numel() as u64).div_ceil(16).max(1) * 16;
                 let size = bytes.min(b.capacity() - offset);
-                Some((
-                    BufferView {
-                        buffer: b,
-                        offset: *offset,
-                        size,
-                    },
-                    ctx,
-                ))
+                Some((BufferView { buffer: b, offset: *offset, size }, ctx))
             }
             Storage::Cpu(_) => None,
         }
@@ -145,10 +116,7 @@ impl Tensor {
         if !offset.is_multiple_of(ctx.offset_alignment()) || start + n > self.numel() || n == 0 {
             return None;
         }
-        Some(Tensor {
-            shape: shape.to_vec(),
-            storage: Storage::Gpu(b.clone(), ctx.clone(), offset),
-        })
+        Some(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(b.clone(), ctx.clone(), offset) })
     }
 
     /// Copies the values back to the host.
@@ -172,15 +140,9 @@ impl Tensor {
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if n != self.numel() {
-            return Err(shape_err(
-                "reshape",
-                format!("cannot reshape {:?} to {shape:?}", self.shape),
-            ));
+            return Err(shape_err("reshape", format!("cannot reshape {:?} to {shape:?}", self.shape)));
         }
-        Ok(Tensor {
-            shape: shape.to_vec(),
-            storage: self.storage.clone(),
-        })
+        Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
     }
 
     /// Moves (copies) the tensor to another device.

@@ -4,9 +4,7 @@
 mod common;
 use common::*;
 use geopath::cpu::flat::prune_count;
-use geopath::ops::flat::{
-    axpy, count_zeros, dot_value, magnitude_threshold, mask, norm, prune, prune_mask,
-};
+use geopath::ops::flat::{axpy, count_zeros, dot_value, magnitude_threshold, mask, norm, prune, prune_mask};
 use geopath::{Device, Tensor};
 
 /// Sorted magnitudes, the oracle of `magnitude_threshold`.
@@ -22,10 +20,7 @@ fn check_threshold(what: &str, x: &[f32], fraction: f32, t: f32) {
     let n = x.len();
     let s = sorted_magnitudes(x);
     let k = prune_count(fraction, n);
-    assert!(
-        k <= n && (k as f64 - fraction as f64 * n as f64).abs() <= 1.0,
-        "{what}: k {k}"
-    );
+    assert!(k <= n && (k as f64 - fraction as f64 * n as f64).abs() <= 1.0, "{what}: k {k}");
     let below = x.iter().filter(|v| v.abs() < t).count();
     if k == 0 {
         assert_eq!(t, 0.0, "{what}: fraction {fraction}");
@@ -36,11 +31,7 @@ fn check_threshold(what: &str, x: &[f32], fraction: f32, t: f32) {
             assert_eq!(below, k, "{what}: no tie at the boundary");
         }
     } else {
-        assert!(
-            t > s[n - 1] && t == f32::from_bits(s[n - 1].to_bits() + 1),
-            "{what}: t {t} vs max {}",
-            s[n - 1]
-        );
+        assert!(t > s[n - 1] && t == f32::from_bits(s[n - 1].to_bits() + 1), "{what}: t {t} vs max {}", s[n - 1]);
         assert_eq!(below, n, "{what}: fraction 1 prunes everything");
     }
 }
@@ -67,12 +58,7 @@ fn cpu_reference_matches_sorting_and_formulas() {
         let x = tied_data(&mut rng, n);
         let xt = Tensor::from_vec(&cpu, &[n], x.clone()).unwrap();
         for &f in &FRACTIONS {
-            check_threshold(
-                &format!("cpu n={n}"),
-                &x,
-                f,
-                magnitude_threshold(&xt, f).unwrap(),
-            );
+            check_threshold(&format!("cpu n={n}"), &x, f, magnitude_threshold(&xt, f).unwrap());
         }
     }
     assert_eq!(prune_count(0.7, 10), 7);
@@ -82,22 +68,10 @@ fn cpu_reference_matches_sorting_and_formulas() {
     let x = Tensor::from_vec(&cpu, &[5], vec![-2.0, 0.5, 0.0, -0.0, 3.0]).unwrap();
     let y = Tensor::from_vec(&cpu, &[5], vec![1.0, 1.0, 1.0, 1.0, 1.0]).unwrap();
     let m = Tensor::from_vec(&cpu, &[5], vec![1.0, 0.0, 1.0, 0.0, 1.0]).unwrap();
-    assert_eq!(
-        axpy(2.0, &x, &y).unwrap().to_vec().unwrap(),
-        vec![-3.0, 2.0, 1.0, 1.0, 7.0]
-    );
-    assert_eq!(
-        mask(&x, &m).unwrap().to_vec().unwrap(),
-        vec![-2.0, 0.0, 0.0, -0.0, 3.0]
-    );
-    assert_eq!(
-        prune_mask(&x, 2.0).unwrap().to_vec().unwrap(),
-        vec![1.0, 0.0, 0.0, 0.0, 1.0]
-    );
-    assert_eq!(
-        prune(&x, 0.5).unwrap().to_vec().unwrap(),
-        vec![-2.0, 0.5, 0.0, 0.0, 3.0]
-    );
+    assert_eq!(axpy(2.0, &x, &y).unwrap().to_vec().unwrap(), vec![-3.0, 2.0, 1.0, 1.0, 7.0]);
+    assert_eq!(mask(&x, &m).unwrap().to_vec().unwrap(), vec![-2.0, 0.0, 0.0, -0.0, 3.0]);
+    assert_eq!(prune_mask(&x, 2.0).unwrap().to_vec().unwrap(), vec![1.0, 0.0, 0.0, 0.0, 1.0]);
+    assert_eq!(prune(&x, 0.5).unwrap().to_vec().unwrap(), vec![-2.0, 0.5, 0.0, 0.0, 3.0]);
     assert_eq!(count_zeros(&x).unwrap(), 2);
     assert!((norm(&x).unwrap() - (4.0f32 + 0.25 + 9.0).sqrt()).abs() < 1e-6);
     assert_eq!(dot_value(&x, &y).unwrap(), 1.5);
@@ -114,11 +88,7 @@ fn gpu_magnitude_threshold_is_exact_on_tied_data() {
         for &f in &FRACTIONS {
             let t = magnitude_threshold(&xg, f).unwrap();
             check_threshold(&format!("gpu n={n}"), &x, f, t);
-            assert_eq!(
-                t,
-                magnitude_threshold(&xc, f).unwrap(),
-                "gpu vs cpu n={n} fraction {f}"
-            );
+            assert_eq!(t, magnitude_threshold(&xc, f).unwrap(), "gpu vs cpu n={n} fraction {f}");
         }
     }
 }
@@ -173,19 +143,9 @@ fn gpu_flat_ops_match_cpu_reference() {
             1e-6,
             1e-7,
         );
-        assert_eq!(
-            v(mask(&g(&x), &g(&m)).unwrap()),
-            v(mask(&c(&x), &c(&m)).unwrap()),
-            "{}",
-            what("mask")
-        );
+        assert_eq!(v(mask(&g(&x), &g(&m)).unwrap()), v(mask(&c(&x), &c(&m)).unwrap()), "{}", what("mask"));
         for t in [0.0f32, 1e-3, 0.1, 0.5, 2.0] {
-            assert_eq!(
-                v(prune(&g(&x), t).unwrap()),
-                v(prune(&c(&x), t).unwrap()),
-                "{} t={t}",
-                what("prune")
-            );
+            assert_eq!(v(prune(&g(&x), t).unwrap()), v(prune(&c(&x), t).unwrap()), "{} t={t}", what("prune"));
             assert_eq!(
                 v(prune_mask(&g(&x), t).unwrap()),
                 v(prune_mask(&c(&x), t).unwrap()),
@@ -193,41 +153,20 @@ fn gpu_flat_ops_match_cpu_reference() {
                 what("prune_mask")
             );
         }
-        assert_eq!(
-            count_zeros(&g(&x)).unwrap(),
-            count_zeros(&c(&x)).unwrap(),
-            "{}",
-            what("count_zeros")
-        );
+        assert_eq!(count_zeros(&g(&x)).unwrap(), count_zeros(&c(&x)).unwrap(), "{}", what("count_zeros"));
         let nz = norm(&c(&x)).unwrap();
-        assert!(
-            (norm(&g(&x)).unwrap() - nz).abs() <= 1e-5 * nz + 1e-7,
-            "{}",
-            what("norm")
-        );
+        assert!((norm(&g(&x)).unwrap() - nz).abs() <= 1e-5 * nz + 1e-7, "{}", what("norm"));
         let d = dot_value(&c(&x), &c(&y)).unwrap();
         let tol = 4e-6 * (n as f32).sqrt() + 1e-6;
-        assert!(
-            (dot_value(&g(&x), &g(&y)).unwrap() - d).abs() <= tol,
-            "{}",
-            what("dot_value")
-        );
+        assert!((dot_value(&g(&x), &g(&y)).unwrap() - d).abs() <= tol, "{}", what("dot_value"));
     }
     // Pruning at the threshold of a fraction prunes that fraction (distinct magnitudes).
     let n = 10_007;
-    let x: Vec<f32> = (0..n)
-        .map(|i| (i as f32 + 1.0) * if i % 2 == 0 { 1.0 } else { -1.0 })
-        .collect();
+    let x: Vec<f32> = (0..n).map(|i| (i as f32 + 1.0) * if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
     let xg = Tensor::from_vec(&dev, &[n], x).unwrap();
     let t = magnitude_threshold(&xg, 0.3).unwrap();
-    assert_eq!(
-        count_zeros(&prune(&xg, t).unwrap()).unwrap(),
-        prune_count(0.3, n)
-    );
-    assert_eq!(
-        count_zeros(&prune_mask(&xg, t).unwrap()).unwrap(),
-        prune_count(0.3, n)
-    );
+    assert_eq!(count_zeros(&prune(&xg, t).unwrap()).unwrap(), prune_count(0.3, n));
+    assert_eq!(count_zeros(&prune_mask(&xg, t).unwrap()).unwrap(), prune_count(0.3, n));
 }
 
 #[test]
@@ -237,18 +176,11 @@ fn bad_arguments_are_errors() {
         for f in [-0.1f32, 1.01, f32::NAN, f32::INFINITY] {
             assert!(magnitude_threshold(&x, f).is_err(), "fraction {f}");
         }
-        assert_eq!(
-            magnitude_threshold(&Tensor::zeros(&dev, &[0]).unwrap(), 0.5).unwrap(),
-            0.0
-        );
+        assert_eq!(magnitude_threshold(&Tensor::zeros(&dev, &[0]).unwrap(), 0.5).unwrap(), 0.0);
         assert!(prune(&x, f32::NAN).is_err());
         assert!(prune_mask(&x, f32::NAN).is_err());
         let y = Tensor::zeros(&dev, &[2, 2]).unwrap();
-        for e in [
-            axpy(1.0, &x, &y).unwrap_err(),
-            mask(&x, &y).unwrap_err(),
-            dot_value(&x, &y).unwrap_err(),
-        ] {
+        for e in [axpy(1.0, &x, &y).unwrap_err(), mask(&x, &y).unwrap_err(), dot_value(&x, &y).unwrap_err()] {
             let e = e.to_string();
             assert!(e.contains("[4]") && e.contains("[2, 2]"), "{e}");
         }

@@ -89,18 +89,12 @@ fn fused_matmul_jvp_matches_cpu_reference() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(2);
     for &(m, n, k) in &[(20, 12, 8), (37, 44, 28), (5, 10, 7), (64, 300, 784 / 4)] {
-        for (has_da, has_bias, relu) in [
-            (true, true, true),
-            (false, true, false),
-            (true, false, false),
-            (false, false, true),
-        ] {
+        for (has_da, has_bias, relu) in
+            [(true, true, true), (false, true, false), (true, false, false), (false, false, true)]
+        {
             let mk = |rng: &mut Rng, s: &[usize]| {
                 let v = rng.vec(s.iter().product());
-                (
-                    Tensor::from_vec(&dev, s, v.clone()).unwrap(),
-                    Tensor::from_vec(&Device::Cpu, s, v).unwrap(),
-                )
+                (Tensor::from_vec(&dev, s, v.clone()).unwrap(), Tensor::from_vec(&Device::Cpu, s, v).unwrap())
             };
             let (a, ac) = mk(&mut rng, &[m, k]);
             let (da, dac) = mk(&mut rng, &[m, k]);
@@ -108,39 +102,13 @@ fn fused_matmul_jvp_matches_cpu_reference() {
             let (db, dbc) = mk(&mut rng, &[k, n]);
             let (bi, bic) = mk(&mut rng, &[n]);
             let (dbi, dbic) = mk(&mut rng, &[n]);
-            let (c, dc) = matmul_jvp(
-                &a,
-                has_da.then_some(&da),
-                &b,
-                &db,
-                has_bias.then_some((&bi, &dbi)),
-                relu,
-            )
-            .unwrap();
-            let (cc, dcc) = matmul_jvp(
-                &ac,
-                has_da.then_some(&dac),
-                &bc,
-                &dbc,
-                has_bias.then_some((&bic, &dbic)),
-                relu,
-            )
-            .unwrap();
+            let (c, dc) =
+                matmul_jvp(&a, has_da.then_some(&da), &b, &db, has_bias.then_some((&bi, &dbi)), relu).unwrap();
+            let (cc, dcc) =
+                matmul_jvp(&ac, has_da.then_some(&dac), &bc, &dbc, has_bias.then_some((&bic, &dbic)), relu).unwrap();
             let what = format!("matmul_jvp {m}x{n}x{k} da={has_da} bias={has_bias} relu={relu}");
-            assert_close(
-                &what,
-                &c.to_vec().unwrap(),
-                &cc.to_vec().unwrap(),
-                1e-4,
-                1e-4,
-            );
-            assert_close(
-                &what,
-                &dc.to_vec().unwrap(),
-                &dcc.to_vec().unwrap(),
-                1e-4,
-                1e-4,
-            );
+            assert_close(&what, &c.to_vec().unwrap(), &cc.to_vec().unwrap(), 1e-4, 1e-4);
+            assert_close(&what, &dc.to_vec().unwrap(), &dcc.to_vec().unwrap(), 1e-4, 1e-4);
         }
     }
 }
@@ -150,8 +118,6 @@ fn matmul_shape_mismatch_is_an_error_naming_both_shapes() {
     let dev = gpu().unwrap_or(Device::Cpu);
     let a = Tensor::zeros(&dev, &[3, 4]).unwrap();
     let b = Tensor::zeros(&dev, &[5, 6]).unwrap();
-    let e = geopath::ops::matmul::matmul(&a, &b)
-        .unwrap_err()
-        .to_string();
+    let e = geopath::ops::matmul::matmul(&a, &b).unwrap_err().to_string();
     assert!(e.contains("[3, 4]") && e.contains("[5, 6]"), "{e}");
 }

@@ -49,41 +49,25 @@ fn cpu_maxpool_backward_and_jvp_match_finite_differences() {
             maxpool2d(&cpu(shifted), k, s).unwrap().0.to_vec().unwrap()
         };
         let (plus, minus) = (pool(1.0), pool(-1.0));
-        let fd: Vec<f32> = plus
-            .iter()
-            .zip(&minus)
-            .map(|(p, m)| (p - m) / (2.0 * eps))
-            .collect();
+        let fd: Vec<f32> = plus.iter().zip(&minus).map(|(p, m)| (p - m) / (2.0 * eps)).collect();
         let (y, dy, idx) = maxpool2d_jvp(&cpu(xv.clone()), &cpu(v.clone()), k, s).unwrap();
         let what = format!("{shape:?} k={k} s={s}");
-        assert_close(
-            &format!("jvp {what}"),
-            &dy.to_vec().unwrap(),
-            &fd,
-            1e-3,
-            1e-3,
-        );
+        assert_close(&format!("jvp {what}"), &dy.to_vec().unwrap(), &fd, 1e-3, 1e-3);
         let (y2, idx2) = maxpool2d(&cpu(xv.clone()), k, s).unwrap();
         assert_eq!(y.to_vec().unwrap(), y2.to_vec().unwrap());
         assert_eq!(idx.to_u32().unwrap(), idx2.to_u32().unwrap());
         let gyt = Tensor::from_vec(&Device::Cpu, idx.shape(), gy.clone()).unwrap();
-        let gx = maxpool2d_backward(&gyt, &idx, &shape)
-            .unwrap()
-            .to_vec()
-            .unwrap();
+        let gx = maxpool2d_backward(&gyt, &idx, &shape).unwrap().to_vec().unwrap();
         let (lhs, rhs) = (dot(&gx, &v), dot(&gy, &fd));
-        assert!(
-            (lhs - rhs).abs() <= 1e-3 * (1.0 + rhs.abs()),
-            "backward {what}: {lhs} vs {rhs}"
-        );
+        assert!((lhs - rhs).abs() <= 1e-3 * (1.0 + rhs.abs()), "backward {what}: {lhs} vs {rhs}");
     }
 }
 
 #[test]
 fn maxpool2d_indices_are_flat_input_offsets_of_the_first_maximum() {
     let x = [
-        1.0, 5.0, 2.0, 2.0, /* row 1 */ 5.0, 0.0, 2.0, -1.0, /* plane 2 */ 0.0, 0.0, 0.0,
-        0.0, 0.0, 0.0, 3.0, 0.0,
+        1.0, 5.0, 2.0, 2.0, /* row 1 */ 5.0, 0.0, 2.0, -1.0, /* plane 2 */ 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0,
+        0.0,
     ];
     let mut devices = vec![Device::Cpu];
     devices.extend(gpu());
@@ -94,10 +78,7 @@ fn maxpool2d_indices_are_flat_input_offsets_of_the_first_maximum() {
         assert_eq!(y.to_vec().unwrap(), [5.0, 2.0, 0.0, 3.0], "{dev:?}");
         assert_eq!(idx.to_u32().unwrap(), [1, 2, 8, 14], "{dev:?}");
         let gy = Tensor::from_vec(dev, &[1, 2, 1, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
-        let gx = maxpool2d_backward(&gy, &idx, &[1, 2, 2, 4])
-            .unwrap()
-            .to_vec()
-            .unwrap();
+        let gx = maxpool2d_backward(&gy, &idx, &[1, 2, 2, 4]).unwrap().to_vec().unwrap();
         let mut want = [0.0; 16];
         want[1] = 1.0;
         want[2] = 2.0;
@@ -119,33 +100,13 @@ fn check_gpu(dev: &Device, rng: &mut Rng, shape: &[usize; 4], k: usize, s: usize
     let (y, idx) = maxpool2d(&x, k, s).unwrap();
     let (yc, idxc) = maxpool2d(&xc, k, s).unwrap();
     assert_eq!(y.shape(), out_shape(shape, k, s));
-    assert_eq!(
-        y.to_vec().unwrap(),
-        yc.to_vec().unwrap(),
-        "maxpool2d {what}"
-    );
-    assert_eq!(
-        idx.to_u32().unwrap(),
-        idxc.to_u32().unwrap(),
-        "maxpool2d indices {what}"
-    );
+    assert_eq!(y.to_vec().unwrap(), yc.to_vec().unwrap(), "maxpool2d {what}");
+    assert_eq!(idx.to_u32().unwrap(), idxc.to_u32().unwrap(), "maxpool2d indices {what}");
     let (y2, dy, idx2) = maxpool2d_jvp(&x, &dx, k, s).unwrap();
     let (_, dyc, _) = maxpool2d_jvp(&xc, &dxc, k, s).unwrap();
-    assert_eq!(
-        y2.to_vec().unwrap(),
-        yc.to_vec().unwrap(),
-        "maxpool2d_jvp {what}"
-    );
-    assert_eq!(
-        idx2.to_u32().unwrap(),
-        idxc.to_u32().unwrap(),
-        "maxpool2d_jvp indices {what}"
-    );
-    assert_eq!(
-        dy.to_vec().unwrap(),
-        dyc.to_vec().unwrap(),
-        "maxpool2d_jvp tangent {what}"
-    );
+    assert_eq!(y2.to_vec().unwrap(), yc.to_vec().unwrap(), "maxpool2d_jvp {what}");
+    assert_eq!(idx2.to_u32().unwrap(), idxc.to_u32().unwrap(), "maxpool2d_jvp indices {what}");
+    assert_eq!(dy.to_vec().unwrap(), dyc.to_vec().unwrap(), "maxpool2d_jvp tangent {what}");
     let gyv = rng.vec(y.numel());
     let gy = Tensor::from_vec(dev, y.shape(), gyv.clone()).unwrap();
     let gyc = Tensor::from_vec(&Device::Cpu, y.shape(), gyv).unwrap();
@@ -153,13 +114,7 @@ fn check_gpu(dev: &Device, rng: &mut Rng, shape: &[usize; 4], k: usize, s: usize
     let gxc = maxpool2d_backward(&gyc, &idxc, shape).unwrap();
     assert_eq!(gx.shape(), shape);
     // At most ceil(k / s)^2 terms per element: tiny tolerance.
-    assert_close(
-        &format!("maxpool2d_backward {what}"),
-        &gx.to_vec().unwrap(),
-        &gxc.to_vec().unwrap(),
-        1e-6,
-        1e-6,
-    );
+    assert_close(&format!("maxpool2d_backward {what}"), &gx.to_vec().unwrap(), &gxc.to_vec().unwrap(), 1e-6, 1e-6);
 }
 
 #[test]
@@ -198,31 +153,14 @@ fn maxpool2d_shape_errors_name_the_shapes() {
     assert!(e.contains("[1, 1, 2, 5]"), "{e}");
     assert!(maxpool2d(&z(&[1, 1, 4, 4]), 2, 0).is_err());
     assert!(maxpool2d(&z(&[1, 1, 4, 4]), 0, 1).is_err());
-    let e = maxpool2d_jvp(&z(&[1, 2, 4, 4]), &z(&[1, 2, 4, 5]), 2, 2)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("[1, 2, 4, 4]") && e.contains("[1, 2, 4, 5]"),
-        "{e}"
-    );
+    let e = maxpool2d_jvp(&z(&[1, 2, 4, 4]), &z(&[1, 2, 4, 5]), 2, 2).unwrap_err().to_string();
+    assert!(e.contains("[1, 2, 4, 4]") && e.contains("[1, 2, 4, 5]"), "{e}");
     let (_, idx) = maxpool2d(&z(&[1, 2, 4, 4]), 2, 2).unwrap();
-    let e = maxpool2d_backward(&z(&[1, 2, 2, 3]), &idx, &[1, 2, 4, 4])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("[1, 2, 2, 3]") && e.contains("[1, 2, 2, 2]"),
-        "{e}"
-    );
-    let e = maxpool2d_backward(&z(&[1, 2, 2, 2]), &idx, &[1, 3, 4, 4])
-        .unwrap_err()
-        .to_string();
-    assert!(
-        e.contains("[1, 2, 2, 2]") && e.contains("[1, 3, 4, 4]"),
-        "{e}"
-    );
-    let e = maxpool2d_backward(&z(&[1, 2, 2, 2]), &idx, &[2, 4, 4])
-        .unwrap_err()
-        .to_string();
+    let e = maxpool2d_backward(&z(&[1, 2, 2, 3]), &idx, &[1, 2, 4, 4]).unwrap_err().to_string();
+    assert!(e.contains("[1, 2, 2, 3]") && e.contains("[1, 2, 2, 2]"), "{e}");
+    let e = maxpool2d_backward(&z(&[1, 2, 2, 2]), &idx, &[1, 3, 4, 4]).unwrap_err().to_string();
+    assert!(e.contains("[1, 2, 2, 2]") && e.contains("[1, 3, 4, 4]"), "{e}");
+    let e = maxpool2d_backward(&z(&[1, 2, 2, 2]), &idx, &[2, 4, 4]).unwrap_err().to_string();
     assert!(e.contains("[2, 4, 4]"), "{e}");
 }
 
@@ -233,15 +171,9 @@ fn maxpool2d_with_an_empty_batch_gives_empty_outputs() {
     for dev in &devices {
         let x = Tensor::zeros(dev, &[0, 3, 6, 6]).unwrap();
         let (y, idx) = maxpool2d(&x, 2, 2).unwrap();
-        assert_eq!(
-            (y.shape(), idx.shape()),
-            ([0, 3, 3, 3].as_slice(), [0, 3, 3, 3].as_slice())
-        );
+        assert_eq!((y.shape(), idx.shape()), ([0, 3, 3, 3].as_slice(), [0, 3, 3, 3].as_slice()));
         let (_, dy, _) = maxpool2d_jvp(&x, &x, 2, 2).unwrap();
         assert_eq!(dy.numel(), 0);
-        assert_eq!(
-            maxpool2d_backward(&y, &idx, &[0, 3, 6, 6]).unwrap().numel(),
-            0
-        );
+        assert_eq!(maxpool2d_backward(&y, &idx, &[0, 3, 6, 6]).unwrap().numel(), 0);
     }
 }

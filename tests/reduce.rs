@@ -36,19 +36,10 @@ fn cpu_reference_matches_f64_formulas() {
     for r in 0..7 {
         let row = &xv[r * 13..(r + 1) * 13];
         let m = row.iter().cloned().fold(f32::MIN, f32::max);
-        assert_eq!(
-            idx[r] as usize,
-            row.iter().position(|&v| v == m).unwrap(),
-            "row {r}"
-        );
+        assert_eq!(idx[r] as usize, row.iter().position(|&v| v == m).unwrap(), "row {r}");
     }
     // Ties go to the first index.
-    let t = Tensor::from_vec(
-        &cpu,
-        &[2, 4],
-        vec![1.0, 3.0, 3.0, 0.0, -2.0, -2.0, -5.0, -2.0],
-    )
-    .unwrap();
+    let t = Tensor::from_vec(&cpu, &[2, 4], vec![1.0, 3.0, 3.0, 0.0, -2.0, -2.0, -5.0, -2.0]).unwrap();
     assert_eq!(argmax_rows(&t).unwrap().to_u32().unwrap(), vec![1, 0]);
 }
 
@@ -62,22 +53,13 @@ fn whole_tensor_reductions_match_f64_on_odd_sizes_up_to_three_million() {
         let tol = 4e-6 * (n as f64).sqrt() + 1e-6;
         let got = scalar(sum(&x).unwrap()) as f64;
         let want = f64_sum(&xv);
-        assert!(
-            (got - want).abs() <= tol,
-            "sum n={n}: got {got}, want {want}, tol {tol}"
-        );
+        assert!((got - want).abs() <= tol, "sum n={n}: got {got}, want {want}, tol {tol}");
         let got = scalar(dot(&x, &y).unwrap()) as f64;
         let want: f64 = xv.iter().zip(&yv).map(|(&a, &b)| a as f64 * b as f64).sum();
-        assert!(
-            (got - want).abs() <= tol,
-            "dot n={n}: got {got}, want {want}, tol {tol}"
-        );
+        assert!((got - want).abs() <= tol, "dot n={n}: got {got}, want {want}, tol {tol}");
         let got = scalar(sqnorm(&x).unwrap()) as f64;
         let want: f64 = xv.iter().map(|&a| a as f64 * a as f64).sum();
-        assert!(
-            (got - want).abs() <= 1e-5 * want + 1e-6,
-            "sqnorm n={n}: got {got}, want {want}"
-        );
+        assert!((got - want).abs() <= 1e-5 * want + 1e-6, "sqnorm n={n}: got {got}, want {want}");
         // Max of all-negative data checks the -inf identity of partially filled workgroups.
         let neg: Vec<f32> = xv.iter().map(|v| -1.5 - v.abs()).collect();
         let want = neg.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
@@ -86,11 +68,7 @@ fn whole_tensor_reductions_match_f64_on_odd_sizes_up_to_three_million() {
         // The maximum at the very last element.
         let mut v = xv.clone();
         v[n - 1] = 7.0;
-        assert_eq!(
-            scalar(max(&Tensor::from_vec(&dev, &[n], v).unwrap()).unwrap()),
-            7.0,
-            "max at end n={n}"
-        );
+        assert_eq!(scalar(max(&Tensor::from_vec(&dev, &[n], v).unwrap()).unwrap()), 7.0, "max at end n={n}");
     }
 }
 
@@ -109,36 +87,17 @@ fn sum_of_a_large_constant_vector_is_accurate() {
 fn sum_rows_and_argmax_rows_match_cpu_reference() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(12);
-    for &(r, c) in &[
-        (1, 1),
-        (3, 5),
-        (255, 10),
-        (257, 3),
-        (1000, 17),
-        (65, 300),
-        (4097, 7),
-        (1, 1000),
-    ] {
+    for &(r, c) in &[(1, 1), (3, 5), (255, 10), (257, 3), (1000, 17), (65, 300), (4097, 7), (1, 1000)] {
         let v: Vec<f32> = (0..r * c).map(|_| (rng.uniform() * 4.0).round()).collect(); // ties
         let x = Tensor::from_vec(&dev, &[r, c], v.clone()).unwrap();
         let xc = Tensor::from_vec(&Device::Cpu, &[r, c], v).unwrap();
         let got = sum_rows(&x).unwrap();
         assert_eq!(got.shape(), [c]);
         let want = sum_rows(&xc).unwrap().to_vec().unwrap();
-        assert_close(
-            &format!("sum_rows {r}x{c}"),
-            &got.to_vec().unwrap(),
-            &want,
-            1e-6,
-            1e-5,
-        );
+        assert_close(&format!("sum_rows {r}x{c}"), &got.to_vec().unwrap(), &want, 1e-6, 1e-5);
         let got = argmax_rows(&x).unwrap();
         assert_eq!(got.shape(), [r]);
-        assert_eq!(
-            got.to_u32().unwrap(),
-            argmax_rows(&xc).unwrap().to_u32().unwrap(),
-            "argmax_rows {r}x{c}"
-        );
+        assert_eq!(got.to_u32().unwrap(), argmax_rows(&xc).unwrap().to_u32().unwrap(), "argmax_rows {r}x{c}");
     }
 }
 

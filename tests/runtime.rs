@@ -17,11 +17,7 @@ fn tensor_over_the_binding_limit_is_an_error_before_any_dispatch() {
     let a = Tensor::zeros(&dev, &[rows, 1]).unwrap();
     let b = Tensor::zeros(&dev, &[1, 1024]).unwrap();
     match matmul::matmul(&a, &b) {
-        Err(Error::TooLarge {
-            op,
-            bytes,
-            limit: l,
-        }) => {
+        Err(Error::TooLarge { op, bytes, limit: l }) => {
             assert_eq!(op, "matmul");
             assert!(bytes > l && l == limit, "{bytes} vs {l}");
         }
@@ -37,14 +33,7 @@ fn device_errors_become_results_that_name_the_op() {
     let ctx = dev.gpu().unwrap();
     let out = ctx.alloc("test", 1024).unwrap();
     let err = ctx
-        .dispatch(
-            "my_op",
-            &KernelKey::new("elementwise", "no_such_entry"),
-            &[0u8; 16],
-            &[],
-            &[out.view()],
-            [1, 1, 1],
-        )
+        .dispatch("my_op", &KernelKey::new("elementwise", "no_such_entry"), &[0u8; 16], &[], &[out.view()], [1, 1, 1])
         .unwrap_err();
     match &err {
         Error::Device { op, .. } => assert!(op.contains("no_such_entry"), "{err}"),
@@ -76,11 +65,7 @@ fn pooled_buffers_are_reused_across_steps() {
     for _ in 0..5 {
         assert_eq!(step(), vec![1.0; 1000]);
     }
-    assert_eq!(
-        ctx.pool_bytes(),
-        held,
-        "steady-state steps must not allocate"
-    );
+    assert_eq!(ctx.pool_bytes(), held, "steady-state steps must not allocate");
 }
 
 #[test]
@@ -110,51 +95,17 @@ fn elementwise_ops_match_the_cpu_reference() {
         let g = |v: &[f32]| Tensor::from_vec(&dev, &[n], v.to_vec()).unwrap();
         let c = |v: &[f32]| Tensor::from_vec(&cpu, &[n], v.to_vec()).unwrap();
         let pairs: Vec<(&str, Tensor, Tensor)> = vec![
-            (
-                "axpby",
-                ew::axpby(0.3, &g(&a), -1.7, &g(&b)).unwrap(),
-                ew::axpby(0.3, &c(&a), -1.7, &c(&b)).unwrap(),
-            ),
-            (
-                "mul",
-                ew::mul(&g(&a), &g(&b)).unwrap(),
-                ew::mul(&c(&a), &c(&b)).unwrap(),
-            ),
-            (
-                "scale",
-                ew::scale(2.5, &g(&a)).unwrap(),
-                ew::scale(2.5, &c(&a)).unwrap(),
-            ),
+            ("axpby", ew::axpby(0.3, &g(&a), -1.7, &g(&b)).unwrap(), ew::axpby(0.3, &c(&a), -1.7, &c(&b)).unwrap()),
+            ("mul", ew::mul(&g(&a), &g(&b)).unwrap(), ew::mul(&c(&a), &c(&b)).unwrap()),
+            ("scale", ew::scale(2.5, &g(&a)).unwrap(), ew::scale(2.5, &c(&a)).unwrap()),
             ("relu", ew::relu(&g(&a)).unwrap(), ew::relu(&c(&a)).unwrap()),
-            (
-                "relu_backward",
-                ew::relu_backward(&g(&a), &g(&b)).unwrap(),
-                ew::relu_backward(&c(&a), &c(&b)).unwrap(),
-            ),
-            (
-                "relu_jvp.0",
-                ew::relu_jvp(&g(&a), &g(&b)).unwrap().0,
-                ew::relu_jvp(&c(&a), &c(&b)).unwrap().0,
-            ),
-            (
-                "relu_jvp.1",
-                ew::relu_jvp(&g(&a), &g(&b)).unwrap().1,
-                ew::relu_jvp(&c(&a), &c(&b)).unwrap().1,
-            ),
-            (
-                "fill",
-                ew::fill(&dev, &[n], 0.25).unwrap(),
-                ew::fill(&cpu, &[n], 0.25).unwrap(),
-            ),
+            ("relu_backward", ew::relu_backward(&g(&a), &g(&b)).unwrap(), ew::relu_backward(&c(&a), &c(&b)).unwrap()),
+            ("relu_jvp.0", ew::relu_jvp(&g(&a), &g(&b)).unwrap().0, ew::relu_jvp(&c(&a), &c(&b)).unwrap().0),
+            ("relu_jvp.1", ew::relu_jvp(&g(&a), &g(&b)).unwrap().1, ew::relu_jvp(&c(&a), &c(&b)).unwrap().1),
+            ("fill", ew::fill(&dev, &[n], 0.25).unwrap(), ew::fill(&cpu, &[n], 0.25).unwrap()),
         ];
         for (name, got, want) in pairs {
-            assert_close(
-                &format!("{name} n={n}"),
-                &got.to_vec().unwrap(),
-                &want.to_vec().unwrap(),
-                1e-6,
-                1e-7,
-            );
+            assert_close(&format!("{name} n={n}"), &got.to_vec().unwrap(), &want.to_vec().unwrap(), 1e-6, 1e-7);
         }
         let cols = [1usize, 3, 7].into_iter().find(|c| n % c == 0).unwrap();
         let bias = rng.vec(cols);
@@ -171,34 +122,16 @@ fn elementwise_ops_match_the_cpu_reference() {
                 relu,
             )
             .unwrap();
-            assert_close(
-                "add_bias",
-                &got.to_vec().unwrap(),
-                &want.to_vec().unwrap(),
-                1e-6,
-                1e-7,
-            );
+            assert_close("add_bias", &got.to_vec().unwrap(), &want.to_vec().unwrap(), 1e-6, 1e-7);
         }
         let shapes = vec![vec![n / 2], vec![n - n / 2]];
         let parts = ew::split(&g(&a), &shapes).unwrap();
         assert_eq!(parts[0].to_vec().unwrap(), a[..n / 2].to_vec());
-        let joined = ew::concat(&[&parts[1], &parts[0]])
-            .unwrap()
-            .to_vec()
-            .unwrap();
+        let joined = ew::concat(&[&parts[1], &parts[0]]).unwrap().to_vec().unwrap();
         assert_eq!(joined, [&a[n / 2..], &a[..n / 2]].concat());
     }
-    let e = ew::add(
-        &Tensor::zeros(&dev, &[3]).unwrap(),
-        &Tensor::zeros(&dev, &[4]).unwrap(),
-    )
-    .unwrap_err()
-    .to_string();
+    let e = ew::add(&Tensor::zeros(&dev, &[3]).unwrap(), &Tensor::zeros(&dev, &[4]).unwrap()).unwrap_err().to_string();
     assert!(e.contains("[3]") && e.contains("[4]"), "{e}");
-    let e = ew::add(
-        &Tensor::zeros(&dev, &[3]).unwrap(),
-        &Tensor::zeros(&cpu, &[3]).unwrap(),
-    )
-    .unwrap_err();
+    let e = ew::add(&Tensor::zeros(&dev, &[3]).unwrap(), &Tensor::zeros(&cpu, &[3]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::DeviceMismatch(_)), "{e}");
 }

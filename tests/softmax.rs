@@ -4,8 +4,7 @@
 mod common;
 use common::*;
 use geopath::ops::softmax::{
-    cross_entropy, cross_entropy_backward, cross_entropy_backward_jvp, log_softmax, softmax,
-    softmax_jvp,
+    cross_entropy, cross_entropy_backward, cross_entropy_backward_jvp, log_softmax, softmax, softmax_jvp,
 };
 use geopath::{Device, Tensor};
 
@@ -23,10 +22,7 @@ fn logits(rng: &mut Rng, n: usize, spread: f32) -> Vec<f32> {
 }
 
 fn ce_value(z: &[f32], shape: [usize; 2], labels: &Tensor) -> f64 {
-    cross_entropy(&cpu_t(&shape, z), labels)
-        .unwrap()
-        .to_vec()
-        .unwrap()[0] as f64
+    cross_entropy(&cpu_t(&shape, z), labels).unwrap().to_vec().unwrap()[0] as f64
 }
 
 #[test]
@@ -57,10 +53,7 @@ fn cpu_reference_matches_f64_formulas() {
     // Rows of a softmax sum to one, even for logits whose exp overflows f32.
     let big = cpu_t(&[1, 3], &[1000.0, 999.0, -1000.0]);
     let pb = softmax(&big).unwrap().to_vec().unwrap();
-    assert!(
-        pb.iter().all(|v| v.is_finite()) && (pb.iter().sum::<f32>() - 1.0).abs() < 1e-6,
-        "{pb:?}"
-    );
+    assert!(pb.iter().all(|v| v.is_finite()) && (pb.iter().sum::<f32>() - 1.0).abs() < 1e-6, "{pb:?}");
 }
 
 #[test]
@@ -70,10 +63,7 @@ fn cross_entropy_backward_matches_finite_differences() {
     let z = logits(&mut rng, b * c, 3.0);
     let l = labels_for(&mut rng, b, c);
     let lt = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
-    let g = cross_entropy_backward(&cpu_t(&[b, c], &z), &lt, 1.0 / b as f32)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let g = cross_entropy_backward(&cpu_t(&[b, c], &z), &lt, 1.0 / b as f32).unwrap().to_vec().unwrap();
     let h = 1e-2f32;
     for i in 0..b * c {
         let mut zp = z.clone();
@@ -81,11 +71,7 @@ fn cross_entropy_backward_matches_finite_differences() {
         zp[i] += h;
         zm[i] -= h;
         let fd = (ce_value(&zp, [b, c], &lt) - ce_value(&zm, [b, c], &lt)) / (2.0 * h as f64);
-        assert!(
-            (g[i] as f64 - fd).abs() < 2e-4,
-            "element {i}: grad {} vs fd {fd}",
-            g[i]
-        );
+        assert!((g[i] as f64 - fd).abs() < 2e-4, "element {i}: grad {} vs fd {fd}", g[i]);
     }
 }
 
@@ -98,34 +84,17 @@ fn cross_entropy_backward_jvp_matches_finite_differences_along_dz() {
     let l = labels_for(&mut rng, b, c);
     let lt = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
     let scale = 0.7;
-    let (g, dg) =
-        cross_entropy_backward_jvp(&cpu_t(&[b, c], &z), &cpu_t(&[b, c], &dz), &lt, scale).unwrap();
-    let g0 = cross_entropy_backward(&cpu_t(&[b, c], &z), &lt, scale)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let (g, dg) = cross_entropy_backward_jvp(&cpu_t(&[b, c], &z), &cpu_t(&[b, c], &dz), &lt, scale).unwrap();
+    let g0 = cross_entropy_backward(&cpu_t(&[b, c], &z), &lt, scale).unwrap().to_vec().unwrap();
     assert_close("jvp primal", &g.to_vec().unwrap(), &g0, 1e-6, 1e-7);
     let h = 1e-2f32;
     let shifted = |s: f32| {
         let zs: Vec<f32> = z.iter().zip(&dz).map(|(&a, &d)| a + s * d).collect();
-        cross_entropy_backward(&cpu_t(&[b, c], &zs), &lt, scale)
-            .unwrap()
-            .to_vec()
-            .unwrap()
+        cross_entropy_backward(&cpu_t(&[b, c], &zs), &lt, scale).unwrap().to_vec().unwrap()
     };
     let (gp, gm) = (shifted(h), shifted(-h));
-    let fd: Vec<f32> = gp
-        .iter()
-        .zip(&gm)
-        .map(|(p, m)| (p - m) / (2.0 * h))
-        .collect();
-    assert_close(
-        "jvp tangent vs finite differences",
-        &dg.to_vec().unwrap(),
-        &fd,
-        1e-3,
-        2e-4,
-    );
+    let fd: Vec<f32> = gp.iter().zip(&gm).map(|(p, m)| (p - m) / (2.0 * h)).collect();
+    assert_close("jvp tangent vs finite differences", &dg.to_vec().unwrap(), &fd, 1e-3, 2e-4);
     // softmax_jvp's tangent is the same product without the scale.
     let (p, dp) = softmax_jvp(&cpu_t(&[b, c], &z), &cpu_t(&[b, c], &dz)).unwrap();
     assert_close(
@@ -136,55 +105,26 @@ fn cross_entropy_backward_jvp_matches_finite_differences_along_dz() {
         1e-7,
     );
     let dp_scaled: Vec<f32> = dp.to_vec().unwrap().iter().map(|v| v * scale).collect();
-    assert_close(
-        "softmax_jvp tangent",
-        &dp_scaled,
-        &dg.to_vec().unwrap(),
-        1e-5,
-        1e-7,
-    );
+    assert_close("softmax_jvp tangent", &dp_scaled, &dg.to_vec().unwrap(), 1e-5, 1e-7);
 }
 
 #[test]
 fn gpu_kernels_match_cpu_reference() {
     let Some(dev) = gpu() else { return };
     let mut rng = Rng::new(23);
-    for &(b, c) in &[
-        (1, 1),
-        (1, 3),
-        (3, 10),
-        (255, 10),
-        (257, 7),
-        (1000, 10),
-        (64, 1000),
-        (65_537, 3),
-    ] {
+    for &(b, c) in &[(1, 1), (1, 3), (3, 10), (255, 10), (257, 7), (1000, 10), (64, 1000), (65_537, 3)] {
         let z = logits(&mut rng, b * c, 30.0);
         let dz = rng.vec(b * c);
         let l = labels_for(&mut rng, b, c);
-        let (zg, dzg) = (
-            Tensor::from_vec(&dev, &[b, c], z.clone()).unwrap(),
-            Tensor::from_vec(&dev, &[b, c], dz.clone()).unwrap(),
-        );
+        let (zg, dzg) =
+            (Tensor::from_vec(&dev, &[b, c], z.clone()).unwrap(), Tensor::from_vec(&dev, &[b, c], dz.clone()).unwrap());
         let (zc, dzc) = (cpu_t(&[b, c], &z), cpu_t(&[b, c], &dz));
         let lg = Tensor::from_u32(&dev, &[b], &l).unwrap();
         let lc = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
         let what = |op: &str| format!("{op} [{b}, {c}]");
         let v = |t: Tensor| t.to_vec().unwrap();
-        assert_close(
-            &what("softmax"),
-            &v(softmax(&zg).unwrap()),
-            &v(softmax(&zc).unwrap()),
-            1e-4,
-            1e-6,
-        );
-        assert_close(
-            &what("log_softmax"),
-            &v(log_softmax(&zg).unwrap()),
-            &v(log_softmax(&zc).unwrap()),
-            1e-5,
-            1e-4,
-        );
+        assert_close(&what("softmax"), &v(softmax(&zg).unwrap()), &v(softmax(&zc).unwrap()), 1e-4, 1e-6);
+        assert_close(&what("log_softmax"), &v(log_softmax(&zg).unwrap()), &v(log_softmax(&zc).unwrap()), 1e-5, 1e-4);
         assert_close(
             &what("cross_entropy"),
             &v(cross_entropy(&zg, &lg).unwrap()),
@@ -204,13 +144,7 @@ fn gpu_kernels_match_cpu_reference() {
         let (g, dg) = cross_entropy_backward_jvp(&zg, &dzg, &lg, s).unwrap();
         let (gc, dgc) = cross_entropy_backward_jvp(&zc, &dzc, &lc, s).unwrap();
         assert_close(&what("ce_backward_jvp g"), &v(g), &v(gc), 1e-4, abs);
-        assert_close(
-            &what("ce_backward_jvp dg"),
-            &v(dg),
-            &v(dgc),
-            1e-4,
-            2.0 * abs,
-        );
+        assert_close(&what("ce_backward_jvp dg"), &v(dg), &v(dgc), 1e-4, 2.0 * abs);
         let (p, dp) = softmax_jvp(&zg, &dzg).unwrap();
         let (pc, dpc) = softmax_jvp(&zc, &dzc).unwrap();
         assert_close(&what("softmax_jvp p"), &v(p), &v(pc), 1e-4, 1e-6);
@@ -245,12 +179,7 @@ fn bad_labels_and_shapes_are_errors() {
         assert!(cross_entropy(&Tensor::zeros(&dev, &[2, 0]).unwrap(), &l2).is_err());
         let l0 = Tensor::from_u32(&dev, &[0], &[]).unwrap();
         assert!(cross_entropy(&Tensor::zeros(&dev, &[0, 3]).unwrap(), &l0).is_err());
-        assert_eq!(
-            softmax(&Tensor::zeros(&dev, &[0, 3]).unwrap())
-                .unwrap()
-                .shape(),
-            [0, 3]
-        );
+        assert_eq!(softmax(&Tensor::zeros(&dev, &[0, 3]).unwrap()).unwrap().shape(), [0, 3]);
     }
 }
 
@@ -263,18 +192,9 @@ fn gpu_labels_out_of_range_are_clamped_not_read_out_of_bounds() {
     let bad = Tensor::from_u32(&dev, &[2], &[7, u32::MAX]).unwrap();
     let clamped = Tensor::from_u32(&Device::Cpu, &[2], &[2, 2]).unwrap();
     let got = cross_entropy(&zg, &bad).unwrap().to_vec().unwrap();
-    let want = cross_entropy(&cpu_t(&[2, 3], &z), &clamped)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let want = cross_entropy(&cpu_t(&[2, 3], &z), &clamped).unwrap().to_vec().unwrap();
     assert_close("clamped loss", &got, &want, 1e-5, 1e-6);
-    let got = cross_entropy_backward(&zg, &bad, 0.5)
-        .unwrap()
-        .to_vec()
-        .unwrap();
-    let want = cross_entropy_backward(&cpu_t(&[2, 3], &z), &clamped, 0.5)
-        .unwrap()
-        .to_vec()
-        .unwrap();
+    let got = cross_entropy_backward(&zg, &bad, 0.5).unwrap().to_vec().unwrap();
+    let want = cross_entropy_backward(&cpu_t(&[2, 3], &z), &clamped, 0.5).unwrap().to_vec().unwrap();
     assert_close("clamped gradient", &got, &want, 1e-5, 1e-6);
 }

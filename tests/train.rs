@@ -105,7 +105,8 @@ fn cifar_style_network_with_batchnorm_trains_and_round_trips_its_running_statist
     let net = geopath::nn::network::Network::new(&spec, [3, 8, 8], 5, &dev).unwrap();
     let mut params = net.init_params(1).unwrap();
     let mut rng = Rng::new(4);
-    let x = geopath::Tensor::from_vec(&dev, &[16, 3, 8, 8], rng.vec(16 * 192).iter().map(|v| v * 2.0 + 1.0).collect()).unwrap();
+    let x = geopath::Tensor::from_vec(&dev, &[16, 3, 8, 8], rng.vec(16 * 192).iter().map(|v| v * 2.0 + 1.0).collect())
+        .unwrap();
     let y = geopath::Tensor::from_u32(&dev, &[16], &(0..16).map(|i| i % 5).collect::<Vec<_>>()).unwrap();
     let mut opt = geopath::optim::Optimizer::new(OptimizerKind::sgd(0.9), geopath::optim::LrSchedule::constant(0.05));
     net.set_train(true);

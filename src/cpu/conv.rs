@@ -34,12 +34,7 @@ impl ConvShape {
     /// The geometry of `x_shape` `[N, C, H, W]` convolved with `w_shape` `[O, C, KH, KW]`, or
     /// `None` when the shapes are not 4-D, the channels differ, the stride is 0 or the padded
     /// input is smaller than the kernel.
-    pub fn new(
-        x_shape: &[usize],
-        w_shape: &[usize],
-        stride: usize,
-        pad: usize,
-    ) -> Option<ConvShape> {
+    pub fn new(x_shape: &[usize], w_shape: &[usize], stride: usize, pad: usize) -> Option<ConvShape> {
         let (&[n, c, h, w], &[o, wc, kh, kw]) = (x_shape, w_shape) else {
             return None;
         };
@@ -78,9 +73,7 @@ impl ConvShape {
 
     /// The input coordinate read by output coordinate `out` at kernel offset `k`, if inside.
     fn input_at(&self, out: usize, k: usize, size: usize) -> Option<usize> {
-        (out * self.stride + k)
-            .checked_sub(self.pad)
-            .filter(|&i| i < size)
+        (out * self.stride + k).checked_sub(self.pad).filter(|&i| i < size)
     }
 }
 

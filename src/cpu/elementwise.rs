@@ -22,10 +22,7 @@ pub fn relu(a: &[f32]) -> Vec<f32> {
 
 /// `g * [x > 0]`.
 pub fn relu_backward(g: &[f32], x: &[f32]) -> Vec<f32> {
-    g.iter()
-        .zip(x)
-        .map(|(&g, &x)| if x > 0.0 { g } else { 0.0 })
-        .collect()
+    g.iter().zip(x).map(|(&g, &x)| if x > 0.0 { g } else { 0.0 }).collect()
 }
 
 /// Primal and tangent of ReLU.

@@ -12,16 +12,12 @@ pub fn mask(x: &[f32], m: &[f32]) -> Vec<f32> {
 
 /// 1.0 where `|x| >= threshold`, else 0.0.
 pub fn prune_mask(x: &[f32], threshold: f32) -> Vec<f32> {
-    x.iter()
-        .map(|&v| if v.abs() >= threshold { 1.0 } else { 0.0 })
-        .collect()
+    x.iter().map(|&v| if v.abs() >= threshold { 1.0 } else { 0.0 }).collect()
 }
 
 /// `x` where `|x| >= threshold`, else 0.
 pub fn prune(x: &[f32], threshold: f32) -> Vec<f32> {
-    x.iter()
-        .map(|&v| if v.abs() >= threshold { v } else { 0.0 })
-        .collect()
+    x.iter().map(|&v| if v.abs() >= threshold { v } else { 0.0 }).collect()
 }
 
 /// Number of elements equal to zero (either sign).
@@ -54,11 +50,7 @@ pub fn threshold_from_key(key: u32, k: usize, n: usize) -> f32 {
 pub fn prune_count(fraction: f32, n: usize) -> usize {
     let prod = fraction as f64 * n as f64;
     let near = prod.round();
-    let k = if (prod - near).abs() <= prod.abs() * f32::EPSILON as f64 {
-        near
-    } else {
-        prod.floor()
-    };
+    let k = if (prod - near).abs() <= prod.abs() * f32::EPSILON as f64 { near } else { prod.floor() };
     (k.max(0.0) as usize).min(n)
 }
 

@@ -20,23 +20,13 @@ pub struct Gemm {
 }
 
 /// `act(alpha * op(A) op(B) + bias + beta * cin)`.
-pub fn matmul(
-    g: &Gemm,
-    a: &[f32],
-    b: &[f32],
-    bias: Option<&[f32]>,
-    cin: Option<(f32, &[f32])>,
-) -> Vec<f32> {
+pub fn matmul(g: &Gemm, a: &[f32], b: &[f32], bias: Option<&[f32]>, cin: Option<(f32, &[f32])>) -> Vec<f32> {
     let (m, n, k) = (g.m, g.n, g.k);
     let mut c = vec![0f32; m * n];
     for i in 0..m {
         let row = &mut c[i * n..(i + 1) * n];
         for p in 0..k {
-            let av = if g.trans_a {
-                a[p * m + i]
-            } else {
-                a[i * k + p]
-            };
+            let av = if g.trans_a { a[p * m + i] } else { a[i * k + p] };
             if av == 0.0 {
                 continue;
             }
@@ -82,15 +72,7 @@ pub fn matmul_jvp(
     bias: Option<(&[f32], &[f32])>,
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>) {
-    let g = Gemm {
-        m,
-        n,
-        k,
-        trans_a: false,
-        trans_b: false,
-        alpha: 1.0,
-        relu: false,
-    };
+    let g = Gemm { m, n, k, trans_a: false, trans_b: false, alpha: 1.0, relu: false };
     let mut c = matmul(&g, a, b, bias.map(|(b, _)| b), None);
     let mut dc = matmul(&g, a, db, bias.map(|(_, db)| db), None);
     if let Some(da) = da {

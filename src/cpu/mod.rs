@@ -6,7 +6,7 @@ pub mod elementwise;
 pub mod flat;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
-pub mod optim;

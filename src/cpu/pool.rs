@@ -33,16 +33,7 @@ impl PoolShape {
         if k == 0 || stride == 0 || k > h || k > w {
             return None;
         }
-        Some(PoolShape {
-            n,
-            c,
-            h,
-            w,
-            k,
-            stride,
-            oh: (h - k) / stride + 1,
-            ow: (w - k) / stride + 1,
-        })
+        Some(PoolShape { n, c, h, w, k, stride, oh: (h - k) / stride + 1, ow: (w - k) / stride + 1 })
     }
 
     /// Input shape `[n, c, h, w]`.
@@ -86,13 +77,7 @@ pub fn maxpool2d(s: &PoolShape, x: &[f32]) -> (Vec<f32>, Vec<u32>) {
 /// Max-pooling backward over `planes` (n, c) planes of `hw` inputs and `ohw` outputs:
 /// `gx[argmax[j]] += gy[j]` (sums where windows overlap); an index outside the plane of its
 /// output is ignored.
-pub fn maxpool2d_backward(
-    planes: usize,
-    hw: usize,
-    ohw: usize,
-    gy: &[f32],
-    idx: &[u32],
-) -> Vec<f32> {
+pub fn maxpool2d_backward(planes: usize, hw: usize, ohw: usize, gy: &[f32], idx: &[u32]) -> Vec<f32> {
     let mut gx = vec![0f32; planes * hw];
     for plane in 0..planes {
         let base = plane * hw;

@@ -13,10 +13,7 @@ pub fn max(x: &[f32]) -> f32 {
 
 /// `Σ a_i b_i` over slices of equal length.
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(&x, &y)| x as f64 * y as f64)
-        .sum::<f64>() as f32
+    a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>() as f32
 }
 
 /// `Σ x_i²`.

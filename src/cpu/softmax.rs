@@ -16,9 +16,7 @@ fn row_probs(row: &[f32]) -> Vec<f64> {
 
 /// Row-wise softmax of `z` with rows of `cols` (`cols >= 1`).
 pub fn softmax(z: &[f32], cols: usize) -> Vec<f32> {
-    z.chunks_exact(cols)
-        .flat_map(|row| row_probs(row).into_iter().map(|p| p as f32))
-        .collect()
+    z.chunks_exact(cols).flat_map(|row| row_probs(row).into_iter().map(|p| p as f32)).collect()
 }
 
 /// Row-wise log-softmax `z - max - log Σ exp(z - max)`.
@@ -50,9 +48,10 @@ pub fn cross_entropy_backward(z: &[f32], cols: usize, labels: &[u32], scale: f32
     z.chunks_exact(cols)
         .zip(labels)
         .flat_map(|(row, &l)| {
-            row_probs(row).into_iter().enumerate().map(move |(c, p)| {
-                (scale as f64 * (p - if c == l as usize { 1.0 } else { 0.0 })) as f32
-            })
+            row_probs(row)
+                .into_iter()
+                .enumerate()
+                .map(move |(c, p)| (scale as f64 * (p - if c == l as usize { 1.0 } else { 0.0 })) as f32)
         })
         .collect()
 }
@@ -64,11 +63,7 @@ fn jvp_f64(z: &[f32], dz: &[f32], cols: usize) -> Vec<(Vec<f64>, Vec<f64>)> {
         .map(|(row, drow)| {
             let p = row_probs(row);
             let pd: f64 = p.iter().zip(drow).map(|(&a, &b)| a * b as f64).sum();
-            let dp = p
-                .iter()
-                .zip(drow)
-                .map(|(&a, &b)| a * (b as f64 - pd))
-                .collect();
+            let dp = p.iter().zip(drow).map(|(&a, &b)| a * (b as f64 - pd)).collect();
             (p, dp)
         })
         .collect()
@@ -98,11 +93,7 @@ pub fn cross_entropy_backward_jvp(
     let mut g = Vec::with_capacity(z.len());
     let mut dg = Vec::with_capacity(z.len());
     for ((pr, dr), &l) in jvp_f64(z, dz, cols).into_iter().zip(labels) {
-        g.extend(
-            pr.iter()
-                .enumerate()
-                .map(|(c, &p)| (s * (p - if c == l as usize { 1.0 } else { 0.0 })) as f32),
-        );
+        g.extend(pr.iter().enumerate().map(|(c, &p)| (s * (p - if c == l as usize { 1.0 } else { 0.0 })) as f32));
         dg.extend(dr.into_iter().map(|v| (s * v) as f32));
     }
     (g, dg)

@@ -121,11 +121,8 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("geopath: uncaptured wgpu error: {e}");
         }));
-        let class = if info.device_type == wgpu::DeviceType::Cpu {
-            AdapterClass::Software
-        } else {
-            AdapterClass::Hardware
-        };
+        let class =
+            if info.device_type == wgpu::DeviceType::Cpu { AdapterClass::Software } else { AdapterClass::Hardware };
         let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: UNIFORM_RING_BYTES,
@@ -146,11 +143,7 @@ impl GpuContext {
             limits,
             features,
             class,
-            batch: Mutex::new(Batch {
-                encoder: None,
-                dispatches: 0,
-                params: Vec::new(),
-            }),
+            batch: Mutex::new(Batch { encoder: None, dispatches: 0, params: Vec::new() }),
             uniforms,
             uniform_align,
         }))
@@ -163,9 +156,7 @@ impl GpuContext {
 
     /// The largest tensor, in bytes, one storage binding can hold.
     pub fn max_binding_bytes(&self) -> u64 {
-        self.limits
-            .max_storage_buffer_binding_size
-            .min(self.limits.max_buffer_size)
+        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
     }
 
     /// A device buffer of at least `bytes` bytes, from the pool; errors before any dispatch when
@@ -220,14 +211,10 @@ impl GpuContext {
             "{op}: too many bindings for family {}",
             family.name
         );
-        let (pipeline, layout) =
-            self.pipelines
-                .get(&self.device, kernel, family.reads, family.writes)?;
+        let (pipeline, layout) = self.pipelines.get(&self.device, kernel, family.reads, family.writes)?;
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut batch = self.batch.lock().unwrap();
-        if (batch.params.len() + MAX_PARAM_BYTES) as u64 > UNIFORM_RING_BYTES
-            || batch.dispatches >= FLUSH_EVERY
-        {
+        if (batch.params.len() + MAX_PARAM_BYTES) as u64 > UNIFORM_RING_BYTES || batch.dispatches >= FLUSH_EVERY {
             self.submit_locked(&mut batch);
         }
         let offset = batch.params.len();
@@ -243,10 +230,8 @@ impl GpuContext {
                 size: std::num::NonZeroU64::new(bound as u64),
             }),
         }];
-        let reads = (0..family.reads as usize)
-            .map(|i| inputs.get(i).copied().unwrap_or(self.dummy_read.view()));
-        let writes = (0..family.writes as usize)
-            .map(|i| outputs.get(i).copied().unwrap_or(self.dummy_write.view()));
+        let reads = (0..family.reads as usize).map(|i| inputs.get(i).copied().unwrap_or(self.dummy_read.view()));
+        let writes = (0..family.writes as usize).map(|i| outputs.get(i).copied().unwrap_or(self.dummy_write.view()));
         for (i, v) in reads.chain(writes).enumerate() {
             entries.push(wgpu::BindGroupEntry {
                 binding: i as u32 + 1,
@@ -262,15 +247,12 @@ impl GpuContext {
             layout: &layout,
             entries: &entries,
         });
-        let encoder = batch.encoder.get_or_insert_with(|| {
-            self.device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-        });
+        let encoder = batch
+            .encoder
+            .get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: None,
-                timestamp_writes: None,
-            });
+            let mut pass =
+                encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
             pass.set_pipeline(&pipeline);
             pass.set_bind_group(0, &bind_group, &[]);
             pass.dispatch_workgroups(workgroups[0], workgroups[1], workgroups[2]);
@@ -278,10 +260,7 @@ impl GpuContext {
         batch.dispatches += 1;
         drop(batch);
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Device {
-                op: op.to_string(),
-                message: e.to_string(),
-            });
+            return Err(Error::Device { op: op.to_string(), message: e.to_string() });
         }
         Ok(())
     }
@@ -309,10 +288,7 @@ impl GpuContext {
         self.flush();
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device {
-                op: "sync".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Device { op: "sync".into(), message: e.to_string() })?;
         Ok(())
     }
 
@@ -332,8 +308,7 @@ impl GpuContext {
         {
             let mut batch = self.batch.lock().unwrap();
             let encoder = batch.encoder.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+                self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
             });
             encoder.copy_buffer_to_buffer(view.buffer.raw(), view.offset, &staging, 0, size);
             self.submit_locked(&mut batch);
@@ -345,28 +320,14 @@ impl GpuContext {
         });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Device {
-                op: "readback".into(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Device { op: "readback".into(), message: e.to_string() })?;
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Device {
-                op: "readback".into(),
-                message: e.to_string(),
-            });
+            return Err(Error::Device { op: "readback".into(), message: e.to_string() });
         }
-        let mapped = rx.recv().map_err(|e| Error::Device {
-            op: "readback".into(),
-            message: e.to_string(),
-        })?;
-        mapped.map_err(|e| Error::Device {
-            op: "readback".into(),
-            message: e.to_string(),
-        })?;
-        let view = slice.get_mapped_range().map_err(|e| Error::Device {
-            op: "readback".into(),
-            message: e.to_string(),
-        })?;
+        let mapped = rx.recv().map_err(|e| Error::Device { op: "readback".into(), message: e.to_string() })?;
+        mapped.map_err(|e| Error::Device { op: "readback".into(), message: e.to_string() })?;
+        let view =
+            slice.get_mapped_range().map_err(|e| Error::Device { op: "readback".into(), message: e.to_string() })?;
         let out = view[..bytes as usize].to_vec();
         drop(view);
         staging.unmap();

@@ -21,11 +21,7 @@ pub struct KernelKey {
 impl KernelKey {
     /// A kernel without specialisation.
     pub fn new(family: &'static str, entry: &'static str) -> Self {
-        KernelKey {
-            family,
-            entry,
-            specialise: Vec::new(),
-        }
+        KernelKey { family, entry, specialise: Vec::new() }
     }
 }
 
@@ -69,19 +65,15 @@ impl PipelineCache {
                         binding: i + 1,
                         visibility: wgpu::ShaderStages::COMPUTE,
                         ty: wgpu::BindingType::Buffer {
-                            ty: wgpu::BufferBindingType::Storage {
-                                read_only: i < reads,
-                            },
+                            ty: wgpu::BufferBindingType::Storage { read_only: i < reads },
                             has_dynamic_offset: false,
                             min_binding_size: None,
                         },
                         count: None,
                     });
                 }
-                let bgl = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                    label: None,
-                    entries: &entries,
-                });
+                let bgl = device
+                    .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor { label: None, entries: &entries });
                 let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                     label: None,
                     bind_group_layouts: &[Some(&bgl)],
@@ -104,10 +96,8 @@ impl PipelineCache {
         if let Some(p) = self.pipelines.lock().unwrap().get(key) {
             return Ok((p.clone(), layouts.0.clone()));
         }
-        let device_err = |message: String| Error::Device {
-            op: format!("compile {}::{}", key.family, key.entry),
-            message,
-        };
+        let device_err =
+            |message: String| Error::Device { op: format!("compile {}::{}", key.family, key.entry), message };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let module = {
             let mut modules = self.modules.lock().unwrap();
@@ -131,17 +121,11 @@ impl PipelineCache {
             cache: None,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            self.modules
-                .lock()
-                .unwrap()
-                .remove(&(key.family, key.specialise.clone()));
+            self.modules.lock().unwrap().remove(&(key.family, key.specialise.clone()));
             return Err(device_err(e.to_string()));
         }
         let p = Arc::new(pipeline);
-        self.pipelines
-            .lock()
-            .unwrap()
-            .insert(key.clone(), p.clone());
+        self.pipelines.lock().unwrap().insert(key.clone(), p.clone());
         Ok((p, layouts.0.clone()))
     }
 }

@@ -4,9 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Usage of every pooled buffer: bound as storage, copied to and from.
-const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
-    .union(wgpu::BufferUsages::COPY_SRC)
-    .union(wgpu::BufferUsages::COPY_DST);
+const USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
 /// Rounds `bytes` up to its size class: 256-byte multiples below 4 KiB, then steps of 1/8 of
 /// the next lower power of two (at most 12.5% waste).
@@ -27,22 +26,13 @@ pub(crate) struct BufferPool {
 
 impl BufferPool {
     pub(crate) fn new(device: wgpu::Device) -> Self {
-        BufferPool {
-            device,
-            free: Mutex::new(HashMap::new()),
-            total: Mutex::new(0),
-        }
+        BufferPool { device, free: Mutex::new(HashMap::new()), total: Mutex::new(0) }
     }
 
     /// A buffer of at least `bytes` bytes; returns to the pool when the handle drops.
     pub(crate) fn acquire(self: &Arc<Self>, bytes: u64) -> GpuBuffer {
         let class = size_class(bytes);
-        let reused = self
-            .free
-            .lock()
-            .unwrap()
-            .get_mut(&class)
-            .and_then(|v| v.pop());
+        let reused = self.free.lock().unwrap().get_mut(&class).and_then(|v| v.pop());
         let buf = reused.unwrap_or_else(|| {
             *self.total.lock().unwrap() += class;
             self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -52,20 +42,11 @@ impl BufferPool {
                 mapped_at_creation: false,
             })
         });
-        GpuBuffer {
-            buf: Some(buf),
-            class,
-            pool: self.clone(),
-        }
+        GpuBuffer { buf: Some(buf), class, pool: self.clone() }
     }
 
     fn release(&self, class: u64, buf: wgpu::Buffer) {
-        self.free
-            .lock()
-            .unwrap()
-            .entry(class)
-            .or_default()
-            .push(buf);
+        self.free.lock().unwrap().entry(class).or_default().push(buf);
     }
 
     pub(crate) fn total_bytes(&self) -> u64 {
@@ -106,11 +87,7 @@ pub struct BufferView<'a> {
 impl GpuBuffer {
     /// The whole buffer.
     pub fn view(&self) -> BufferView<'_> {
-        BufferView {
-            buffer: self,
-            offset: 0,
-            size: self.class,
-        }
+        BufferView { buffer: self, offset: 0, size: self.class }
     }
 }
 
@@ -134,25 +111,11 @@ mod tests {
 
     #[test]
     fn size_classes_cover_the_request_with_little_waste() {
-        for bytes in [
-            1u64,
-            255,
-            256,
-            257,
-            4095,
-            4097,
-            10_000,
-            1 << 20,
-            (1 << 20) + 1,
-            123_456_789,
-        ] {
+        for bytes in [1u64, 255, 256, 257, 4095, 4097, 10_000, 1 << 20, (1 << 20) + 1, 123_456_789] {
             let c = size_class(bytes);
             assert!(c >= bytes, "{bytes} -> {c}");
             assert!(c.is_multiple_of(256), "{bytes} -> {c} not 256-aligned");
-            assert!(
-                (c - bytes) as f64 <= 0.125 * bytes as f64 + 256.0,
-                "{bytes} -> {c}"
-            );
+            assert!((c - bytes) as f64 <= 0.125 * bytes as f64 + 256.0, "{bytes} -> {c}");
         }
     }
 }

@@ -14,13 +14,8 @@ pub struct Mlp {
 impl Mlp {
     /// An MLP with layer widths `sizes` (input first, classes last).
     pub fn new(sizes: &[usize]) -> Mlp {
-        assert!(
-            sizes.len() >= 2,
-            "an MLP needs at least input and output widths"
-        );
-        Mlp {
-            sizes: sizes.to_vec(),
-        }
+        assert!(sizes.len() >= 2, "an MLP needs at least input and output widths");
+        Mlp { sizes: sizes.to_vec() }
     }
 
     /// Number of weights (not biases): the multiply-adds of one forward pass per input.
@@ -56,23 +51,12 @@ impl Mlp {
     }
 
     /// Mean cross-entropy and its gradient.
-    pub fn loss_grad(
-        &self,
-        params: &Tensor,
-        x: &Tensor,
-        labels: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn loss_grad(&self, params: &Tensor, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
         autodiff::loss_grad(self, params, x, labels)
     }
 
     /// Gradient and Hessian-vector product of the mean cross-entropy.
-    pub fn loss_hvp(
-        &self,
-        params: &Tensor,
-        v: &Tensor,
-        x: &Tensor,
-        labels: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
+    pub fn loss_hvp(&self, params: &Tensor, v: &Tensor, x: &Tensor, labels: &Tensor) -> Result<(Tensor, Tensor)> {
         autodiff::loss_hvp(self, params, v, x, labels)
     }
 
@@ -84,10 +68,7 @@ impl Mlp {
 
 impl Model for Mlp {
     fn param_shapes(&self) -> Vec<Vec<usize>> {
-        self.sizes
-            .windows(2)
-            .flat_map(|w| [vec![w[0], w[1]], vec![w[1]]])
-            .collect()
+        self.sizes.windows(2).flat_map(|w| [vec![w[0], w[1]], vec![w[1]]]).collect()
     }
 
     fn forward(&self, tape: &mut Tape, params: &[Var], x: Var) -> Result<Var> {

@@ -16,19 +16,11 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 
 /// Runs elementwise entry point `entry` with inputs `ins`, producing `n_out` tensors of the
 /// shape of `ins[0]`.
-fn launch(
-    op: &'static str,
-    entry: &'static str,
-    params: Params,
-    ins: &[&Tensor],
-    n_out: usize,
-) -> Result<Vec<Tensor>> {
+fn launch(op: &'static str, entry: &'static str, params: Params, ins: &[&Tensor], n_out: usize) -> Result<Vec<Tensor>> {
     let dev = common_device(op, ins)?;
     let ctx = dev.gpu().expect("launch on GPU only");
     let shape = ins[0].shape();
-    let outs: Vec<Tensor> = (0..n_out)
-        .map(|_| Tensor::gpu_uninit(ctx, op, shape))
-        .collect::<Result<_>>()?;
+    let outs: Vec<Tensor> = (0..n_out).map(|_| Tensor::gpu_uninit(ctx, op, shape)).collect::<Result<_>>()?;
     let in_bufs: Vec<_> = ins.iter().map(|t| super::buf(t)).collect();
     let out_bufs: Vec<_> = outs.iter().map(|t| super::buf(t)).collect();
     ctx.dispatch(
@@ -50,10 +42,7 @@ fn one(mut v: Vec<Tensor>) -> Tensor {
 pub fn axpby(alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
     same_shape("axpby", a, b)?;
     match common_device("axpby", &[a, b])? {
-        Device::Cpu => Ok(Tensor::cpu(
-            a.shape(),
-            cpu::axpby(alpha, a.host().unwrap(), beta, b.host().unwrap()),
-        )),
+        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::axpby(alpha, a.host().unwrap(), beta, b.host().unwrap()))),
         Device::Gpu(_) => {
             let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha).f(beta);
             launch("axpby", "axpby", p, &[a, b], 1).map(one)
@@ -75,10 +64,7 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mul", a, b)?;
     match common_device("mul", &[a, b])? {
-        Device::Cpu => Ok(Tensor::cpu(
-            a.shape(),
-            cpu::mul(a.host().unwrap(), b.host().unwrap()),
-        )),
+        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::mul(a.host().unwrap(), b.host().unwrap()))),
         Device::Gpu(_) => launch("mul", "mul", Params::new().u(a.numel()), &[a, b], 1).map(one),
     }
 }
@@ -126,18 +112,8 @@ pub fn relu(a: &Tensor) -> Result<Tensor> {
 pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     same_shape("relu_backward", g, x)?;
     match common_device("relu_backward", &[g, x])? {
-        Device::Cpu => Ok(Tensor::cpu(
-            g.shape(),
-            cpu::relu_backward(g.host().unwrap(), x.host().unwrap()),
-        )),
-        Device::Gpu(_) => launch(
-            "relu_backward",
-            "relu_backward",
-            Params::new().u(g.numel()),
-            &[g, x],
-            1,
-        )
-        .map(one),
+        Device::Cpu => Ok(Tensor::cpu(g.shape(), cpu::relu_backward(g.host().unwrap(), x.host().unwrap()))),
+        Device::Gpu(_) => launch("relu_backward", "relu_backward", Params::new().u(g.numel()), &[g, x], 1).map(one),
     }
 }
 
@@ -150,13 +126,7 @@ pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
             Ok((Tensor::cpu(x.shape(), y), Tensor::cpu(x.shape(), dy)))
         }
         Device::Gpu(_) => {
-            let mut v = launch(
-                "relu_jvp",
-                "relu_jvp",
-                Params::new().u(x.numel()),
-                &[x, dx],
-                2,
-            )?;
+            let mut v = launch("relu_jvp", "relu_jvp", Params::new().u(x.numel()), &[x, dx], 2)?;
             let dy = v.pop().unwrap();
             Ok((v.pop().unwrap(), dy))
         }
@@ -167,16 +137,10 @@ pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
 pub fn add_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
     let cols = *x.shape().last().unwrap_or(&0);
     if b.shape() != [cols] {
-        return Err(shape_err(
-            "add_bias",
-            format!("x {:?} needs bias [{cols}], got {:?}", x.shape(), b.shape()),
-        ));
+        return Err(shape_err("add_bias", format!("x {:?} needs bias [{cols}], got {:?}", x.shape(), b.shape())));
     }
     match common_device("add_bias", &[x, b])? {
-        Device::Cpu => Ok(Tensor::cpu(
-            x.shape(),
-            cpu::add_bias(x.host().unwrap(), b.host().unwrap(), relu),
-        )),
+        Device::Cpu => Ok(Tensor::cpu(x.shape(), cpu::add_bias(x.host().unwrap(), b.host().unwrap(), relu))),
         Device::Gpu(_) => {
             let p = Params::new().u(x.numel()).u(cols).u(relu as usize);
             launch("add_bias", "add_bias", p, &[x, b], 1).map(one)
@@ -193,19 +157,13 @@ pub fn split(x: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
     if total != x.numel() {
         return Err(shape_err(
             "split",
-            format!(
-                "pieces {shapes:?} hold {total} elements, vector {:?} has {}",
-                x.shape(),
-                x.numel()
-            ),
+            format!("pieces {shapes:?} hold {total} elements, vector {:?} has {}", x.shape(), x.numel()),
         ));
     }
     match x.device() {
-        Device::Cpu => Ok(cpu::split(x.host().unwrap(), &lens)
-            .into_iter()
-            .zip(shapes)
-            .map(|(v, s)| Tensor::cpu(s, v))
-            .collect()),
+        Device::Cpu => {
+            Ok(cpu::split(x.host().unwrap(), &lens).into_iter().zip(shapes).map(|(v, s)| Tensor::cpu(s, v)).collect())
+        }
         Device::Gpu(ctx) => {
             let mut off = 0;
             let mut out = Vec::with_capacity(shapes.len());

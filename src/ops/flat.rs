@@ -82,13 +82,7 @@ fn count_gpu(
     let n = x.numel();
     let per = per_invocation(ctx);
     let groups = n.div_ceil(WG * per).max(1);
-    let p = Params::new()
-        .u(n)
-        .u(per)
-        .u(shift as usize)
-        .u(hi_shift as usize)
-        .u(prefix as usize)
-        .u(mask as usize);
+    let p = Params::new().u(n).u(per).u(shift as usize).u(hi_shift as usize).u(prefix as usize).u(mask as usize);
     ctx.dispatch(
         op,
         &KernelKey::new("flat", entry),
@@ -113,9 +107,7 @@ fn count_gpu(
 /// `0 <= fraction <= 1`.
 pub fn magnitude_threshold(x: &Tensor, fraction: f32) -> Result<f32> {
     if !(0.0..=1.0).contains(&fraction) {
-        return Err(Error::Invalid(format!(
-            "magnitude_threshold: fraction {fraction} is not in [0, 1]"
-        )));
+        return Err(Error::Invalid(format!("magnitude_threshold: fraction {fraction} is not in [0, 1]")));
     }
     let n = x.numel();
     let k = cpu::prune_count(fraction, n);
@@ -169,25 +161,12 @@ fn thresholded(op: &'static str, x: &Tensor, threshold: f32) -> Result<Tensor> {
     match x.device() {
         Device::Cpu => {
             let h = x.host().unwrap();
-            let v = if op == "prune" {
-                cpu::prune(h, threshold)
-            } else {
-                cpu::prune_mask(h, threshold)
-            };
+            let v = if op == "prune" { cpu::prune(h, threshold) } else { cpu::prune_mask(h, threshold) };
             Ok(Tensor::cpu(x.shape(), v))
         }
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(&ctx, op, x.shape())?;
-            let p = Params::new()
-                .u(x.numel())
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0)
-                .f(threshold);
+            let p = Params::new().u(x.numel()).u(0).u(0).u(0).u(0).u(0).u(0).u(0).f(threshold);
             ctx.dispatch(
                 op,
                 &KernelKey::new("flat", op),
@@ -217,15 +196,7 @@ pub fn count_zeros(x: &Tensor) -> Result<usize> {
         Device::Cpu => Ok(cpu::count_zeros(x.host().unwrap())),
         Device::Gpu(ctx) => {
             let counts = Tensor::gpu_uninit(&ctx, "count_zeros", &[1])?;
-            Ok(count_gpu(
-                &ctx,
-                "count_zeros",
-                "count_zeros",
-                x,
-                &counts,
-                1,
-                (0, 0, 0, 0),
-            )?[0] as usize)
+            Ok(count_gpu(&ctx, "count_zeros", "count_zeros", x, &counts, 1, (0, 0, 0, 0))?[0] as usize)
         }
     }
 }

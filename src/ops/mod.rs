@@ -6,10 +6,10 @@ pub mod elementwise;
 pub mod flat;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
-pub mod optim;
 
 use crate::device::{check_same, Device};
 use crate::error::Result;
@@ -25,8 +25,7 @@ impl Params {
     }
     /// Appends a u32 field.
     pub(crate) fn u(mut self, v: usize) -> Self {
-        self.0
-            .push(u32::try_from(v).expect("parameter exceeds u32"));
+        self.0.push(u32::try_from(v).expect("parameter exceeds u32"));
         self
     }
     /// Appends an f32 field.

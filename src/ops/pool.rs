@@ -17,34 +17,18 @@ const WG: usize = 64;
 /// Checks the input shape and window; returns the pooling geometry.
 fn pool_shape(op: &'static str, x_shape: &[usize], k: usize, stride: usize) -> Result<PoolShape> {
     if k == 0 || stride == 0 {
-        return Err(Error::Invalid(format!(
-            "{op}: window ({k}) and stride ({stride}) must be at least 1"
-        )));
+        return Err(Error::Invalid(format!("{op}: window ({k}) and stride ({stride}) must be at least 1")));
     }
-    let s = PoolShape::new(x_shape, k, stride).ok_or_else(|| {
-        shape_err(
-            op,
-            format!("needs a 4-D x [N, C, H, W] with H, W >= window {k}, got {x_shape:?}"),
-        )
-    })?;
+    let s = PoolShape::new(x_shape, k, stride)
+        .ok_or_else(|| shape_err(op, format!("needs a 4-D x [N, C, H, W] with H, W >= window {k}, got {x_shape:?}")))?;
     if s.n * s.c * s.h * s.w > u32::MAX as usize {
-        return Err(Error::Invalid(format!(
-            "{op}: x {x_shape:?} has too many elements for u32 indices"
-        )));
+        return Err(Error::Invalid(format!("{op}: x {x_shape:?} has too many elements for u32 indices")));
     }
     Ok(s)
 }
 
 fn params(total: usize, s: &PoolShape) -> Params {
-    Params::new()
-        .u(total)
-        .u(s.h)
-        .u(s.w)
-        .u(s.oh)
-        .u(s.ow)
-        .u(s.k)
-        .u(s.stride)
-        .u(0)
+    Params::new().u(total).u(s.h).u(s.w).u(s.oh).u(s.ow).u(s.k).u(s.stride).u(0)
 }
 
 fn idx_tensor(shape: &[usize], idx: Vec<u32>) -> Tensor {
@@ -73,51 +57,25 @@ pub fn maxpool2d(x: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor)
             let total = y.numel();
             let key = KernelKey::new("pool", "maxpool2d_fwd");
             let p = params(total, &s);
-            ctx.dispatch(
-                OP,
-                &key,
-                p.bytes(),
-                &[buf(x)],
-                &[buf(&y), buf(&idx)],
-                groups_1d(total, WG),
-            )?;
+            ctx.dispatch(OP, &key, p.bytes(), &[buf(x)], &[buf(&y), buf(&idx)], groups_1d(total, WG))?;
             Ok((y, idx))
         }
     }
 }
 
 /// Checks `gy`, `indices` and `x_shape` agree; returns `(planes, h * w, oh * ow)`.
-fn backward_dims(
-    op: &'static str,
-    gy: &Tensor,
-    indices: &Tensor,
-    x_shape: &[usize],
-) -> Result<(usize, usize, usize)> {
+fn backward_dims(op: &'static str, gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> Result<(usize, usize, usize)> {
     let (&[n, c, h, w], &[gn, gc, oh, ow]) = (x_shape, gy.shape()) else {
-        return Err(shape_err(
-            op,
-            format!(
-                "needs 4-D gy and x shapes, got gy {:?} and x {x_shape:?}",
-                gy.shape()
-            ),
-        ));
+        return Err(shape_err(op, format!("needs 4-D gy and x shapes, got gy {:?} and x {x_shape:?}", gy.shape())));
     };
     if indices.shape() != gy.shape() {
-        return Err(shape_err(
-            op,
-            format!("indices {:?} vs gy {:?}", indices.shape(), gy.shape()),
-        ));
+        return Err(shape_err(op, format!("indices {:?} vs gy {:?}", indices.shape(), gy.shape())));
     }
     if gn != n || gc != c || oh > h || ow > w || (h * w > 0 && oh * ow == 0 && n * c > 0) {
-        return Err(shape_err(
-            op,
-            format!("gy {:?} is not a pooling of x {x_shape:?}", gy.shape()),
-        ));
+        return Err(shape_err(op, format!("gy {:?} is not a pooling of x {x_shape:?}", gy.shape())));
     }
     if n * c * h * w > u32::MAX as usize {
-        return Err(Error::Invalid(format!(
-            "{op}: x {x_shape:?} has too many elements for u32 indices"
-        )));
+        return Err(Error::Invalid(format!("{op}: x {x_shape:?} has too many elements for u32 indices")));
     }
     Ok((n * c, h * w, oh * ow))
 }
@@ -129,32 +87,16 @@ pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> R
     const OP: &str = "maxpool2d_backward";
     let (planes, hw, ohw) = backward_dims(OP, gy, indices, x_shape)?;
     match common_device(OP, &[gy, indices])? {
-        Device::Cpu => Ok(Tensor::cpu(
-            x_shape,
-            cpu::maxpool2d_backward(planes, hw, ohw, gy.host().unwrap(), &bits(indices)),
-        )),
+        Device::Cpu => {
+            Ok(Tensor::cpu(x_shape, cpu::maxpool2d_backward(planes, hw, ohw, gy.host().unwrap(), &bits(indices))))
+        }
         Device::Gpu(ctx) => {
             let gx = Tensor::gpu_uninit(&ctx, OP, x_shape)?;
             // One invocation per (n, c) plane scatters that plane's gradients serially: exact
             // for overlapping windows without atomics, and independent of window and stride.
-            let p = Params::new()
-                .u(planes)
-                .u(hw)
-                .u(ohw)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0)
-                .u(0);
+            let p = Params::new().u(planes).u(hw).u(ohw).u(0).u(0).u(0).u(0).u(0);
             let key = KernelKey::new("pool", "maxpool2d_bwd");
-            ctx.dispatch(
-                OP,
-                &key,
-                p.bytes(),
-                &[buf(gy), buf(gy), buf(indices)],
-                &[buf(&gx)],
-                groups_1d(planes, WG),
-            )?;
+            ctx.dispatch(OP, &key, p.bytes(), &[buf(gy), buf(gy), buf(indices)], &[buf(&gx)], groups_1d(planes, WG))?;
             Ok(gx)
         }
     }
@@ -162,29 +104,17 @@ pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> R
 
 /// Fused forward mode of max pooling in one dispatch: `(y, dy, argmax)` with
 /// `dy[j] = dx[argmax[j]]`, shapes and indices as in [`maxpool2d`].
-pub fn maxpool2d_jvp(
-    x: &Tensor,
-    dx: &Tensor,
-    k: usize,
-    stride: usize,
-) -> Result<(Tensor, Tensor, Tensor)> {
+pub fn maxpool2d_jvp(x: &Tensor, dx: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "maxpool2d_jvp";
     if dx.shape() != x.shape() {
-        return Err(shape_err(
-            OP,
-            format!("tangent dx {:?} vs x {:?}", dx.shape(), x.shape()),
-        ));
+        return Err(shape_err(OP, format!("tangent dx {:?} vs x {:?}", dx.shape(), x.shape())));
     }
     let s = pool_shape(OP, x.shape(), k, stride)?;
     let shape = s.y_shape();
     match common_device(OP, &[x, dx])? {
         Device::Cpu => {
             let (y, dy, idx) = cpu::maxpool2d_jvp(&s, x.host().unwrap(), dx.host().unwrap());
-            Ok((
-                Tensor::cpu(&shape, y),
-                Tensor::cpu(&shape, dy),
-                idx_tensor(&shape, idx),
-            ))
+            Ok((Tensor::cpu(&shape, y), Tensor::cpu(&shape, dy), idx_tensor(&shape, idx)))
         }
         Device::Gpu(ctx) => {
             let y = Tensor::gpu_uninit(&ctx, OP, &shape)?;

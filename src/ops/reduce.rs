@@ -49,16 +49,8 @@ pub(crate) fn reduce_gpu(
 ) -> Result<Tensor> {
     let per = per_invocation(ctx);
     let chunk = WG * per;
-    let identity = if op == ReduceOp::Max {
-        f32::NEG_INFINITY
-    } else {
-        0.0
-    };
-    let combine = if op == ReduceOp::Max {
-        ReduceOp::Max
-    } else {
-        ReduceOp::Sum
-    };
+    let identity = if op == ReduceOp::Max { f32::NEG_INFINITY } else { 0.0 };
+    let combine = if op == ReduceOp::Max { ReduceOp::Max } else { ReduceOp::Sum };
     let key = KernelKey::new("reduce", "reduce_pass");
     let mut n = a.numel();
     let mut cur: Option<Tensor> = None;
@@ -83,14 +75,7 @@ pub(crate) fn reduce_gpu(
                 inputs.push(buf(b));
             }
         }
-        ctx.dispatch(
-            op_name,
-            &key,
-            p.bytes(),
-            &inputs,
-            &[buf(&out)],
-            groups_1d(groups * WG, WG),
-        )?;
+        ctx.dispatch(op_name, &key, p.bytes(), &inputs, &[buf(&out)], groups_1d(groups * WG, WG))?;
         if last {
             return Ok(out);
         }
@@ -128,10 +113,7 @@ pub fn sum(x: &Tensor) -> Result<Tensor> {
 /// device's `max` (the CPU reference skips NaNs; WGSL leaves it to the implementation).
 pub fn max(x: &Tensor) -> Result<Tensor> {
     if x.numel() == 0 {
-        return Err(Error::Invalid(format!(
-            "max: empty tensor {:?} has no maximum",
-            x.shape()
-        )));
+        return Err(Error::Invalid(format!("max: empty tensor {:?} has no maximum", x.shape())));
     }
     whole("max", ReduceOp::Max, x, None)
 }
@@ -139,10 +121,7 @@ pub fn max(x: &Tensor) -> Result<Tensor> {
 /// `Σ a_i b_i` over tensors of the same shape, as a `[1]` tensor.
 pub fn dot(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     if a.shape() != b.shape() {
-        return Err(shape_err(
-            "dot",
-            format!("{:?} vs {:?}", a.shape(), b.shape()),
-        ));
+        return Err(shape_err("dot", format!("{:?} vs {:?}", a.shape(), b.shape())));
     }
     whole("dot", ReduceOp::Dot, a, Some(b))
 }
@@ -156,10 +135,7 @@ pub fn sqnorm(x: &Tensor) -> Result<Tensor> {
 fn dims2(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     match *x.shape() {
         [r, c] => Ok((r, c)),
-        ref s => Err(shape_err(
-            op,
-            format!("needs a 2-D [rows, cols] tensor, got {s:?}"),
-        )),
+        ref s => Err(shape_err(op, format!("needs a 2-D [rows, cols] tensor, got {s:?}"))),
     }
 }
 
@@ -175,27 +151,11 @@ pub fn sum_rows(x: &Tensor) -> Result<Tensor> {
             let mut cur: Option<Tensor> = None;
             loop {
                 let blocks = rows.div_ceil(ROWS_PER_BLOCK).max(1);
-                let shape = if blocks == 1 {
-                    vec![cols]
-                } else {
-                    vec![blocks, cols]
-                };
+                let shape = if blocks == 1 { vec![cols] } else { vec![blocks, cols] };
                 let out = Tensor::gpu_uninit(&ctx, "sum_rows", &shape)?;
-                let p = Params::new()
-                    .u(rows)
-                    .u(cols)
-                    .u(ROWS_PER_BLOCK)
-                    .u(0)
-                    .u(blocks * cols);
+                let p = Params::new().u(rows).u(cols).u(ROWS_PER_BLOCK).u(0).u(blocks * cols);
                 let src = cur.as_ref().unwrap_or(x);
-                ctx.dispatch(
-                    "sum_rows",
-                    &key,
-                    p.bytes(),
-                    &[buf(src)],
-                    &[buf(&out)],
-                    groups_1d(blocks * cols, 256),
-                )?;
+                ctx.dispatch("sum_rows", &key, p.bytes(), &[buf(src)], &[buf(&out)], groups_1d(blocks * cols, 256))?;
                 if blocks == 1 {
                     return Ok(out);
                 }
@@ -212,22 +172,12 @@ pub fn sum_rows(x: &Tensor) -> Result<Tensor> {
 pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = dims2("argmax_rows", x)?;
     if cols == 0 && rows > 0 {
-        return Err(shape_err(
-            "argmax_rows",
-            format!("rows of {:?} are empty", x.shape()),
-        ));
+        return Err(shape_err("argmax_rows", format!("rows of {:?} are empty", x.shape())));
     }
     match x.device() {
         Device::Cpu => {
-            let idx = if rows == 0 {
-                Vec::new()
-            } else {
-                cpu::argmax_rows(x.host().unwrap(), cols)
-            };
-            Ok(Tensor::cpu(
-                &[rows],
-                idx.into_iter().map(f32::from_bits).collect(),
-            ))
+            let idx = if rows == 0 { Vec::new() } else { cpu::argmax_rows(x.host().unwrap(), cols) };
+            Ok(Tensor::cpu(&[rows], idx.into_iter().map(f32::from_bits).collect()))
         }
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(&ctx, "argmax_rows", &[rows])?;

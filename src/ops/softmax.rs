@@ -18,20 +18,14 @@ use crate::tensor::Tensor;
 fn dims(op: &'static str, z: &Tensor) -> Result<(usize, usize)> {
     match *z.shape() {
         [r, c] => Ok((r, c)),
-        ref s => Err(shape_err(
-            op,
-            format!("logits must be 2-D [rows, cols], got {s:?}"),
-        )),
+        ref s => Err(shape_err(op, format!("logits must be 2-D [rows, cols], got {s:?}"))),
     }
 }
 
 /// Checks that `t` has the shape of the logits `z`.
 fn same_shape(op: &'static str, z: &Tensor, t: &Tensor) -> Result<()> {
     if z.shape() != t.shape() {
-        return Err(shape_err(
-            op,
-            format!("logits {:?} vs tangent {:?}", z.shape(), t.shape()),
-        ));
+        return Err(shape_err(op, format!("logits {:?} vs tangent {:?}", z.shape(), t.shape())));
     }
     Ok(())
 }
@@ -41,29 +35,17 @@ fn same_shape(op: &'static str, z: &Tensor, t: &Tensor) -> Result<()> {
 fn check_labels(op: &'static str, z: &Tensor, labels: &Tensor) -> Result<Option<Vec<u32>>> {
     let (rows, cols) = dims(op, z)?;
     if labels.shape() != [rows] {
-        return Err(shape_err(
-            op,
-            format!(
-                "logits {:?} need labels [{rows}], got {:?}",
-                z.shape(),
-                labels.shape()
-            ),
-        ));
+        return Err(shape_err(op, format!("logits {:?} need labels [{rows}], got {:?}", z.shape(), labels.shape())));
     }
     if cols == 0 && rows > 0 {
-        return Err(shape_err(
-            op,
-            format!("logits {:?} have no classes", z.shape()),
-        ));
+        return Err(shape_err(op, format!("logits {:?} have no classes", z.shape())));
     }
     let Some(host) = labels.host() else {
         return Ok(None);
     };
     let l: Vec<u32> = host.iter().map(|v| v.to_bits()).collect();
     if let Some((r, &bad)) = l.iter().enumerate().find(|(_, &v)| v as usize >= cols) {
-        return Err(Error::Invalid(format!(
-            "{op}: label {bad} of row {r} is out of range for {cols} classes"
-        )));
+        return Err(Error::Invalid(format!("{op}: label {bad} of row {r} is out of range for {cols} classes")));
     }
     Ok(Some(l))
 }
@@ -81,20 +63,11 @@ fn launch(
 ) -> Result<Vec<Tensor>> {
     let (rows, cols) = dims(op, z)?;
     let ctx = z.device().gpu().expect("launch on GPU only").clone();
-    let outs: Vec<Tensor> = (0..n_out)
-        .map(|_| Tensor::gpu_uninit(&ctx, op, out_shape))
-        .collect::<Result<_>>()?;
+    let outs: Vec<Tensor> = (0..n_out).map(|_| Tensor::gpu_uninit(&ctx, op, out_shape)).collect::<Result<_>>()?;
     let inputs = [buf(z), buf(dz.unwrap_or(z)), buf(labels.unwrap_or(z))];
     let out_bufs: Vec<_> = outs.iter().map(buf).collect();
     let p = Params::new().u(rows).u(cols).u(0).u(0).f(scale);
-    ctx.dispatch(
-        op,
-        &KernelKey::new("softmax", entry),
-        p.bytes(),
-        &inputs,
-        &out_bufs,
-        groups_1d(rows, 64),
-    )?;
+    ctx.dispatch(op, &KernelKey::new("softmax", entry), p.bytes(), &inputs, &out_bufs, groups_1d(rows, 64))?;
     Ok(outs)
 }
 
@@ -103,13 +76,8 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
     let (_, cols) = dims("softmax", z)?;
     match z.device() {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
-        Device::Cpu => Ok(Tensor::cpu(
-            z.shape(),
-            cpu::softmax(z.host().unwrap(), cols),
-        )),
-        Device::Gpu(_) => {
-            Ok(launch("softmax", "softmax", z, (None, None), 1.0, z.shape(), 1)?.remove(0))
-        }
+        Device::Cpu => Ok(Tensor::cpu(z.shape(), cpu::softmax(z.host().unwrap(), cols))),
+        Device::Gpu(_) => Ok(launch("softmax", "softmax", z, (None, None), 1.0, z.shape(), 1)?.remove(0)),
     }
 }
 
@@ -118,20 +86,8 @@ pub fn log_softmax(z: &Tensor) -> Result<Tensor> {
     let (_, cols) = dims("log_softmax", z)?;
     match z.device() {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
-        Device::Cpu => Ok(Tensor::cpu(
-            z.shape(),
-            cpu::log_softmax(z.host().unwrap(), cols),
-        )),
-        Device::Gpu(_) => Ok(launch(
-            "log_softmax",
-            "log_softmax",
-            z,
-            (None, None),
-            1.0,
-            z.shape(),
-            1,
-        )?
-        .remove(0)),
+        Device::Cpu => Ok(Tensor::cpu(z.shape(), cpu::log_softmax(z.host().unwrap(), cols))),
+        Device::Gpu(_) => Ok(launch("log_softmax", "log_softmax", z, (None, None), 1.0, z.shape(), 1)?.remove(0)),
     }
 }
 
@@ -143,39 +99,14 @@ pub fn cross_entropy(z: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let dev = common_device("cross_entropy", &[z, labels])?;
     let host_labels = check_labels("cross_entropy", z, labels)?;
     if rows == 0 {
-        return Err(shape_err(
-            "cross_entropy",
-            format!("logits {:?} have no rows to average", z.shape()),
-        ));
+        return Err(shape_err("cross_entropy", format!("logits {:?} have no rows to average", z.shape())));
     }
     match dev {
-        Device::Cpu => Ok(Tensor::cpu(
-            &[1],
-            vec![cpu::cross_entropy(
-                z.host().unwrap(),
-                cols,
-                &host_labels.unwrap(),
-            )],
-        )),
+        Device::Cpu => Ok(Tensor::cpu(&[1], vec![cpu::cross_entropy(z.host().unwrap(), cols, &host_labels.unwrap())])),
         Device::Gpu(ctx) => {
-            let per_row = launch(
-                "cross_entropy",
-                "cross_entropy_rows",
-                z,
-                (None, Some(labels)),
-                1.0,
-                &[rows],
-                1,
-            )?
-            .remove(0);
-            reduce_gpu(
-                &ctx,
-                "cross_entropy",
-                ReduceOp::Sum,
-                &per_row,
-                None,
-                1.0 / rows as f32,
-            )
+            let per_row =
+                launch("cross_entropy", "cross_entropy_rows", z, (None, Some(labels)), 1.0, &[rows], 1)?.remove(0);
+            reduce_gpu(&ctx, "cross_entropy", ReduceOp::Sum, &per_row, None, 1.0 / rows as f32)
         }
     }
 }
@@ -209,22 +140,14 @@ pub fn cross_entropy_backward(z: &Tensor, labels: &Tensor, scale: f32) -> Result
 /// Fused forward mode of [`cross_entropy_backward`] in one dispatch: `(g, dg)` with
 /// `g = scale * (p - onehot(labels))` and `dg = scale * p ⊙ (dz - <p, dz>_row)`,
 /// `p = softmax(z)`.
-pub fn cross_entropy_backward_jvp(
-    z: &Tensor,
-    dz: &Tensor,
-    labels: &Tensor,
-    scale: f32,
-) -> Result<(Tensor, Tensor)> {
+pub fn cross_entropy_backward_jvp(z: &Tensor, dz: &Tensor, labels: &Tensor, scale: f32) -> Result<(Tensor, Tensor)> {
     let op = "cross_entropy_backward_jvp";
     let (_, cols) = dims(op, z)?;
     same_shape(op, z, dz)?;
     let dev = common_device(op, &[z, dz, labels])?;
     let host_labels = check_labels(op, z, labels)?;
     match dev {
-        _ if z.numel() == 0 => Ok((
-            Tensor::zeros(&z.device(), z.shape())?,
-            Tensor::zeros(&z.device(), z.shape())?,
-        )),
+        _ if z.numel() == 0 => Ok((Tensor::zeros(&z.device(), z.shape())?, Tensor::zeros(&z.device(), z.shape())?)),
         Device::Cpu => {
             let (g, dg) = cpu::cross_entropy_backward_jvp(
                 z.host().unwrap(),
@@ -236,15 +159,7 @@ pub fn cross_entropy_backward_jvp(
             Ok((Tensor::cpu(z.shape(), g), Tensor::cpu(z.shape(), dg)))
         }
         Device::Gpu(_) => {
-            let mut v = launch(
-                op,
-                "cross_entropy_backward_jvp",
-                z,
-                (Some(dz), Some(labels)),
-                scale,
-                z.shape(),
-                2,
-            )?;
+            let mut v = launch(op, "cross_entropy_backward_jvp", z, (Some(dz), Some(labels)), scale, z.shape(), 2)?;
             let dg = v.pop().unwrap();
             Ok((v.pop().unwrap(), dg))
         }
@@ -256,24 +171,13 @@ pub fn softmax_jvp(z: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor)> {
     let (_, cols) = dims("softmax_jvp", z)?;
     same_shape("softmax_jvp", z, dz)?;
     match common_device("softmax_jvp", &[z, dz])? {
-        _ if z.numel() == 0 => Ok((
-            Tensor::zeros(&z.device(), z.shape())?,
-            Tensor::zeros(&z.device(), z.shape())?,
-        )),
+        _ if z.numel() == 0 => Ok((Tensor::zeros(&z.device(), z.shape())?, Tensor::zeros(&z.device(), z.shape())?)),
         Device::Cpu => {
             let (p, dp) = cpu::softmax_jvp(z.host().unwrap(), dz.host().unwrap(), cols);
             Ok((Tensor::cpu(z.shape(), p), Tensor::cpu(z.shape(), dp)))
         }
         Device::Gpu(_) => {
-            let mut v = launch(
-                "softmax_jvp",
-                "softmax_jvp",
-                z,
-                (Some(dz), None),
-                1.0,
-                z.shape(),
-                2,
-            )?;
+            let mut v = launch("softmax_jvp", "softmax_jvp", z, (Some(dz), None), 1.0, z.shape(), 2)?;
             let dp = v.pop().unwrap();
             Ok((v.pop().unwrap(), dp))
         }
