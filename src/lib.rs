@@ -12,6 +12,7 @@ pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod geodesic;
 pub mod gpu;
 pub mod kernels;
 pub mod nn;

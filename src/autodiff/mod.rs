@@ -27,7 +27,7 @@ pub trait Model {
 }
 
 /// Records parameters (with tangent `v` if given) and input on a fresh tape.
-fn record<M: Model + ?Sized>(
+pub(crate) fn record<M: Model + ?Sized>(
     model: &M,
     params: &Tensor,
     v: Option<&Tensor>,
@@ -62,7 +62,7 @@ fn record<M: Model + ?Sized>(
 }
 
 /// Concatenates per-parameter cotangents (primal, or tangent with `tangent`) into one flat vector.
-fn flatten_grads<M: Model + ?Sized>(
+pub(crate) fn flatten_grads<M: Model + ?Sized>(
     model: &M,
     tape: &Tape,
     grads: &tape::Cotangents,

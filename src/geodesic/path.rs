@@ -1,0 +1,207 @@
+//! The path integrator: repeated steps `w ← w + θ` where each step `θ` keeps the network's
+//! function nearly unchanged (small in the metric) while pulling toward a secondary objective
+//! `L`; with logging, checkpoints along the path, NaN/Inf detection and resumption.
+
+use crate::error::{Error, Result};
+use crate::ops::{elementwise as ew, flat};
+use crate::tensor::Tensor;
+use std::time::Instant;
+
+/// The secondary objective `L` a path pulls toward.
+pub trait Objective {
+    /// Short name for logs.
+    fn name(&self) -> String;
+    /// `L(w)` and `∇L(w)`.
+    fn value_grad(&mut self, w: &Tensor) -> Result<(f32, Tensor)>;
+}
+
+/// `L = ½‖w − target‖²`: toward a second optimum (mode connectivity).
+pub struct ToTarget {
+    /// The target parameters `w_B`.
+    pub target: Tensor,
+}
+
+impl Objective for ToTarget {
+    fn name(&self) -> String {
+        "distance to target".into()
+    }
+
+    fn value_grad(&mut self, w: &Tensor) -> Result<(f32, Tensor)> {
+        let d = ew::sub(w, &self.target)?;
+        let n = flat::norm(&d)?;
+        Ok((0.5 * n * n, d))
+    }
+}
+
+/// `L = ½‖w − P_p(w)‖²`, where `P_p` zeroes the fraction `p` of smallest-magnitude weights
+/// (global ranking): toward a sparse network. The ranking is redone every step unless a mask
+/// was fixed with [`ToPruned::fix_mask`].
+pub struct ToPruned {
+    /// Fraction of weights to zero, in [0, 1].
+    pub fraction: f32,
+    /// A fixed keep-mask (1 keep, 0 prune), if any.
+    pub mask: Option<Tensor>,
+}
+
+impl ToPruned {
+    /// Fixes the mask to the ranking at `w` (the "mask fixed at the start" variant).
+    pub fn fix_mask(&mut self, w: &Tensor) -> Result<()> {
+        let t = flat::magnitude_threshold(w, self.fraction)?;
+        self.mask = Some(flat::prune_mask(w, t)?);
+        Ok(())
+    }
+
+    /// `P_p(w)`: the hard-pruned parameters.
+    pub fn project(&self, w: &Tensor) -> Result<Tensor> {
+        match &self.mask {
+            Some(m) => flat::mask(w, m),
+            None => flat::prune(w, flat::magnitude_threshold(w, self.fraction)?),
+        }
+    }
+}
+
+impl Objective for ToPruned {
+    fn name(&self) -> String {
+        format!("distance to {:.1}% sparse", 100.0 * self.fraction)
+    }
+
+    fn value_grad(&mut self, w: &Tensor) -> Result<(f32, Tensor)> {
+        let d = ew::sub(w, &self.project(w)?)?;
+        let n = flat::norm(&d)?;
+        Ok((0.5 * n * n, d))
+    }
+}
+
+/// One step's result from a step rule.
+pub struct Step {
+    /// The move `θ`.
+    pub theta: Tensor,
+    /// `θᵀ G θ`, the squared functional length of the step.
+    pub metric_sq: f32,
+}
+
+/// Options of a path run.
+#[derive(Debug, Clone)]
+pub struct PathConfig {
+    /// Maximum number of steps.
+    pub steps: usize,
+    /// Stop when the objective falls below this value.
+    pub stop_below: f32,
+    /// Log every this many steps (and at the end).
+    pub log_every: usize,
+}
+
+/// One logged row of a path.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PathRow {
+    /// Step index (after that many steps).
+    pub step: usize,
+    /// `L(w)` before the step.
+    pub objective: f64,
+    /// `‖θ‖` of the last step.
+    pub step_norm: f64,
+    /// Accumulated `Σ sqrt(θᵀGθ)`: the functional path length so far.
+    pub functional_length: f64,
+    /// Seconds since the start of this run.
+    pub seconds: f64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ending {
+    /// All steps taken.
+    Steps,
+    /// The objective fell below `stop_below`.
+    Converged,
+    /// A step produced a non-finite value; the parameters are the last finite ones.
+    NonFinite(String),
+}
+
+/// The outcome of [`integrate`].
+pub struct PathResult {
+    /// Final (last good) parameters.
+    pub params: Tensor,
+    /// Steps taken in total (including `start_step`).
+    pub steps: usize,
+    /// The logged rows.
+    pub rows: Vec<PathRow>,
+    /// Why it stopped.
+    pub ending: Ending,
+}
+
+/// Walks from `w` (already `start_step` steps along, for resumption) for up to `cfg.steps`
+/// steps in total: each step asks `objective` for `∇L`, `step_rule(w, ∇L)` for `θ`, and moves
+/// `w ← w + θ`. `on_log(step, w, row)` runs every `cfg.log_every` steps and at the end (write
+/// checkpoints and evaluate accuracies there). A non-finite objective, gradient or step stops
+/// the run with the last finite parameters.
+pub fn integrate(
+    w: Tensor,
+    start_step: usize,
+    objective: &mut dyn Objective,
+    step_rule: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Step>,
+    cfg: &PathConfig,
+    on_log: &mut dyn FnMut(usize, &Tensor, &PathRow) -> Result<()>,
+) -> Result<PathResult> {
+    if cfg.log_every == 0 {
+        return Err(Error::Invalid("log_every must be at least 1".into()));
+    }
+    let start = Instant::now();
+    let mut w = w;
+    let mut rows = Vec::new();
+    let mut length = 0.0f64;
+    let mut last_norm = 0.0f64;
+    let mut step = start_step;
+    let mut ending = Ending::Steps;
+    let mut log = |step: usize, w: &Tensor, objective: f64, last_norm: f64, length: f64, rows: &mut Vec<PathRow>| {
+        let row = PathRow {
+            step,
+            objective,
+            step_norm: last_norm,
+            functional_length: length,
+            seconds: start.elapsed().as_secs_f64(),
+        };
+        on_log(step, w, &row)?;
+        rows.push(row);
+        Ok::<(), Error>(())
+    };
+    // The state before the last step, to fall back to if that step made the parameters
+    // non-finite: (parameters, path length, last step norm).
+    let mut previous: Option<(Tensor, f64, f64)> = None;
+    loop {
+        let (value, grad) = objective.value_grad(&w)?;
+        if !value.is_finite() {
+            ending = Ending::NonFinite(format!("objective is {value} after step {step}"));
+            if let Some((p, l, n)) = previous.take() {
+                (w, length, last_norm) = (p, l, n);
+                step -= 1;
+            }
+            break;
+        }
+        if step.is_multiple_of(cfg.log_every) || step >= cfg.steps || value < cfg.stop_below {
+            log(step, &w, value as f64, last_norm, length, &mut rows)?;
+        }
+        if value < cfg.stop_below {
+            ending = Ending::Converged;
+            break;
+        }
+        if step >= cfg.steps {
+            break;
+        }
+        let s = step_rule(&w, &grad)?;
+        let norm = flat::norm(&s.theta)?;
+        if !norm.is_finite() || !s.metric_sq.is_finite() {
+            ending = Ending::NonFinite(format!("step {} has norm {norm} and metric length² {}", step + 1, s.metric_sq));
+            break;
+        }
+        previous = Some((w.clone(), length, last_norm));
+        w = ew::add(&w, &s.theta)?;
+        step += 1;
+        last_norm = norm as f64;
+        length += (s.metric_sq.max(0.0) as f64).sqrt();
+    }
+    if rows.last().map(|r| r.step) != Some(step) {
+        let (value, _) = objective.value_grad(&w)?;
+        log(step, &w, value as f64, last_norm, length, &mut rows)?;
+    }
+    Ok(PathResult { params: w, steps: step, rows, ending })
+}

@@ -1,0 +1,126 @@
+//! The path integrator on small problems where the answer is known.
+
+mod common;
+use common::*;
+use geopath::geodesic::path::{integrate, Ending, Objective, PathConfig, Step, ToPruned, ToTarget};
+use geopath::ops::{elementwise as ew, flat};
+use geopath::{Device, Tensor};
+
+/// A Euclidean step of length at most `eps` against the gradient (G = I).
+fn euclidean(eps: f32) -> impl FnMut(&Tensor, &Tensor) -> geopath::Result<Step> {
+    move |_w, g| {
+        let n = flat::norm(g)?;
+        let scale = -eps.min(n) / n.max(1e-30);
+        let theta = ew::scale(scale, g)?;
+        let len = flat::norm(&theta)?;
+        Ok(Step { theta, metric_sq: len * len })
+    }
+}
+
+fn devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    d.extend(gpu());
+    d
+}
+
+#[test]
+fn a_path_to_a_target_converges_with_logged_rows_and_euclidean_length() {
+    for dev in devices() {
+        let w0 = Tensor::from_vec(&dev, &[3], vec![0.0, 0.0, 0.0]).unwrap();
+        let target = Tensor::from_vec(&dev, &[3], vec![3.0, 4.0, 0.0]).unwrap();
+        let mut obj = ToTarget { target };
+        let cfg = PathConfig { steps: 100, stop_below: 1e-6, log_every: 2 };
+        let mut logged = Vec::new();
+        let r = integrate(w0, 0, &mut obj, &mut euclidean(1.0), &cfg, &mut |s, _, row| {
+            logged.push((s, row.objective));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(r.ending, Ending::Converged, "{dev:?}");
+        // Distance 5 in steps of 1: five steps, then the objective is 0.
+        assert_eq!(r.steps, 5);
+        assert_close("endpoint", &r.params.to_vec().unwrap(), &[3.0, 4.0, 0.0], 1e-5, 1e-5);
+        let last = r.rows.last().unwrap();
+        assert!((last.functional_length - 5.0).abs() < 1e-4, "{}", last.functional_length);
+        assert_eq!(logged.iter().map(|l| l.0).collect::<Vec<_>>(), vec![0, 2, 4, 5]);
+        assert!((logged[0].1 - 12.5).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn the_pruning_objective_measures_the_distance_to_the_hard_pruned_network() {
+    for dev in devices() {
+        let w = Tensor::from_vec(&dev, &[6], vec![0.1, -5.0, 0.3, 2.0, -0.2, 4.0]).unwrap();
+        let mut obj = ToPruned { fraction: 0.5, mask: None };
+        let (value, grad) = obj.value_grad(&w).unwrap();
+        // The three smallest magnitudes (0.1, -0.2, 0.3) are pruned.
+        assert!((value - 0.5 * (0.01 + 0.04 + 0.09)).abs() < 1e-6, "{value}");
+        assert_close("gradient", &grad.to_vec().unwrap(), &[0.1, 0.0, 0.3, 0.0, -0.2, 0.0], 0.0, 1e-7);
+        assert_eq!(obj.project(&w).unwrap().to_vec().unwrap(), vec![0.0, -5.0, 0.0, 2.0, 0.0, 4.0]);
+        // A fixed mask keeps its ranking when the weights move.
+        obj.fix_mask(&w).unwrap();
+        let moved = Tensor::from_vec(&dev, &[6], vec![9.0, -5.0, 0.3, 0.0, -0.2, 4.0]).unwrap();
+        assert_eq!(obj.project(&moved).unwrap().to_vec().unwrap(), vec![0.0, -5.0, 0.0, 0.0, 0.0, 4.0]);
+    }
+}
+
+#[test]
+fn a_non_finite_step_stops_the_run_with_the_last_good_parameters() {
+    let dev = Device::Cpu;
+    let w0 = Tensor::from_vec(&dev, &[2], vec![0.0, 0.0]).unwrap();
+    let mut obj = ToTarget { target: Tensor::from_vec(&dev, &[2], vec![10.0, 0.0]).unwrap() };
+    let cfg = PathConfig { steps: 50, stop_below: 0.0, log_every: 1 };
+    // Step 3 returns NaN directly; in a second run step 3 overflows the parameters.
+    for overflow in [false, true] {
+        let mut calls = 0;
+        let mut inner = euclidean(1.0);
+        let mut rule = |w: &Tensor, g: &Tensor| {
+            calls += 1;
+            let mut s = inner(w, g)?;
+            if calls == 3 {
+                let bad = if overflow { f32::MAX } else { f32::NAN };
+                s.theta = Tensor::from_vec(&dev, &[2], vec![bad, bad]).unwrap();
+                if overflow {
+                    s.theta = ew::scale(4.0, &s.theta)?;
+                }
+            }
+            Ok(s)
+        };
+        let r = integrate(w0.clone(), 0, &mut obj, &mut rule, &cfg, &mut |_, _, _| Ok(())).unwrap();
+        assert!(matches!(r.ending, Ending::NonFinite(_)), "{:?}", r.ending);
+        assert_eq!(r.steps, 2, "overflow={overflow}");
+        assert_close("last good", &r.params.to_vec().unwrap(), &[2.0, 0.0], 1e-6, 1e-6);
+    }
+}
+
+#[test]
+fn a_resumed_run_continues_exactly_where_it_stopped() {
+    let dev = Device::Cpu;
+    let w0 = Tensor::from_vec(&dev, &[4], vec![1.0, -2.0, 0.5, 3.0]).unwrap();
+    let target = Tensor::from_vec(&dev, &[4], vec![-4.0, 6.0, 2.0, 0.0]).unwrap();
+    let cfg10 = PathConfig { steps: 10, stop_below: 0.0, log_every: 5 };
+    let whole = integrate(
+        w0.clone(),
+        0,
+        &mut ToTarget { target: target.clone() },
+        &mut euclidean(0.7),
+        &cfg10,
+        &mut |_, _, _| Ok(()),
+    )
+    .unwrap();
+    let cfg5 = PathConfig { steps: 5, ..cfg10.clone() };
+    let half =
+        integrate(w0, 0, &mut ToTarget { target: target.clone() }, &mut euclidean(0.7), &cfg5, &mut |_, _, _| Ok(()))
+            .unwrap();
+    let rest = integrate(
+        half.params,
+        half.steps,
+        &mut ToTarget { target },
+        &mut euclidean(0.7),
+        &cfg10,
+        &mut |_, _, _| Ok(()),
+    )
+    .unwrap();
+    assert_eq!(rest.steps, 10);
+    assert_eq!(rest.params.to_vec().unwrap(), whole.params.to_vec().unwrap());
+}
