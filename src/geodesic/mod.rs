@@ -9,8 +9,8 @@
 //! ([`penalty_step`]).
 
 pub mod metric;
+pub mod path;
 pub mod solver;
 
 pub use metric::{Metric, MetricKind};
 pub use solver::{bhattacharyya, penalty_step, steihaug_cg, trust_region_multiplier, StepReport};
-pub mod path;
