@@ -1,0 +1,418 @@
+//! `geopath sparsify`: a path from a trained network toward the set of networks with a given
+//! fraction of zero weights (objective `½‖w − P_p(w)‖²`), each step small in the metric, and the
+//! hard-pruned network `P_p(w)` at the end; beside it, in the same run, the baseline of magnitude
+//! pruning followed by masked fine-tuning with the same number of gradient evaluations.
+
+use super::metric::{Metric, MetricKind};
+use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToPruned};
+use super::solver::{penalty_step, steihaug_cg, trust_region_multiplier, StepReport};
+use crate::autodiff;
+use crate::checkpoint::Checkpoint;
+use crate::data::{self, Dataset};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::nn::network::Network;
+use crate::ops::{flat, reduce};
+use crate::optim::{LrSchedule, Optimizer, OptimizerKind};
+use crate::report::{write_csv, write_plot, Series};
+use crate::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Instant;
+
+/// How each path step is computed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum StepMethod {
+    /// CG on `(G + μI)θ = −(β/2)∇L` with a search on `μ` until `‖θ‖ = ε`.
+    TrustRegion,
+    /// Steihaug–Toint truncated CG in the ball `‖θ‖ ≤ ε`.
+    Steihaug,
+    /// The authors' penalty step: normalised gradient of the summed Bhattacharyya distance to
+    /// the start network plus `λ∇L`, length `ε`.
+    Penalty {
+        /// Weight `λ` of the objective's gradient.
+        lambda: f32,
+    },
+}
+
+impl FromStr for StepMethod {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<StepMethod> {
+        match s {
+            "trust-region" => Ok(StepMethod::TrustRegion),
+            "steihaug" => Ok(StepMethod::Steihaug),
+            "penalty" => Ok(StepMethod::Penalty { lambda: 0.1 }),
+            other => Err(Error::Invalid(format!("unknown method `{other}` (trust-region, steihaug, penalty)"))),
+        }
+    }
+}
+
+/// Options of a sparsification run.
+#[derive(Debug, Clone)]
+pub struct SparsifyConfig {
+    /// Target fraction of zero weights, in (0, 1).
+    pub sparsity: f32,
+    /// Step rule.
+    pub method: StepMethod,
+    /// Metric of the trust-region rules.
+    pub metric: MetricKind,
+    /// Step length (trust radius) `ε`.
+    pub eps: f32,
+    /// Weight `β` of the objective in the step subproblem.
+    pub beta: f32,
+    /// Maximum path steps.
+    pub steps: usize,
+    /// Inputs per metric batch.
+    pub batch: usize,
+    /// CG iterations per solve.
+    pub cg_iter: usize,
+    /// Rank the weights once at the start (else re-rank every step).
+    pub fixed_mask: bool,
+    /// Log (and checkpoint) every this many steps.
+    pub log_every: usize,
+    /// Seed of the metric batches and of the baseline's shuffling.
+    pub seed: u64,
+    /// Test examples used for the accuracies logged along the path (the final ones use all).
+    pub eval_examples: usize,
+    /// Learning rates the baseline's fine-tuning picks from (by validation accuracy).
+    pub baseline_lrs: Vec<f32>,
+}
+
+impl Default for SparsifyConfig {
+    fn default() -> Self {
+        SparsifyConfig {
+            sparsity: 0.95,
+            method: StepMethod::TrustRegion,
+            metric: MetricKind::Fisher,
+            eps: 0.05,
+            beta: 1.0,
+            steps: 400,
+            batch: 200,
+            cg_iter: 10,
+            fixed_mask: false,
+            log_every: 20,
+            seed: 0,
+            eval_examples: 2000,
+            baseline_lrs: vec![0.003, 0.01, 0.03],
+        }
+    }
+}
+
+/// What a sparsification run reports (DIR/summary.json).
+#[derive(Debug, Clone)]
+pub struct SparsifyResult {
+    /// Measured fraction of zero weights of the hard-pruned path result.
+    pub sparsity: f64,
+    /// Test accuracy of the hard-pruned path result.
+    pub test_accuracy: f64,
+    /// Test accuracy of the magnitude-prune + masked-fine-tune baseline.
+    pub baseline_test_accuracy: f64,
+    /// Measured sparsity of the baseline.
+    pub baseline_sparsity: f64,
+    /// Learning rate the baseline picked.
+    pub baseline_lr: f32,
+    /// Test accuracy of the starting (dense) network.
+    pub start_test_accuracy: f64,
+    /// Test accuracy of magnitude pruning alone (no fine-tuning).
+    pub pruned_only_test_accuracy: f64,
+    /// Path steps taken.
+    pub steps: usize,
+    /// Gradient evaluations (metric products) spent by the path, and given to the baseline.
+    pub gradient_evaluations: usize,
+    /// How the path ended.
+    pub ending: String,
+    /// Seconds of the path and of the baseline.
+    pub path_seconds: f64,
+    /// Seconds of the baseline (all learning rates).
+    pub baseline_seconds: f64,
+}
+
+/// Accuracy of `params` on the first `limit` examples of `data`.
+fn accuracy(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device: &Device) -> Result<f64> {
+    let n = data.len().min(limit);
+    let mut correct = 0;
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(500) {
+        data.gather(chunk, &mut images, &mut labels);
+        let x = Tensor::from_vec(device, &[chunk.len(), data.channels, data.height, data.width], images.clone())?;
+        let z = autodiff::forward(net, params, &x)?;
+        let pred = reduce::argmax_rows(&z)?.to_u32()?;
+        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+    }
+    Ok(correct as f64 / n.max(1) as f64)
+}
+
+/// A seeded batch of `batch` training inputs (and labels) on `device`.
+fn batch_of(data: &Dataset, batch: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor)> {
+    let order = data::shuffled_indices(data.len(), seed);
+    let idx = &order[..batch.min(data.len())];
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    data.gather(idx, &mut images, &mut labels);
+    let x = Tensor::from_vec(device, &[idx.len(), data.channels, data.height, data.width], images)?;
+    Ok((x, Tensor::from_u32(device, &[idx.len()], &labels)?))
+}
+
+/// Fraction of exact zeros.
+fn zero_fraction(w: &Tensor) -> Result<f64> {
+    Ok(flat::count_zeros(w)? as f64 / w.numel().max(1) as f64)
+}
+
+/// Magnitude pruning of `w0` then masked fine-tuning (SGD, momentum 0.9) for `budget` gradient
+/// evaluations at each learning rate of `lrs`; the rate is picked by accuracy on `validation`.
+/// Returns (parameters, picked rate, validation accuracy of each rate).
+#[allow(clippy::too_many_arguments)]
+fn prune_and_finetune(
+    net: &Network,
+    w0: &Tensor,
+    fraction: f32,
+    train: &Dataset,
+    validation: &Dataset,
+    budget: usize,
+    lrs: &[f32],
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(Tensor, f32, Vec<f64>)> {
+    let threshold = flat::magnitude_threshold(w0, fraction)?;
+    let mask = flat::prune_mask(w0, threshold)?;
+    let start = flat::mask(w0, &mask)?;
+    let mut best: Option<(f64, Tensor, f32)> = None;
+    let mut scores = Vec::new();
+    let steps_per_epoch = (train.len() / batch).max(1);
+    for &lr in lrs {
+        let mut w = start.clone();
+        let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 };
+        let mut opt = Optimizer::new(kind, LrSchedule::constant(lr));
+        let (mut images, mut labels) = (Vec::new(), Vec::new());
+        let mut order = Vec::new();
+        for step in 0..budget {
+            if step % steps_per_epoch == 0 {
+                order = data::shuffled_indices(train.len(), seed ^ (step / steps_per_epoch) as u64);
+            }
+            let b = step % steps_per_epoch;
+            let idx = &order[b * batch..((b + 1) * batch).min(train.len())];
+            train.gather(idx, &mut images, &mut labels);
+            let x = Tensor::from_vec(device, &[idx.len(), train.channels, train.height, train.width], images.clone())?;
+            let y = Tensor::from_u32(device, &[idx.len()], &labels)?;
+            let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;
+            w = flat::mask(&opt.step(&w, &flat::mask(&g, &mask)?)?, &mask)?;
+        }
+        let score = accuracy(net, &w, validation, validation.len(), device)?;
+        scores.push(score);
+        if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
+            best = Some((score, w, lr));
+        }
+    }
+    let (_, w, lr) = best.ok_or_else(|| Error::Invalid("the baseline needs at least one learning rate".into()))?;
+    Ok((w, lr, scores))
+}
+
+/// Runs the path and the baseline; writes DIR/path.csv, DIR/path.svg, DIR/summary.json,
+/// DIR/path.ckpt (the path's last logged point) and DIR/sparse.ckpt (the hard-pruned result).
+pub fn run(
+    net: &Network,
+    w0: &Tensor,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &SparsifyConfig,
+    device: &Device,
+    out: &Path,
+    progress: bool,
+) -> Result<SparsifyResult> {
+    if !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) {
+        return Err(Error::Invalid(format!("--sparsity must be in (0, 1), got {}", cfg.sparsity)));
+    }
+    if !(cfg.eps > 0.0 && cfg.eps.is_finite()) || cfg.steps == 0 || cfg.batch == 0 || cfg.log_every == 0 {
+        return Err(Error::Invalid("eps, steps, batch and log-every must be positive".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))?;
+    net.set_train(false);
+    // Hold out the last sixth of the training set to pick the baseline's learning rate.
+    let n_val = train.len() / 6;
+    let fit = train.subset(&(0..train.len() - n_val).collect::<Vec<_>>());
+    let validation = train.subset(&(train.len() - n_val..train.len()).collect::<Vec<_>>());
+
+    let start_test_accuracy = accuracy(net, w0, test, test.len(), device)?;
+    let mut objective = ToPruned { fraction: cfg.sparsity, mask: None };
+    if cfg.fixed_mask {
+        objective.fix_mask(w0)?;
+    }
+    let pruned_only_test_accuracy = accuracy(net, &objective.project(w0)?, test, test.len(), device)?;
+
+    let bar = if progress { ProgressBar::new(cfg.steps as u64) } else { ProgressBar::hidden() };
+    bar.set_style(ProgressStyle::with_template("path [{bar:30}] {pos}/{len} {msg} ({eta})").unwrap().progress_chars("=> "));
+    let mut evaluations = 0usize;
+    let mut step_index = 0u64;
+    let start = Instant::now();
+    let mut rule = |w: &Tensor, g: &Tensor| -> Result<Step> {
+        step_index += 1;
+        let (x, labels) = batch_of(&fit, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
+        let report: StepReport = match cfg.method {
+            StepMethod::Penalty { lambda } => {
+                let start_logits = autodiff::forward(net, w0, &x)?;
+                penalty_step(net, w, &start_logits, &x, g, lambda, cfg.eps)?
+            }
+            StepMethod::TrustRegion | StepMethod::Steihaug => {
+                let metric = Metric::new(net, w.clone(), x, Some(labels), cfg.metric, 0.0)?;
+                let apply = |v: &Tensor| metric.apply(v);
+                if cfg.method == StepMethod::TrustRegion {
+                    trust_region_multiplier(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3, 30)?
+                } else {
+                    steihaug_cg(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3)?
+                }
+            }
+        };
+        evaluations += report.iterations.max(1);
+        let metric_sq = match cfg.method {
+            StepMethod::Penalty { .. } => 0.0,
+            _ => (report.model_value - cfg.beta * flat::dot_value(&report.theta, g)?).max(0.0),
+        };
+        bar.inc(1);
+        Ok(Step { theta: report.theta, metric_sq })
+    };
+    let mut logged: Vec<(PathRow, f64, f64, f64)> = Vec::new();
+    let path_cfg = PathConfig { steps: cfg.steps, stop_below: 1e-10, log_every: cfg.log_every };
+    let fixed_mask = objective.mask.clone();
+    let mut on_log = |step: usize, w: &Tensor, row: &PathRow| -> Result<()> {
+        let pruned = match &fixed_mask {
+            Some(m) => flat::mask(w, m)?,
+            None => flat::prune(w, flat::magnitude_threshold(w, cfg.sparsity)?)?,
+        };
+        let acc_pruned = accuracy(net, &pruned, test, cfg.eval_examples, device)?;
+        let acc_dense = accuracy(net, w, test, cfg.eval_examples, device)?;
+        let zeros = zero_fraction(w)?;
+        let line = format!(
+            "step {step}: objective {:.4e}, pruned accuracy {:.2}%, path accuracy {:.2}%, functional length {:.4}",
+            row.objective,
+            100.0 * acc_pruned,
+            100.0 * acc_dense,
+            row.functional_length
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        bar.set_message(format!("pruned acc {:.2}%", 100.0 * acc_pruned));
+        logged.push((row.clone(), acc_pruned, acc_dense, zeros));
+        let ckpt = Checkpoint {
+            spec: net.spec.text.clone(),
+            params: w.to_vec()?,
+            buffers: net.buffers()?,
+            metadata: vec![("step".into(), step.to_string()), ("sparsity_target".into(), cfg.sparsity.to_string())],
+        };
+        ckpt.save(&out.join("path.ckpt"))
+    };
+    let result = integrate(w0.clone(), 0, &mut objective, &mut rule, &path_cfg, &mut on_log)?;
+    bar.finish_and_clear();
+    let path_seconds = start.elapsed().as_secs_f64();
+    let sparse = objective.project(&result.params)?;
+    let sparsity = zero_fraction(&sparse)?;
+    let test_accuracy = accuracy(net, &sparse, test, test.len(), device)?;
+    let meta = |k: &str, v: String| (k.to_string(), v);
+    Checkpoint {
+        spec: net.spec.text.clone(),
+        params: sparse.to_vec()?,
+        buffers: net.buffers()?,
+        metadata: vec![
+            meta("classes", net.classes.to_string()),
+            meta("input", format!("{} {} {}", net.input[0], net.input[1], net.input[2])),
+            meta("dataset", test.name.split('/').next().unwrap_or("mnist").to_string()),
+            meta("sparsity", sparsity.to_string()),
+        ],
+    }
+    .save(&out.join("sparse.ckpt"))?;
+
+    let baseline_start = Instant::now();
+    let budget = evaluations.max(1);
+    eprintln!("baseline: magnitude pruning + masked fine-tuning for {budget} gradient evaluations per learning rate");
+    let (baseline, baseline_lr, _) = prune_and_finetune(
+        net,
+        w0,
+        cfg.sparsity,
+        &fit,
+        &validation,
+        budget,
+        &cfg.baseline_lrs,
+        cfg.batch,
+        cfg.seed,
+        device,
+    )?;
+    let baseline_seconds = baseline_start.elapsed().as_secs_f64();
+    let baseline_test_accuracy = accuracy(net, &baseline, test, test.len(), device)?;
+    let baseline_sparsity = zero_fraction(&baseline)?;
+
+    let header = ["step", "objective", "step_norm", "functional_length", "pruned_accuracy", "path_accuracy", "zero_fraction", "seconds"];
+    let rows: Vec<Vec<f64>> = logged
+        .iter()
+        .map(|(r, ap, ad, z)| vec![r.step as f64, r.objective, r.step_norm, r.functional_length, *ap, *ad, *z, r.seconds])
+        .collect();
+    write_csv(&out.join("path.csv"), &header, &rows)?;
+    let last_step = logged.last().map_or(0.0, |l| l.0.step as f64);
+    write_plot(
+        &out.join("path.svg"),
+        &format!("sparsify to {:.0}%: test accuracy along the path", 100.0 * cfg.sparsity),
+        "step",
+        "test accuracy",
+        &[
+            Series { name: "hard-pruned P(w)".into(), points: logged.iter().map(|l| (l.0.step as f64, l.1)).collect(), dashed: false },
+            Series { name: "path w".into(), points: logged.iter().map(|l| (l.0.step as f64, l.2)).collect(), dashed: false },
+            Series {
+                name: "prune + fine-tune".into(),
+                points: vec![(0.0, baseline_test_accuracy), (last_step, baseline_test_accuracy)],
+                dashed: true,
+            },
+        ],
+    )?;
+    let ending = match &result.ending {
+        Ending::Steps => "steps".to_string(),
+        Ending::Converged => "converged".to_string(),
+        Ending::NonFinite(why) => format!("non-finite: {why}"),
+    };
+    let r = SparsifyResult {
+        sparsity,
+        test_accuracy,
+        baseline_test_accuracy,
+        baseline_sparsity,
+        baseline_lr,
+        start_test_accuracy,
+        pruned_only_test_accuracy,
+        steps: result.steps,
+        gradient_evaluations: budget,
+        ending,
+        path_seconds,
+        baseline_seconds,
+    };
+    crate::train::write_atomic(&out.join("summary.json"), summary_json(&r, cfg).as_bytes())?;
+    Ok(r)
+}
+
+fn summary_json(r: &SparsifyResult, cfg: &SparsifyConfig) -> String {
+    let method = match cfg.method {
+        StepMethod::TrustRegion => "trust-region".to_string(),
+        StepMethod::Steihaug => "steihaug".to_string(),
+        StepMethod::Penalty { lambda } => format!("penalty (lambda {lambda})"),
+    };
+    format!(
+        "{{\n  \"sparsity\": {:.6},\n  \"test_accuracy\": {:.6},\n  \"baseline_test_accuracy\": {:.6},\n  \"baseline_sparsity\": {:.6},\n  \"baseline_lr\": {},\n  \"start_test_accuracy\": {:.6},\n  \"pruned_only_test_accuracy\": {:.6},\n  \"target_sparsity\": {},\n  \"method\": {},\n  \"metric\": \"{}\",\n  \"eps\": {},\n  \"beta\": {},\n  \"steps\": {},\n  \"gradient_evaluations\": {},\n  \"ending\": {},\n  \"path_seconds\": {:.2},\n  \"baseline_seconds\": {:.2}\n}}\n",
+        r.sparsity,
+        r.test_accuracy,
+        r.baseline_test_accuracy,
+        r.baseline_sparsity,
+        r.baseline_lr,
+        r.start_test_accuracy,
+        r.pruned_only_test_accuracy,
+        cfg.sparsity,
+        crate::train::json_str(&method),
+        cfg.metric,
+        cfg.eps,
+        cfg.beta,
+        r.steps,
+        r.gradient_evaluations,
+        crate::train::json_str(&r.ending),
+        r.path_seconds,
+        r.baseline_seconds
+    )
+}
