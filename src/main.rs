@@ -324,14 +324,41 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 seed,
                 ..Default::default()
             };
-            println!("sparsifying {} ({}) to {:.1}% zeros on {}", net.spec.name, checkpoint.display(), 100.0 * sparsity, device.name());
+            println!(
+                "sparsifying {} ({}) to {:.1}% zeros on {}",
+                net.spec.name,
+                checkpoint.display(),
+                100.0 * sparsity,
+                device.name()
+            );
             let r = geodesic::sparsify::run(&net, &w0, &train_set, &test_set, &cfg, &device, &out, true)?;
             println!("{:<34} {:>10} {:>10}", "", "sparsity", "test acc");
             println!("{:<34} {:>10} {:>9.2}%", "start (dense)", "0%", 100.0 * r.start_test_accuracy);
-            println!("{:<34} {:>9.1}% {:>9.2}%", "magnitude pruning only", 100.0 * sparsity, 100.0 * r.pruned_only_test_accuracy);
-            println!("{:<34} {:>9.1}% {:>9.2}%", format!("prune + fine-tune (lr {})", r.baseline_lr), 100.0 * r.baseline_sparsity, 100.0 * r.baseline_test_accuracy);
-            println!("{:<34} {:>9.1}% {:>9.2}%", format!("path ({} steps), hard-pruned", r.steps), 100.0 * r.sparsity, 100.0 * r.test_accuracy);
-            println!("({} gradient evaluations each; path {:.0} s, baseline {:.0} s; wrote {})", r.gradient_evaluations, r.path_seconds, r.baseline_seconds, out.display());
+            println!(
+                "{:<34} {:>9.1}% {:>9.2}%",
+                "magnitude pruning only",
+                100.0 * sparsity,
+                100.0 * r.pruned_only_test_accuracy
+            );
+            println!(
+                "{:<34} {:>9.1}% {:>9.2}%",
+                format!("prune + fine-tune (lr {})", r.baseline_lr),
+                100.0 * r.baseline_sparsity,
+                100.0 * r.baseline_test_accuracy
+            );
+            println!(
+                "{:<34} {:>9.1}% {:>9.2}%",
+                format!("path ({} steps), hard-pruned", r.steps),
+                100.0 * r.sparsity,
+                100.0 * r.test_accuracy
+            );
+            println!(
+                "({} gradient evaluations each; path {:.0} s, baseline {:.0} s; wrote {})",
+                r.gradient_evaluations,
+                r.path_seconds,
+                r.baseline_seconds,
+                out.display()
+            );
         }
         Command::Eval { checkpoint, dataset, data_dir, json } => {
             let (net, params, ckpt) = train::load_checkpoint(&checkpoint, &device)?;
@@ -378,7 +405,11 @@ fn run(cli: Cli) -> geopath::Result<()> {
 
 /// The default starting network of `sparsify`: LeNet-300-100 trained with the default recipe,
 /// cached in runs/cache/ so that the next run reuses it.
-fn default_checkpoint(device: &Device, dataset: DatasetName, data_dir: Option<&std::path::Path>) -> geopath::Result<PathBuf> {
+fn default_checkpoint(
+    device: &Device,
+    dataset: DatasetName,
+    data_dir: Option<&std::path::Path>,
+) -> geopath::Result<PathBuf> {
     let dir = PathBuf::from(format!("runs/cache/lenet-300-100-{dataset}"));
     let ckpt = dir.join("model.ckpt");
     if ckpt.is_file() {

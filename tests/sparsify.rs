@@ -1,0 +1,98 @@
+//! `sparsify` end to end on a small generated data set: the path reaches the target sparsity,
+//! the baseline runs with the same budget, and every output file is written.
+
+mod common;
+use common::*;
+use geopath::data::Dataset;
+use geopath::geodesic::sparsify::{self, SparsifyConfig, StepMethod};
+use geopath::geodesic::MetricKind;
+use geopath::nn::{network::Network, spec};
+use geopath::optim::{LrSchedule, Optimizer, OptimizerKind};
+use geopath::Tensor;
+
+/// Ten classes of 4x4 single-channel images: a bright pixel at the class's position plus noise.
+fn dataset(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let mut images = Vec::with_capacity(n * 16);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let label = rng.below(10);
+        for p in 0..16 {
+            images.push(if p == label { 2.0 } else { 0.0 } + 0.3 * rng.uniform());
+        }
+        labels.push(label as u32);
+    }
+    Dataset { images, labels, channels: 1, height: 4, width: 4, classes: 10, name: "toy".into() }
+}
+
+#[test]
+fn sparsify_reaches_the_target_and_writes_every_output() {
+    let Some(dev) = gpu() else { return };
+    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let train = dataset(600, 1);
+    let test = dataset(300, 2);
+    // Train the starting network briefly.
+    let mut w = net.init_params(3).unwrap();
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(0.1));
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for step in 0..150 {
+        let idx: Vec<usize> = (0..50).map(|i| (step * 50 + i) % train.len()).collect();
+        train.gather(&idx, &mut images, &mut labels);
+        let x = Tensor::from_vec(&dev, &[50, 1, 4, 4], images.clone()).unwrap();
+        let y = Tensor::from_u32(&dev, &[50], &labels).unwrap();
+        let (_, g) = geopath::autodiff::loss_grad(&net, &w, &x, &y).unwrap();
+        w = opt.step(&w, &g).unwrap();
+    }
+    let out = std::env::temp_dir().join(format!("geopath-sparsify-{}", std::process::id()));
+    for method in [StepMethod::TrustRegion, StepMethod::Penalty { lambda: 1.0 }] {
+        let cfg = SparsifyConfig {
+            sparsity: 0.7,
+            method,
+            metric: MetricKind::Fisher,
+            eps: 0.1,
+            steps: 60,
+            batch: 50,
+            cg_iter: 5,
+            log_every: 20,
+            eval_examples: 300,
+            baseline_lrs: vec![0.01, 0.05],
+            ..Default::default()
+        };
+        let r = sparsify::run(&net, &w, &train, &test, &cfg, &dev, &out, false).unwrap();
+        // The hard-pruned result has (at least) the target fraction of zeros.
+        assert!(r.sparsity >= 0.7 - 1e-3 && r.sparsity < 0.72, "{method:?}: sparsity {}", r.sparsity);
+        assert!(r.baseline_sparsity >= 0.7 - 1e-3, "{}", r.baseline_sparsity);
+        assert!(r.start_test_accuracy > 0.9, "the starting network learned the toy task: {}", r.start_test_accuracy);
+        assert!(r.test_accuracy > 0.5 && r.baseline_test_accuracy > 0.5, "{r:?}");
+        assert!(r.gradient_evaluations >= r.steps, "{r:?}");
+        let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+        for key in ["\"sparsity\"", "\"test_accuracy\"", "\"baseline_test_accuracy\"", "\"gradient_evaluations\""] {
+            assert!(summary.contains(key), "{key} missing: {summary}");
+        }
+        let csv = std::fs::read_to_string(out.join("path.csv")).unwrap();
+        assert!(csv.starts_with("step,objective,"), "{csv}");
+        assert_eq!(csv.lines().count(), 1 + 4, "rows at steps 0, 20, 40, 60: {csv}");
+        let svg = std::fs::read_to_string(out.join("path.svg")).unwrap();
+        assert_eq!(svg.matches("<polyline").count(), 3);
+        let sparse = geopath::checkpoint::Checkpoint::load(&out.join("sparse.ckpt")).unwrap();
+        let zeros = sparse.params.iter().filter(|v| **v == 0.0).count() as f64 / sparse.params.len() as f64;
+        assert!((zeros - r.sparsity).abs() < 1e-9);
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bad_sparsify_options_are_errors() {
+    let dev = geopath::Device::Cpu;
+    let spec = spec::parse("flatten\nlinear classes\n", "test", "tiny").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let w = net.init_params(1).unwrap();
+    let data = dataset(60, 3);
+    let out = std::env::temp_dir().join(format!("geopath-sparsify-bad-{}", std::process::id()));
+    for (sparsity, eps) in [(1.0, 0.1), (0.0, 0.1), (0.5, 0.0), (0.5, f32::NAN)] {
+        let cfg = SparsifyConfig { sparsity, eps, ..Default::default() };
+        assert!(sparsify::run(&net, &w, &data, &data, &cfg, &dev, &out, false).is_err(), "{sparsity} {eps}");
+    }
+    assert!("newton".parse::<StepMethod>().is_err());
+}
