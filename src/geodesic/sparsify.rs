@@ -211,6 +211,7 @@ fn prune_and_finetune(
 
 /// Runs the path and the baseline; writes DIR/path.csv, DIR/path.svg, DIR/summary.json,
 /// DIR/path.ckpt (the path's last logged point) and DIR/sparse.ckpt (the hard-pruned result).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     net: &Network,
     w0: &Tensor,
