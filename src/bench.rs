@@ -25,8 +25,19 @@ pub struct BenchResult {
 }
 
 /// Names `geopath bench` knows, in the order they run.
-pub const NAMES: &[&str] =
-    &["matmul", "matmul-512", "matmul-256", "mlp-forward", "mlp-jvp", "mlp-grad", "mlp-hvp", "mlp-gn", "train-step"];
+pub const NAMES: &[&str] = &[
+    "matmul",
+    "matmul-512",
+    "matmul-256",
+    "mlp-forward",
+    "mlp-jvp",
+    "mlp-grad",
+    "mlp-hvp",
+    "mlp-gn",
+    "train-step",
+    "fip-step",
+    "fip-penalty-step",
+];
 
 /// Model and batch of the `train-step` benchmark.
 #[derive(Debug, Clone)]
@@ -114,6 +125,46 @@ fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
     Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: Some(flops / ms / 1e6) })
 }
 
+/// One path step on lenet-300-100 at batch 200 toward 95% sparsity: `fip-step` is a
+/// trust-region step by Steihaug–Toint CG with 10 iterations (10 Fisher products), the
+/// objective's gradient included; `fip-penalty-step` is the authors' penalty step.
+fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
+    use crate::geodesic::path::{Objective, ToPruned};
+    use crate::geodesic::{penalty_step, steihaug_cg, Metric, MetricKind};
+    let spec = crate::nn::spec::load("lenet-300-100")?;
+    let net = crate::nn::network::Network::new(&spec, [1, 28, 28], 10, device)?;
+    let w = net.init_params(1)?;
+    let w0 = crate::ops::elementwise::scale(1.01, &w)?;
+    let x = seeded(device, &[MLP_BATCH, 1, 28, 28], 2)?;
+    let labels = Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
+    let mut objective = ToPruned { fraction: 0.95, mask: None };
+    let mut iterations = 0;
+    let ms = time_median(
+        || {
+            let (_, g) = objective.value_grad(&w)?;
+            let report = if name == "fip-step" {
+                // Damping 1 keeps the solve interior, so it runs all 10 iterations.
+                let metric = Metric::new(&net, w.clone(), x.clone(), Some(labels.clone()), MetricKind::Fisher, 1.0)?;
+                steihaug_cg(&|v: &Tensor| metric.apply(v), &g, 1e-3, 0.05, 10, 0.0)?
+            } else {
+                let z0 = crate::autodiff::forward(&net, &w0, &x)?;
+                penalty_step(&net, &w, &z0, &x, &g, 0.1, 0.01)?
+            };
+            iterations = report.iterations;
+            device.sync()
+        },
+        2,
+        5,
+        3.0,
+    )?;
+    let shape = if name == "fip-step" {
+        format!("lenet-300-100 batch {MLP_BATCH}, {iterations} CG products")
+    } else {
+        format!("lenet-300-100 batch {MLP_BATCH}")
+    };
+    Ok(BenchResult { name: name.into(), shape, ms, gflops: None })
+}
+
 /// Runs the named benchmarks (all of [`NAMES`] when empty).
 pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> Result<Vec<BenchResult>> {
     let wanted: Vec<&str> = if names.is_empty() { NAMES.to_vec() } else { names.iter().map(|s| s.as_str()).collect() };
@@ -131,6 +182,7 @@ pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> R
             "matmul-512" => bench_matmul(device, 512, "matmul-512")?,
             "matmul-256" => bench_matmul(device, 256, "matmul-256")?,
             "train-step" => bench_train_step(device, train_step)?,
+            "fip-step" | "fip-penalty-step" => bench_fip_step(device, w)?,
             other => mlp.as_ref().unwrap().run(device, other)?,
         };
         out.push(r);

@@ -30,7 +30,7 @@ enum Command {
     },
     /// Measure kernel and autodiff throughput (all benchmarks when no NAME is given).
     Bench {
-        /// Benchmarks to run: matmul, matmul-512, matmul-256, mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step.
+        /// Benchmarks to run: matmul, matmul-512, matmul-256, mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step, fip-step, fip-penalty-step.
         names: Vec<String>,
         /// Print one JSON object {"adapter": {...}, "results": [...]}.
         #[arg(long)]
