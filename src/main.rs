@@ -125,6 +125,53 @@ enum Command {
         #[arg(long, default_value = "runs/sparsify")]
         out: PathBuf,
     },
+    /// Connect two trained networks of one architecture by a path that keeps the function;
+    /// reports the test accuracy along it beside linear interpolation (OUT/path.csv,
+    /// OUT/linear.csv, OUT/path.svg, OUT/summary.json).
+    Connect {
+        /// Checkpoint of optimum A (the start).
+        #[arg(long)]
+        a: PathBuf,
+        /// Checkpoint of optimum B (the target).
+        #[arg(long)]
+        b: PathBuf,
+        /// Step rule: trust-region, steihaug or penalty.
+        #[arg(long, default_value = "trust-region")]
+        method: String,
+        /// Metric: fisher, logits or hessian.
+        #[arg(long, default_value = "fisher")]
+        metric: String,
+        /// Step length.
+        #[arg(long, default_value_t = 0.05)]
+        eps: f32,
+        /// Weight of the pull toward B.
+        #[arg(long, default_value_t = 1.0)]
+        beta: f32,
+        /// Maximum steps.
+        #[arg(long, default_value_t = 1000)]
+        steps: usize,
+        /// Inputs per metric batch.
+        #[arg(long, default_value_t = 200)]
+        batch: usize,
+        /// CG iterations per step.
+        #[arg(long, default_value_t = 10)]
+        cg_iter: usize,
+        /// Evaluate every this many steps.
+        #[arg(long, default_value_t = 25)]
+        log_every: usize,
+        /// Data set (default: the one A was trained on).
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Folder holding the data set files.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Seed.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output folder.
+        #[arg(long, default_value = "runs/connect")]
+        out: PathBuf,
+    },
     /// Evaluate a checkpoint's test accuracy.
     Eval {
         /// Checkpoint written by `geopath train`.
@@ -357,6 +404,68 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 r.gradient_evaluations,
                 r.path_seconds,
                 r.baseline_seconds,
+                out.display()
+            );
+        }
+        Command::Connect {
+            a,
+            b,
+            method,
+            metric,
+            eps,
+            beta,
+            steps,
+            batch,
+            cg_iter,
+            log_every,
+            dataset,
+            data_dir,
+            seed,
+            out,
+        } => {
+            let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
+            let (_, wb, ckpt_b) = train::load_checkpoint(&b, &device)?;
+            if ckpt_a.spec != ckpt_b.spec || wa.shape() != wb.shape() {
+                return Err(geopath::Error::Invalid(format!(
+                    "{} and {} are different architectures ({} and {} parameters)",
+                    a.display(),
+                    b.display(),
+                    wa.numel(),
+                    wb.numel()
+                )));
+            }
+            let name = match dataset {
+                Some(d) => d,
+                None => ckpt_a.meta("dataset").map(str::to_string).unwrap_or_else(|| "mnist".into()),
+            };
+            let dataset: DatasetName = name.parse()?;
+            let train_set = data::load(dataset, true, data_dir.as_deref())?;
+            let test_set = data::load(dataset, false, data_dir.as_deref())?;
+            let cfg = geodesic::connect::ConnectConfig {
+                method: method.parse()?,
+                metric: metric.parse()?,
+                eps,
+                beta,
+                steps,
+                batch,
+                cg_iter,
+                log_every,
+                seed,
+                ..Default::default()
+            };
+            println!("connecting {} and {} ({}) on {}", a.display(), b.display(), net.spec.name, device.name());
+            let r = geodesic::connect::run(&net, &wa, &wb, &train_set, &test_set, &cfg, &device, &out, true)?;
+            println!("{:<36} {:>10}", "", "test acc");
+            println!("{:<36} {:>9.2}%", "A", 100.0 * r.accuracy_a);
+            println!("{:<36} {:>9.2}%", "B", 100.0 * r.accuracy_b);
+            println!("{:<36} {:>9.2}%", "linear interpolation, minimum", 100.0 * r.linear_min_accuracy);
+            println!("{:<36} {:>9.2}%", format!("path ({} steps), minimum", r.steps), 100.0 * r.min_path_accuracy);
+            println!(
+                "(distance to B {:.3} of {:.3} at the end: {}; {:.0} s; wrote {})",
+                r.final_distance,
+                r.start_distance,
+                r.ending,
+                r.seconds,
                 out.display()
             );
         }

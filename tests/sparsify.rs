@@ -32,18 +32,7 @@ fn sparsify_reaches_the_target_and_writes_every_output() {
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
     let train = dataset(600, 1);
     let test = dataset(300, 2);
-    // Train the starting network briefly.
-    let mut w = net.init_params(3).unwrap();
-    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(0.1));
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    for step in 0..150 {
-        let idx: Vec<usize> = (0..50).map(|i| (step * 50 + i) % train.len()).collect();
-        train.gather(&idx, &mut images, &mut labels);
-        let x = Tensor::from_vec(&dev, &[50, 1, 4, 4], images.clone()).unwrap();
-        let y = Tensor::from_u32(&dev, &[50], &labels).unwrap();
-        let (_, g) = geopath::autodiff::loss_grad(&net, &w, &x, &y).unwrap();
-        w = opt.step(&w, &g).unwrap();
-    }
+    let w = toy_network(&net, &train, 3, &dev);
     let out = std::env::temp_dir().join(format!("geopath-sparsify-{}", std::process::id()));
     for method in [StepMethod::TrustRegion, StepMethod::Penalty { lambda: 1.0 }] {
         let cfg = SparsifyConfig {
@@ -95,4 +84,57 @@ fn bad_sparsify_options_are_errors() {
         assert!(sparsify::run(&net, &w, &data, &data, &cfg, &dev, &out, false).is_err(), "{sparsity} {eps}");
     }
     assert!("newton".parse::<StepMethod>().is_err());
+}
+
+/// Trains the toy network from `seed` for a few steps.
+fn toy_network(net: &Network, train: &Dataset, seed: u64, dev: &geopath::Device) -> Tensor {
+    let mut w = net.init_params(seed).unwrap();
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(0.1));
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for step in 0..150 {
+        let idx: Vec<usize> = (0..50).map(|i| (step * 50 + i) % train.len()).collect();
+        train.gather(&idx, &mut images, &mut labels);
+        let x = Tensor::from_vec(dev, &[50, 1, 4, 4], images.clone()).unwrap();
+        let y = Tensor::from_u32(dev, &[50], &labels).unwrap();
+        let (_, g) = geopath::autodiff::loss_grad(net, &w, &x, &y).unwrap();
+        w = opt.step(&w, &g).unwrap();
+    }
+    w
+}
+
+#[test]
+fn connect_walks_from_a_to_b_and_reports_the_line_beside_the_path() {
+    use geopath::geodesic::connect::{self, ConnectConfig};
+    let Some(dev) = gpu() else { return };
+    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let train = dataset(600, 4);
+    let test = dataset(300, 5);
+    let wa = toy_network(&net, &train, 11, &dev);
+    let wb = toy_network(&net, &train, 12, &dev);
+    let out = std::env::temp_dir().join(format!("geopath-connect-{}", std::process::id()));
+    let cfg = ConnectConfig {
+        eps: 0.5,
+        steps: 200,
+        batch: 50,
+        cg_iter: 5,
+        log_every: 5,
+        eval_examples: 300,
+        ..Default::default()
+    };
+    let r = connect::run(&net, &wa, &wb, &train, &test, &cfg, &dev, &out, false).unwrap();
+    assert_eq!(r.ending, "reached B", "{r:?}");
+    assert!(r.final_distance < 0.5 + 1e-4, "{r:?}");
+    assert!(r.endpoint_accuracy > 0.9 && r.min_path_accuracy <= r.endpoint_accuracy, "{r:?}");
+    assert!(r.linear_min_accuracy <= r.endpoint_accuracy, "{r:?}");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    for key in ["\"endpoint_accuracy\"", "\"min_path_accuracy\"", "\"linear_min_accuracy\""] {
+        assert!(summary.contains(key), "{key} missing: {summary}");
+    }
+    assert_eq!(std::fs::read_to_string(out.join("linear.csv")).unwrap().lines().count(), 1 + 11);
+    assert_eq!(std::fs::read_to_string(out.join("path.svg")).unwrap().matches("<polyline").count(), 2);
+    // Different architectures are an error, not a panic.
+    let other = Tensor::zeros(&dev, &[7]).unwrap();
+    assert!(connect::run(&net, &wa, &other, &train, &test, &cfg, &dev, &out, false).is_err());
+    std::fs::remove_dir_all(&out).unwrap();
 }

@@ -8,6 +8,7 @@
 //! with a search on `μ` ([`trust_region_multiplier`]); or takes the authors' penalty step
 //! ([`penalty_step`]).
 
+pub mod connect;
 pub mod metric;
 pub mod path;
 pub mod solver;

@@ -129,7 +129,7 @@ pub struct SparsifyResult {
 }
 
 /// Accuracy of `params` on the first `limit` examples of `data`.
-fn accuracy(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device: &Device) -> Result<f64> {
+pub(crate) fn accuracy(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device: &Device) -> Result<f64> {
     let n = data.len().min(limit);
     let mut correct = 0;
     let (mut images, mut labels) = (Vec::new(), Vec::new());
@@ -145,7 +145,7 @@ fn accuracy(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device
 }
 
 /// A seeded batch of `batch` training inputs (and labels) on `device`.
-fn batch_of(data: &Dataset, batch: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor)> {
+pub(crate) fn batch_of(data: &Dataset, batch: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor)> {
     let order = data::shuffled_indices(data.len(), seed);
     let idx = &order[..batch.min(data.len())];
     let (mut images, mut labels) = (Vec::new(), Vec::new());

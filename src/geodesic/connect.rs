@@ -1,0 +1,244 @@
+//! `geopath connect`: a path from optimum A to optimum B (objective `½‖w − w_B‖²`) whose steps
+//! keep the network's function, with the test accuracy along it, beside straight linear
+//! interpolation between A and B.
+
+use super::metric::{Metric, MetricKind};
+use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToTarget};
+use super::solver::{penalty_step, steihaug_cg, trust_region_multiplier};
+use super::sparsify::{accuracy, batch_of, StepMethod};
+use crate::autodiff;
+use crate::data::Dataset;
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::nn::network::Network;
+use crate::ops::{elementwise as ew, flat};
+use crate::report::{write_csv, write_plot, Series};
+use crate::tensor::Tensor;
+use crate::train::{json_str, write_atomic};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::time::Instant;
+
+/// Options of a connection run.
+#[derive(Debug, Clone)]
+pub struct ConnectConfig {
+    /// Step rule.
+    pub method: StepMethod,
+    /// Metric of the trust-region rules.
+    pub metric: MetricKind,
+    /// Step length `ε`.
+    pub eps: f32,
+    /// Weight `β` of the pull toward B.
+    pub beta: f32,
+    /// Maximum steps.
+    pub steps: usize,
+    /// Inputs per metric batch.
+    pub batch: usize,
+    /// CG iterations per solve.
+    pub cg_iter: usize,
+    /// Evaluate every this many steps.
+    pub log_every: usize,
+    /// Seed of the metric batches.
+    pub seed: u64,
+    /// Test examples of the accuracies along the path and the line.
+    pub eval_examples: usize,
+    /// Points of the linear interpolation (including A and B).
+    pub line_points: usize,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            method: StepMethod::TrustRegion,
+            metric: MetricKind::Fisher,
+            eps: 0.05,
+            beta: 1.0,
+            steps: 1000,
+            batch: 200,
+            cg_iter: 10,
+            log_every: 25,
+            seed: 0,
+            eval_examples: 10_000,
+            line_points: 11,
+        }
+    }
+}
+
+/// What a connection run reports (DIR/summary.json).
+#[derive(Debug, Clone)]
+pub struct ConnectResult {
+    /// The lower of the two endpoints' test accuracies.
+    pub endpoint_accuracy: f64,
+    /// Test accuracy of A.
+    pub accuracy_a: f64,
+    /// Test accuracy of B.
+    pub accuracy_b: f64,
+    /// Lowest test accuracy along the path (its logged points, A and B included).
+    pub min_path_accuracy: f64,
+    /// Lowest test accuracy along the straight line from A to B.
+    pub linear_min_accuracy: f64,
+    /// Distance `‖w − w_B‖` at the path's end, and at its start.
+    pub final_distance: f64,
+    /// `‖w_A − w_B‖`.
+    pub start_distance: f64,
+    /// Steps taken.
+    pub steps: usize,
+    /// How the path ended.
+    pub ending: String,
+    /// Seconds of the path.
+    pub seconds: f64,
+}
+
+/// Runs the path from `wa` toward `wb` and the linear interpolation; writes DIR/path.csv,
+/// DIR/linear.csv, DIR/path.svg and DIR/summary.json.
+#[allow(clippy::too_many_arguments)]
+pub fn run(
+    net: &Network,
+    wa: &Tensor,
+    wb: &Tensor,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &ConnectConfig,
+    device: &Device,
+    out: &Path,
+    progress: bool,
+) -> Result<ConnectResult> {
+    if wa.shape() != wb.shape() {
+        return Err(Error::Invalid(format!("connect: A has {:?} parameters, B {:?}", wa.shape(), wb.shape())));
+    }
+    if !(cfg.eps > 0.0 && cfg.eps.is_finite())
+        || cfg.steps == 0
+        || cfg.batch == 0
+        || cfg.log_every == 0
+        || cfg.line_points < 2
+    {
+        return Err(Error::Invalid("eps, steps, batch and log-every must be positive, line points at least 2".into()));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))?;
+    net.set_train(false);
+    let acc = |w: &Tensor| accuracy(net, w, test, cfg.eval_examples, device);
+    let accuracy_a = acc(wa)?;
+    let accuracy_b = acc(wb)?;
+
+    // Straight line.
+    let mut line = Vec::new();
+    for i in 0..cfg.line_points {
+        let t = i as f32 / (cfg.line_points - 1) as f32;
+        let w = ew::axpby(1.0 - t, wa, t, wb)?;
+        line.push((t as f64, acc(&w)?));
+    }
+    let linear_min_accuracy = line.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+
+    let start_distance = flat::norm(&ew::sub(wa, wb)?)? as f64;
+    let bar = if progress { ProgressBar::new(cfg.steps as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("path [{bar:30}] {pos}/{len} {msg} ({eta})").unwrap().progress_chars("=> "),
+    );
+    let mut step_index = 0u64;
+    let start = Instant::now();
+    let mut rule = |w: &Tensor, g: &Tensor| -> Result<Step> {
+        step_index += 1;
+        let (x, labels) =
+            batch_of(train, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
+        let metric = Metric::new(net, w.clone(), x.clone(), Some(labels), cfg.metric, 0.0)?;
+        let apply = |v: &Tensor| metric.apply(v);
+        let report = match cfg.method {
+            StepMethod::TrustRegion => trust_region_multiplier(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3, 30)?,
+            StepMethod::Steihaug => steihaug_cg(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3)?,
+            StepMethod::Penalty { lambda } => {
+                let z_a = autodiff::forward(net, wa, &x)?;
+                penalty_step(net, w, &z_a, &x, g, lambda, cfg.eps)?
+            }
+        };
+        bar.inc(1);
+        let metric_sq = metric.quadratic(&report.theta)?;
+        Ok(Step { theta: report.theta, metric_sq })
+    };
+    let mut logged: Vec<(PathRow, f64)> = Vec::new();
+    let mut on_log = |step: usize, w: &Tensor, row: &PathRow| -> Result<()> {
+        let a = acc(w)?;
+        let line = format!(
+            "step {step}: distance to B {:.4}, test accuracy {:.2}%, functional length {:.4}",
+            (2.0 * row.objective).sqrt(),
+            100.0 * a,
+            row.functional_length
+        );
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
+        logged.push((row.clone(), a));
+        Ok(())
+    };
+    // Stop within one step of B; the rest is a straight segment shorter than ε.
+    let path_cfg = PathConfig { steps: cfg.steps, stop_below: 0.5 * cfg.eps * cfg.eps, log_every: cfg.log_every };
+    let mut objective = ToTarget { target: wb.clone() };
+    let result = integrate(wa.clone(), 0, &mut objective, &mut rule, &path_cfg, &mut on_log)?;
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    let final_distance = flat::norm(&ew::sub(&result.params, wb)?)? as f64;
+    let min_path_accuracy = logged.iter().map(|l| l.1).fold(accuracy_b, f64::min);
+
+    let header = ["step", "distance_to_b", "step_norm", "functional_length", "test_accuracy", "seconds"];
+    let rows: Vec<Vec<f64>> = logged
+        .iter()
+        .map(|(r, a)| vec![r.step as f64, (2.0 * r.objective).sqrt(), r.step_norm, r.functional_length, *a, r.seconds])
+        .collect();
+    write_csv(&out.join("path.csv"), &header, &rows)?;
+    write_csv(
+        &out.join("linear.csv"),
+        &["t", "test_accuracy"],
+        &line.iter().map(|p| vec![p.0, p.1]).collect::<Vec<_>>(),
+    )?;
+    // Both curves against the fraction of the A–B distance covered.
+    let progress_of = |d: f64| 1.0 - d / start_distance.max(1e-12);
+    let mut path_points: Vec<(f64, f64)> =
+        logged.iter().map(|(r, a)| (progress_of((2.0 * r.objective).sqrt()), *a)).collect();
+    path_points.push((1.0, accuracy_b));
+    write_plot(
+        &out.join("path.svg"),
+        "connect: test accuracy from A to B",
+        "fraction of the distance from A to B",
+        "test accuracy",
+        &[
+            Series { name: "geodesic path".into(), points: path_points, dashed: false },
+            Series { name: "linear interpolation".into(), points: line.clone(), dashed: true },
+        ],
+    )?;
+    let ending = match &result.ending {
+        Ending::Steps => "steps".to_string(),
+        Ending::Converged => "reached B".to_string(),
+        Ending::NonFinite(why) => format!("non-finite: {why}"),
+    };
+    let r = ConnectResult {
+        endpoint_accuracy: accuracy_a.min(accuracy_b),
+        accuracy_a,
+        accuracy_b,
+        min_path_accuracy,
+        linear_min_accuracy,
+        final_distance,
+        start_distance,
+        steps: result.steps,
+        ending,
+        seconds,
+    };
+    let json = format!(
+        "{{\n  \"endpoint_accuracy\": {:.6},\n  \"accuracy_a\": {:.6},\n  \"accuracy_b\": {:.6},\n  \"min_path_accuracy\": {:.6},\n  \"linear_min_accuracy\": {:.6},\n  \"start_distance\": {:.6},\n  \"final_distance\": {:.6},\n  \"steps\": {},\n  \"eps\": {},\n  \"beta\": {},\n  \"metric\": \"{}\",\n  \"ending\": {},\n  \"seconds\": {:.2}\n}}\n",
+        r.endpoint_accuracy,
+        r.accuracy_a,
+        r.accuracy_b,
+        r.min_path_accuracy,
+        r.linear_min_accuracy,
+        r.start_distance,
+        r.final_distance,
+        r.steps,
+        cfg.eps,
+        cfg.beta,
+        cfg.metric,
+        json_str(&r.ending),
+        r.seconds
+    );
+    write_atomic(&out.join("summary.json"), json.as_bytes())?;
+    Ok(r)
+}
