@@ -20,6 +20,35 @@ struct Cli {
     command: Command,
 }
 
+/// Options shared by the path commands (`sparsify`, `connect`).
+#[derive(clap::Args)]
+struct PathArgs {
+    /// Step rule: trust-region, steihaug or penalty.
+    #[arg(long, default_value = "trust-region")]
+    method: String,
+    /// Metric of the trust-region rules: fisher, logits or hessian.
+    #[arg(long, default_value = "fisher")]
+    metric: String,
+    /// Step length (trust radius).
+    #[arg(long, default_value_t = 0.05)]
+    eps: f32,
+    /// Weight of the objective (sparsity, or the pull toward B) in each step.
+    #[arg(long, default_value_t = 1.0)]
+    beta: f32,
+    /// Inputs per metric batch.
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// CG iterations per step.
+    #[arg(long, default_value_t = 10)]
+    cg_iter: usize,
+    /// Log, evaluate (and checkpoint) every this many steps.
+    #[arg(long, default_value_t = 20)]
+    log_every: usize,
+    /// Seed of the metric batches.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Show the adapter: name, backend, device type, driver, limits, features.
@@ -85,42 +114,20 @@ enum Command {
         /// Target fraction of zero weights.
         #[arg(long, default_value_t = 0.95)]
         sparsity: f32,
-        /// Step rule: trust-region, steihaug or penalty.
-        #[arg(long, default_value = "trust-region")]
-        method: String,
-        /// Metric of the trust-region rules: fisher, logits or hessian.
-        #[arg(long, default_value = "fisher")]
-        metric: String,
-        /// Step length (trust radius).
-        #[arg(long, default_value_t = 0.05)]
-        eps: f32,
-        /// Weight of the sparsity objective in each step.
-        #[arg(long, default_value_t = 1.0)]
-        beta: f32,
+        #[command(flatten)]
+        path: PathArgs,
         /// Maximum path steps.
         #[arg(long, default_value_t = 400)]
         steps: usize,
-        /// Inputs per metric batch.
-        #[arg(long, default_value_t = 200)]
-        batch: usize,
-        /// CG iterations per step.
-        #[arg(long, default_value_t = 10)]
-        cg_iter: usize,
         /// Rank the weights once at the start instead of every step.
         #[arg(long)]
         fixed_mask: bool,
-        /// Log, evaluate and checkpoint every this many steps.
-        #[arg(long, default_value_t = 20)]
-        log_every: usize,
         /// Data set of the network.
         #[arg(long, default_value = "mnist")]
         dataset: String,
         /// Folder holding the data set files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
         /// Output folder.
         #[arg(long, default_value = "runs/sparsify")]
         out: PathBuf,
@@ -135,39 +142,17 @@ enum Command {
         /// Checkpoint of optimum B (the target).
         #[arg(long)]
         b: PathBuf,
-        /// Step rule: trust-region, steihaug or penalty.
-        #[arg(long, default_value = "trust-region")]
-        method: String,
-        /// Metric: fisher, logits or hessian.
-        #[arg(long, default_value = "fisher")]
-        metric: String,
-        /// Step length.
-        #[arg(long, default_value_t = 0.05)]
-        eps: f32,
-        /// Weight of the pull toward B.
-        #[arg(long, default_value_t = 1.0)]
-        beta: f32,
+        #[command(flatten)]
+        path: PathArgs,
         /// Maximum steps.
         #[arg(long, default_value_t = 1000)]
         steps: usize,
-        /// Inputs per metric batch.
-        #[arg(long, default_value_t = 200)]
-        batch: usize,
-        /// CG iterations per step.
-        #[arg(long, default_value_t = 10)]
-        cg_iter: usize,
-        /// Evaluate every this many steps.
-        #[arg(long, default_value_t = 25)]
-        log_every: usize,
         /// Data set (default: the one A was trained on).
         #[arg(long)]
         dataset: Option<String>,
         /// Folder holding the data set files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
-        /// Seed.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
         /// Output folder.
         #[arg(long, default_value = "runs/connect")]
         out: PathBuf,
@@ -332,23 +317,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.join("summary.json").display()
             );
         }
-        Command::Sparsify {
-            checkpoint,
-            sparsity,
-            method,
-            metric,
-            eps,
-            beta,
-            steps,
-            batch,
-            cg_iter,
-            fixed_mask,
-            log_every,
-            dataset,
-            data_dir,
-            seed,
-            out,
-        } => {
+        Command::Sparsify { checkpoint, sparsity, path, steps, fixed_mask, dataset, data_dir, out } => {
             let dataset: DatasetName = dataset.parse()?;
             let checkpoint = match checkpoint {
                 Some(c) => c,
@@ -359,16 +328,16 @@ fn run(cli: Cli) -> geopath::Result<()> {
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             let cfg = geodesic::sparsify::SparsifyConfig {
                 sparsity,
-                method: method.parse()?,
-                metric: metric.parse()?,
-                eps,
-                beta,
+                method: path.method.parse()?,
+                metric: path.metric.parse()?,
+                eps: path.eps,
+                beta: path.beta,
                 steps,
-                batch,
-                cg_iter,
+                batch: path.batch,
+                cg_iter: path.cg_iter,
                 fixed_mask,
-                log_every,
-                seed,
+                log_every: path.log_every,
+                seed: path.seed,
                 ..Default::default()
             };
             println!(
@@ -407,22 +376,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.display()
             );
         }
-        Command::Connect {
-            a,
-            b,
-            method,
-            metric,
-            eps,
-            beta,
-            steps,
-            batch,
-            cg_iter,
-            log_every,
-            dataset,
-            data_dir,
-            seed,
-            out,
-        } => {
+        Command::Connect { a, b, path, steps, dataset, data_dir, out } => {
             let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
             let (_, wb, ckpt_b) = train::load_checkpoint(&b, &device)?;
             if ckpt_a.spec != ckpt_b.spec || wa.shape() != wb.shape() {
@@ -442,15 +396,15 @@ fn run(cli: Cli) -> geopath::Result<()> {
             let train_set = data::load(dataset, true, data_dir.as_deref())?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             let cfg = geodesic::connect::ConnectConfig {
-                method: method.parse()?,
-                metric: metric.parse()?,
-                eps,
-                beta,
+                method: path.method.parse()?,
+                metric: path.metric.parse()?,
+                eps: path.eps,
+                beta: path.beta,
                 steps,
-                batch,
-                cg_iter,
-                log_every,
-                seed,
+                batch: path.batch,
+                cg_iter: path.cg_iter,
+                log_every: path.log_every,
+                seed: path.seed,
                 ..Default::default()
             };
             println!("connecting {} and {} ({}) on {}", a.display(), b.display(), net.spec.name, device.name());
