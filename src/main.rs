@@ -26,6 +26,9 @@ struct PathArgs {
     /// Step rule: trust-region, steihaug or penalty.
     #[arg(long, default_value = "trust-region")]
     method: String,
+    /// Weight λ of the objective's gradient in the penalty step.
+    #[arg(long, default_value_t = 0.1)]
+    lambda: f32,
     /// Metric of the trust-region rules: fisher, logits or hessian.
     #[arg(long, default_value = "fisher")]
     metric: String,
@@ -47,6 +50,18 @@ struct PathArgs {
     /// Seed of the metric batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+impl PathArgs {
+    /// The step rule, with `--lambda` for the penalty step.
+    fn step_method(&self) -> geopath::Result<geodesic::sparsify::StepMethod> {
+        Ok(match self.method.parse()? {
+            geodesic::sparsify::StepMethod::Penalty { .. } => {
+                geodesic::sparsify::StepMethod::Penalty { lambda: self.lambda }
+            }
+            other => other,
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -328,7 +343,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             let cfg = geodesic::sparsify::SparsifyConfig {
                 sparsity,
-                method: path.method.parse()?,
+                method: path.step_method()?,
                 metric: path.metric.parse()?,
                 eps: path.eps,
                 beta: path.beta,
@@ -396,7 +411,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
             let train_set = data::load(dataset, true, data_dir.as_deref())?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             let cfg = geodesic::connect::ConnectConfig {
-                method: path.method.parse()?,
+                method: path.step_method()?,
                 metric: path.metric.parse()?,
                 eps: path.eps,
                 beta: path.beta,

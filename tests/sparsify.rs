@@ -133,6 +133,16 @@ fn connect_walks_from_a_to_b_and_reports_the_line_beside_the_path() {
     }
     assert_eq!(std::fs::read_to_string(out.join("linear.csv")).unwrap().lines().count(), 1 + 11);
     assert_eq!(std::fs::read_to_string(out.join("path.svg")).unwrap().matches("<polyline").count(), 2);
+    // A path cut short is closed by the straight segment to B: the reported minimum covers it.
+    let short = ConnectConfig { steps: 2, ..cfg.clone() };
+    let r2 = connect::run(&net, &wa, &wb, &train, &test, &short, &dev, &out, false).unwrap();
+    assert_eq!(r2.ending, "steps");
+    assert!(r2.final_distance > 0.5, "{r2:?}");
+    let tail_line =
+        connect::run(&net, &wa, &wb, &train, &test, &ConnectConfig { steps: 2, ..cfg.clone() }, &dev, &out, false)
+            .unwrap();
+    assert_eq!(tail_line.min_path_accuracy, r2.min_path_accuracy, "deterministic");
+    assert!(r2.min_path_accuracy <= r2.accuracy_b.min(r2.accuracy_a));
     // Different architectures are an error, not a panic.
     let other = Tensor::zeros(&dev, &[7]).unwrap();
     assert!(connect::run(&net, &wa, &other, &train, &test, &cfg, &dev, &out, false).is_err());

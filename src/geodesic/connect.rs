@@ -73,7 +73,8 @@ pub struct ConnectResult {
     pub accuracy_a: f64,
     /// Test accuracy of B.
     pub accuracy_b: f64,
-    /// Lowest test accuracy along the path (its logged points, A and B included).
+    /// Lowest test accuracy along the path (its logged points, A and B included; a path that
+    /// stopped short of B is closed by the straight segment from its end to B).
     pub min_path_accuracy: f64,
     /// Lowest test accuracy along the straight line from A to B.
     pub linear_min_accuracy: f64,
@@ -178,7 +179,17 @@ pub fn run(
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
     let final_distance = flat::norm(&ew::sub(&result.params, wb)?)? as f64;
-    let min_path_accuracy = logged.iter().map(|l| l.1).fold(accuracy_b, f64::min);
+    // A path that stopped short of B is closed by the straight segment from its end to B,
+    // evaluated like the line, so that the minimum covers a whole curve from A to B.
+    let mut closing = Vec::new();
+    if final_distance > cfg.eps as f64 {
+        for i in 1..cfg.line_points {
+            let t = i as f32 / (cfg.line_points - 1) as f32;
+            let w = ew::axpby(1.0 - t, &result.params, t, wb)?;
+            closing.push(((1.0 - t as f64) * final_distance, acc(&w)?));
+        }
+    }
+    let min_path_accuracy = logged.iter().map(|l| l.1).chain(closing.iter().map(|c| c.1)).fold(accuracy_b, f64::min);
 
     let header = ["step", "distance_to_b", "step_norm", "functional_length", "test_accuracy", "seconds"];
     let rows: Vec<Vec<f64>> = logged
@@ -195,6 +206,7 @@ pub fn run(
     let progress_of = |d: f64| 1.0 - d / start_distance.max(1e-12);
     let mut path_points: Vec<(f64, f64)> =
         logged.iter().map(|(r, a)| (progress_of((2.0 * r.objective).sqrt()), *a)).collect();
+    path_points.extend(closing.iter().map(|(d, a)| (progress_of(*d), *a)));
     path_points.push((1.0, accuracy_b));
     write_plot(
         &out.join("path.svg"),
