@@ -54,11 +54,9 @@ struct PathArgs {
 
 impl PathArgs {
     /// The step rule, with `--lambda` for the penalty step.
-    fn step_method(&self) -> geopath::Result<geodesic::sparsify::StepMethod> {
+    fn step_method(&self) -> geopath::Result<geodesic::step::StepMethod> {
         Ok(match self.method.parse()? {
-            geodesic::sparsify::StepMethod::Penalty { .. } => {
-                geodesic::sparsify::StepMethod::Penalty { lambda: self.lambda }
-            }
+            geodesic::step::StepMethod::Penalty { .. } => geodesic::step::StepMethod::Penalty { lambda: self.lambda },
             other => other,
         })
     }
@@ -463,7 +461,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                     test.classes
                 )));
             }
-            let acc = train::evaluate(&net, &params, &test, 500, &device)?;
+            let acc = train::evaluate(&net, &params, &test, test.len(), &device)?;
             if json {
                 println!("{{\"checkpoint\": {}, \"model\": {}, \"dataset\": {}, \"test_accuracy\": {acc:.6}, \"examples\": {}}}",
                     json_str(&checkpoint.display().to_string()), json_str(&net.spec.name), json_str(&dataset.to_string()), test.len());

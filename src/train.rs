@@ -129,21 +129,25 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
     })
 }
 
-/// Accuracy of `params` on `data` (eval mode), in batches of `batch`.
-pub fn evaluate(net: &Network, params: &Tensor, data: &Dataset, batch: usize, device: &Device) -> Result<f64> {
+/// Accuracy (eval mode) of `params` on the first `limit` examples of `data`, in batches of 500.
+pub fn evaluate(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device: &Device) -> Result<f64> {
     net.set_train(false);
+    let n = data.len().min(limit);
     let mut correct = 0usize;
-    let mut images = Vec::new();
-    let mut labels = Vec::new();
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch.max(1)) {
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    let idx: Vec<usize> = (0..n).collect();
+    for chunk in idx.chunks(500) {
         data.gather(chunk, &mut images, &mut labels);
-        let x = Tensor::from_vec(device, &[chunk.len(), data.channels, data.height, data.width], images.clone())?;
+        let x = Tensor::from_vec(
+            device,
+            &[chunk.len(), data.channels, data.height, data.width],
+            std::mem::take(&mut images),
+        )?;
         let z = autodiff::forward(net, params, &x)?;
         let pred = reduce::argmax_rows(&z)?.to_u32()?;
         correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
     }
-    Ok(correct as f64 / data.len().max(1) as f64)
+    Ok(correct as f64 / n.max(1) as f64)
 }
 
 /// Options of one training run.
@@ -212,7 +216,8 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<Summary> {
                     args.seed ^ (step as u64).wrapping_mul(0x9E37),
                 );
             }
-            let x = Tensor::from_vec(device, &[chunk.len(), sample[0], sample[1], sample[2]], images.clone())?;
+            let x =
+                Tensor::from_vec(device, &[chunk.len(), sample[0], sample[1], sample[2]], std::mem::take(&mut images))?;
             let y = Tensor::from_u32(device, &[chunk.len()], &labels)?;
             net.set_train(true);
             net.set_dropout_seed(args.seed.wrapping_mul(31).wrapping_add(step as u64));
@@ -259,7 +264,7 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<Summary> {
     }
     let train_seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
-    let test_accuracy = evaluate(&net, &params, &test_set, 500, device)?;
+    let test_accuracy = evaluate(&net, &params, &test_set, test_set.len(), device)?;
     let ckpt = Checkpoint {
         spec: spec.text.clone(),
         params: params.to_vec()?,

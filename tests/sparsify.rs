@@ -4,7 +4,8 @@
 mod common;
 use common::*;
 use geopath::data::Dataset;
-use geopath::geodesic::sparsify::{self, SparsifyConfig, StepMethod};
+use geopath::geodesic::sparsify::{self, SparsifyConfig};
+use geopath::geodesic::step::StepMethod;
 use geopath::geodesic::MetricKind;
 use geopath::nn::{network::Network, spec};
 use geopath::optim::{LrSchedule, Optimizer, OptimizerKind};

@@ -77,7 +77,7 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
     // Reload on the CPU reference and evaluate: the same accuracy.
     let (net, params, _) = train::load_checkpoint(&out.join("model.ckpt"), &geopath::Device::Cpu).unwrap();
     let test = geopath::data::load(DatasetName::Mnist, false, Some(&data)).unwrap();
-    let acc = train::evaluate(&net, &params, &test, 64, &geopath::Device::Cpu).unwrap();
+    let acc = train::evaluate(&net, &params, &test, test.len(), &geopath::Device::Cpu).unwrap();
     assert!((acc - summary.test_accuracy).abs() < 1e-9, "{acc} vs {}", summary.test_accuracy);
 
     // A truncated checkpoint and one of another model are clear errors.

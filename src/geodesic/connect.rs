@@ -2,11 +2,9 @@
 //! keep the network's function, with the test accuracy along it, beside straight linear
 //! interpolation between A and B.
 
-use super::metric::{Metric, MetricKind};
+use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToTarget};
-use super::solver::{penalty_step, steihaug_cg, trust_region_multiplier};
-use super::sparsify::{accuracy, batch_of, StepMethod};
-use crate::autodiff;
+use super::step::{batch_of, path_step, StepMethod, StepSettings};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -14,6 +12,7 @@ use crate::nn::network::Network;
 use crate::ops::{elementwise as ew, flat};
 use crate::report::{write_csv, write_plot, Series};
 use crate::tensor::Tensor;
+use crate::train::evaluate;
 use crate::train::{json_str, write_atomic};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
@@ -117,7 +116,7 @@ pub fn run(
     }
     std::fs::create_dir_all(out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))?;
     net.set_train(false);
-    let acc = |w: &Tensor| accuracy(net, w, test, cfg.eval_examples, device);
+    let acc = |w: &Tensor| evaluate(net, w, test, cfg.eval_examples, device);
     let accuracy_a = acc(wa)?;
     let accuracy_b = acc(wb)?;
 
@@ -137,23 +136,15 @@ pub fn run(
     );
     let mut step_index = 0u64;
     let start = Instant::now();
+    let settings =
+        StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
     let mut rule = |w: &Tensor, g: &Tensor| -> Result<Step> {
         step_index += 1;
         let (x, labels) =
             batch_of(train, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
-        let metric = Metric::new(net, w.clone(), x.clone(), Some(labels), cfg.metric, 0.0)?;
-        let apply = |v: &Tensor| metric.apply(v);
-        let report = match cfg.method {
-            StepMethod::TrustRegion => trust_region_multiplier(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3, 30)?,
-            StepMethod::Steihaug => steihaug_cg(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3)?,
-            StepMethod::Penalty { lambda } => {
-                let z_a = autodiff::forward(net, wa, &x)?;
-                penalty_step(net, w, &z_a, &x, g, lambda, cfg.eps)?
-            }
-        };
+        let (step, _) = path_step(net, w, wa, &x, &labels, g, &settings)?;
         bar.inc(1);
-        let metric_sq = metric.quadratic(&report.theta)?;
-        Ok(Step { theta: report.theta, metric_sq })
+        Ok(step)
     };
     let mut logged: Vec<(PathRow, f64)> = Vec::new();
     let mut on_log = |step: usize, w: &Tensor, row: &PathRow| -> Result<()> {

@@ -13,6 +13,7 @@ pub mod metric;
 pub mod path;
 pub mod solver;
 pub mod sparsify;
+pub mod step;
 
 pub use metric::{Metric, MetricKind};
 pub use solver::{bhattacharyya, penalty_step, steihaug_cg, trust_region_multiplier, StepReport};

@@ -3,50 +3,23 @@
 //! hard-pruned network `P_p(w)` at the end; beside it, in the same run, the baseline of magnitude
 //! pruning followed by masked fine-tuning with the same number of gradient evaluations.
 
-use super::metric::{Metric, MetricKind};
+use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToPruned};
-use super::solver::{penalty_step, steihaug_cg, trust_region_multiplier, StepReport};
+use super::step::{batch_of, path_step, StepMethod, StepSettings};
 use crate::autodiff;
 use crate::checkpoint::Checkpoint;
 use crate::data::{self, Dataset};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::network::Network;
-use crate::ops::{flat, reduce};
+use crate::ops::flat;
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind};
 use crate::report::{write_csv, write_plot, Series};
 use crate::tensor::Tensor;
+use crate::train::evaluate;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
-use std::str::FromStr;
 use std::time::Instant;
-
-/// How each path step is computed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum StepMethod {
-    /// CG on `(G + μI)θ = −(β/2)∇L` with a search on `μ` until `‖θ‖ = ε`.
-    TrustRegion,
-    /// Steihaug–Toint truncated CG in the ball `‖θ‖ ≤ ε`.
-    Steihaug,
-    /// The authors' penalty step: normalised gradient of the summed Bhattacharyya distance to
-    /// the start network plus `λ∇L`, length `ε`.
-    Penalty {
-        /// Weight `λ` of the objective's gradient.
-        lambda: f32,
-    },
-}
-
-impl FromStr for StepMethod {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<StepMethod> {
-        match s {
-            "trust-region" => Ok(StepMethod::TrustRegion),
-            "steihaug" => Ok(StepMethod::Steihaug),
-            "penalty" => Ok(StepMethod::Penalty { lambda: 0.1 }),
-            other => Err(Error::Invalid(format!("unknown method `{other}` (trust-region, steihaug, penalty)"))),
-        }
-    }
-}
 
 /// Options of a sparsification run.
 #[derive(Debug, Clone)]
@@ -128,32 +101,6 @@ pub struct SparsifyResult {
     pub baseline_seconds: f64,
 }
 
-/// Accuracy of `params` on the first `limit` examples of `data`.
-pub(crate) fn accuracy(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device: &Device) -> Result<f64> {
-    let n = data.len().min(limit);
-    let mut correct = 0;
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    let idx: Vec<usize> = (0..n).collect();
-    for chunk in idx.chunks(500) {
-        data.gather(chunk, &mut images, &mut labels);
-        let x = Tensor::from_vec(device, &[chunk.len(), data.channels, data.height, data.width], images.clone())?;
-        let z = autodiff::forward(net, params, &x)?;
-        let pred = reduce::argmax_rows(&z)?.to_u32()?;
-        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
-    }
-    Ok(correct as f64 / n.max(1) as f64)
-}
-
-/// A seeded batch of `batch` training inputs (and labels) on `device`.
-pub(crate) fn batch_of(data: &Dataset, batch: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor)> {
-    let order = data::shuffled_indices(data.len(), seed);
-    let idx = &order[..batch.min(data.len())];
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    data.gather(idx, &mut images, &mut labels);
-    let x = Tensor::from_vec(device, &[idx.len(), data.channels, data.height, data.width], images)?;
-    Ok((x, Tensor::from_u32(device, &[idx.len()], &labels)?))
-}
-
 /// Fraction of exact zeros.
 fn zero_fraction(w: &Tensor) -> Result<f64> {
     Ok(flat::count_zeros(w)? as f64 / w.numel().max(1) as f64)
@@ -194,12 +141,16 @@ fn prune_and_finetune(
             let b = step % steps_per_epoch;
             let idx = &order[b * batch..((b + 1) * batch).min(train.len())];
             train.gather(idx, &mut images, &mut labels);
-            let x = Tensor::from_vec(device, &[idx.len(), train.channels, train.height, train.width], images.clone())?;
+            let x = Tensor::from_vec(
+                device,
+                &[idx.len(), train.channels, train.height, train.width],
+                std::mem::take(&mut images),
+            )?;
             let y = Tensor::from_u32(device, &[idx.len()], &labels)?;
             let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;
             w = flat::mask(&opt.step(&w, &flat::mask(&g, &mask)?)?, &mask)?;
         }
-        let score = accuracy(net, &w, validation, validation.len(), device)?;
+        let score = evaluate(net, &w, validation, validation.len(), device)?;
         scores.push(score);
         if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
             best = Some((score, w, lr));
@@ -235,12 +186,12 @@ pub fn run(
     let fit = train.subset(&(0..train.len() - n_val).collect::<Vec<_>>());
     let validation = train.subset(&(train.len() - n_val..train.len()).collect::<Vec<_>>());
 
-    let start_test_accuracy = accuracy(net, w0, test, test.len(), device)?;
+    let start_test_accuracy = evaluate(net, w0, test, test.len(), device)?;
     let mut objective = ToPruned { fraction: cfg.sparsity, mask: None };
     if cfg.fixed_mask {
         objective.fix_mask(w0)?;
     }
-    let pruned_only_test_accuracy = accuracy(net, &objective.project(w0)?, test, test.len(), device)?;
+    let pruned_only_test_accuracy = evaluate(net, &objective.project(w0)?, test, test.len(), device)?;
 
     let bar = if progress { ProgressBar::new(cfg.steps as u64) } else { ProgressBar::hidden() };
     bar.set_style(
@@ -249,33 +200,15 @@ pub fn run(
     let mut evaluations = 0usize;
     let mut step_index = 0u64;
     let start = Instant::now();
+    let settings =
+        StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
     let mut rule = |w: &Tensor, g: &Tensor| -> Result<Step> {
         step_index += 1;
         let (x, labels) = batch_of(&fit, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
-        let metric = Metric::new(net, w.clone(), x.clone(), Some(labels), cfg.metric, 0.0)?;
-        let report: StepReport = match cfg.method {
-            StepMethod::Penalty { lambda } => {
-                let start_logits = autodiff::forward(net, w0, &x)?;
-                penalty_step(net, w, &start_logits, &x, g, lambda, cfg.eps)?
-            }
-            StepMethod::TrustRegion | StepMethod::Steihaug => {
-                let apply = |v: &Tensor| metric.apply(v);
-                if cfg.method == StepMethod::TrustRegion {
-                    trust_region_multiplier(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3, 30)?
-                } else {
-                    steihaug_cg(&apply, g, cfg.beta, cfg.eps, cfg.cg_iter, 1e-3)?
-                }
-            }
-        };
-        evaluations += report.iterations.max(1);
-        let metric_sq = match cfg.method {
-            // The penalty rule has no metric model value: measure the step (one extra product,
-            // not counted in the gradient-evaluation budget).
-            StepMethod::Penalty { .. } => metric.quadratic(&report.theta)?,
-            _ => (report.model_value - cfg.beta * flat::dot_value(&report.theta, g)?).max(0.0),
-        };
+        let (step, products) = path_step(net, w, w0, &x, &labels, g, &settings)?;
+        evaluations += products;
         bar.inc(1);
-        Ok(Step { theta: report.theta, metric_sq })
+        Ok(step)
     };
     let mut logged: Vec<(PathRow, f64, f64, f64)> = Vec::new();
     let path_cfg = PathConfig { steps: cfg.steps, stop_below: 1e-10, log_every: cfg.log_every };
@@ -285,8 +218,8 @@ pub fn run(
             Some(m) => flat::mask(w, m)?,
             None => flat::prune(w, flat::magnitude_threshold(w, cfg.sparsity)?)?,
         };
-        let acc_pruned = accuracy(net, &pruned, test, cfg.eval_examples, device)?;
-        let acc_dense = accuracy(net, w, test, cfg.eval_examples, device)?;
+        let acc_pruned = evaluate(net, &pruned, test, cfg.eval_examples, device)?;
+        let acc_dense = evaluate(net, w, test, cfg.eval_examples, device)?;
         let zeros = zero_fraction(w)?;
         let line = format!(
             "step {step}: objective {:.4e}, pruned accuracy {:.2}%, path accuracy {:.2}%, functional length {:.4}",
@@ -315,7 +248,7 @@ pub fn run(
     let path_seconds = start.elapsed().as_secs_f64();
     let sparse = objective.project(&result.params)?;
     let sparsity = zero_fraction(&sparse)?;
-    let test_accuracy = accuracy(net, &sparse, test, test.len(), device)?;
+    let test_accuracy = evaluate(net, &sparse, test, test.len(), device)?;
     let meta = |k: &str, v: String| (k.to_string(), v);
     Checkpoint {
         spec: net.spec.text.clone(),
@@ -346,7 +279,7 @@ pub fn run(
         device,
     )?;
     let baseline_seconds = baseline_start.elapsed().as_secs_f64();
-    let baseline_test_accuracy = accuracy(net, &baseline, test, test.len(), device)?;
+    let baseline_test_accuracy = evaluate(net, &baseline, test, test.len(), device)?;
     let baseline_sparsity = zero_fraction(&baseline)?;
 
     let header = [

@@ -132,7 +132,7 @@ impl GpuContext {
         let uniform_align = (limits.min_uniform_buffer_offset_alignment as usize).max(16);
         let pool = Arc::new(BufferPool::new(device.clone()));
         Ok(Arc::new(GpuContext {
-            pipelines: PipelineCache::new(&device),
+            pipelines: PipelineCache::new(),
             dummy_read: pool.acquire(256),
             dummy_write: pool.acquire(256),
             pool,

@@ -36,7 +36,7 @@ pub(crate) struct PipelineCache {
 }
 
 impl PipelineCache {
-    pub(crate) fn new(_device: &wgpu::Device) -> Self {
+    pub(crate) fn new() -> Self {
         PipelineCache {
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
