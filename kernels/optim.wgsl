@@ -2,7 +2,11 @@
 // see src/cpu/optim.rs for the reference each entry point must match operation for operation).
 // Bindings: w, g, s1, s2 (read: parameters, gradient, first and second state vectors);
 // out, out2, out3 (read_write: new parameters, new first and second state vectors).
-// Invocation i handles element i = gid.x + gid.y * (num_workgroups.x * 256).
+// Invocation i handles elements 4i .. 4i + 3, i = gid.x + gid.y * (num_workgroups.x * 256), as
+// one vec4 (fewer, wider loads: what CPU-emulated drivers run fastest). When n is not a
+// multiple of 4 the last vec4 reaches past n: inputs are bound in 16-byte multiples, so it
+// reads padding, and the outputs (fresh buffers, likewise padded) get values there that no
+// tensor exposes.
 // NaN or infinity in g is not filtered: it propagates into the outputs (the caller checks).
 
 struct Params {
@@ -23,13 +27,13 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
-@group(0) @binding(2) var<storage, read> g: array<f32>;
-@group(0) @binding(3) var<storage, read> s1: array<f32>;
-@group(0) @binding(4) var<storage, read> s2: array<f32>;
-@group(0) @binding(5) var<storage, read_write> out: array<f32>;
-@group(0) @binding(6) var<storage, read_write> out2: array<f32>;
-@group(0) @binding(7) var<storage, read_write> out3: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> g: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> s1: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> s2: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> out2: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> out3: array<vec4<f32>>;
 
 fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * 256u;
@@ -39,7 +43,7 @@ fn flat_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
 @compute @workgroup_size(256)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if (i >= p.n) { return; }
+    if (i >= (p.n + 3u) / 4u) { return; }
     let wi = w[i];
     let gi = g[i] + p.wd * wi;
     out[i] = wi - p.lr * gi;
@@ -50,7 +54,7 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 @compute @workgroup_size(256)
 fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if (i >= p.n) { return; }
+    if (i >= (p.n + 3u) / 4u) { return; }
     let wi = w[i];
     let gi = g[i] + p.wd * wi;
     var bi = gi;
@@ -67,7 +71,7 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = flat_index(gid, nwg);
-    if (i >= p.n) { return; }
+    if (i >= (p.n + 3u) / 4u) { return; }
     var wi = w[i];
     var gi = g[i];
     if ((p.flags & 4u) != 0u) {
@@ -75,8 +79,8 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     } else {
         gi = gi + p.wd * wi;
     }
-    var m0 = 0.0;
-    var v0 = 0.0;
+    var m0 = vec4<f32>(0.0);
+    var v0 = vec4<f32>(0.0);
     if ((p.flags & 1u) != 0u) {
         m0 = s1[i];
         v0 = s2[i];

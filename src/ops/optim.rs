@@ -31,7 +31,7 @@ fn check_shapes(op: &'static str, w: &Tensor, others: &[(&str, Option<&Tensor>)]
 }
 
 /// Records `entry` of `optim.wgsl` with `ins` bound in order and `n_out` fresh outputs of the
-/// shape of `w`.
+/// shape of `w` (one invocation per 4 elements).
 fn launch(
     op: &'static str,
     entry: &'static str,
@@ -44,7 +44,14 @@ fn launch(
     let outs: Vec<Tensor> = (0..n_out).map(|_| Tensor::gpu_uninit(&ctx, op, w.shape())).collect::<Result<_>>()?;
     let in_bufs: Vec<_> = ins.iter().map(|t| buf(t)).collect();
     let out_bufs: Vec<_> = outs.iter().map(buf).collect();
-    ctx.dispatch(op, &KernelKey::new("optim", entry), params.bytes(), &in_bufs, &out_bufs, groups_1d(w.numel(), 256))?;
+    ctx.dispatch(
+        op,
+        &KernelKey::new("optim", entry),
+        params.bytes(),
+        &in_bufs,
+        &out_bufs,
+        groups_1d(w.numel().div_ceil(4), 256),
+    )?;
     Ok(outs)
 }
 
