@@ -2,7 +2,12 @@
 // Each invocation owns a 16 x 16 tile of C as 4 x 4 blocks, each block a mat4x4 whose columns
 // are the block's rows (so a block update is one mat4x4 product the compiler fully unrolls).
 // No workgroup memory: on CPU-emulated drivers (lavapipe) per-invocation register work is what
-// gets vectorised. Epilogue: + bias[col] (flag 1), + beta * cin (flag 4), ReLU (flag 2).
+// gets vectorised. Epilogue: + bias[col] (flag 1), + beta * cin (flag 4), ReLU (flag 2), zero
+// where cin <= 0 (flag 8: the ReLU mask of the layer whose output cin is, in a backward product).
+// matmul_tn with flag 16 also writes the column sums of B (sum over k of B[k, col]) to c2.
+// Consecutive invocations along x (the SIMD lanes of a CPU-emulated driver) take consecutive
+// column tiles, or with flag 32 consecutive row tiles: the host picks whichever leaves fewer
+// lanes idle for the shape.
 // Entry points:  matmul_nn: A [M,K], B [K,N]    needs K % 4 == 0, N % 4 == 0
 //                matmul_tn: A [K,M], B [K,N]    needs M % 4 == 0, N % 4 == 0   (C = A^T B)
 //                matmul_nt: A [M,K], B [N,K]    needs K % 4 == 0, N % 4 == 0   (C = A B^T)
@@ -22,6 +27,7 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read> cin: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read_write> c2: array<vec4<f32>>;
 
 // The 16 x 16 tile: t[i][j] is the block of rows 4i.., vec4-columns j; column r of a block is
 // row 4i + r of C.
@@ -52,6 +58,14 @@ fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f
     (*t).t30 = mac((*t).t30, a3, b0); (*t).t31 = mac((*t).t31, a3, b1); (*t).t32 = mac((*t).t32, a3, b2); (*t).t33 = mac((*t).t33, a3, b3);
 }
 
+// The invocation's tile: its first row and first vec4 column.
+fn tile_origin(gid: vec3<u32>) -> vec2<u32> {
+    if ((p.flags & 32u) != 0u) {
+        return vec2<u32>(gid.x * 16u, gid.y * 4u);
+    }
+    return vec2<u32>(gid.y * 16u, gid.x * 4u);
+}
+
 fn store_block(row0: u32, col4: u32, blk: mat4x4<f32>) {
     let n4 = p.n / 4u;
     if (col4 >= n4) { return; }
@@ -61,6 +75,7 @@ fn store_block(row0: u32, col4: u32, blk: mat4x4<f32>) {
         var v = p.alpha * blk[r];
         if ((p.flags & 1u) != 0u) { v += bias[col4]; }
         if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * n4 + col4]; }
+        if ((p.flags & 8u) != 0u) { v = select(vec4<f32>(0.0), v, cin[row * n4 + col4] > vec4<f32>(0.0)); }
         if ((p.flags & 2u) != 0u) { v = max(v, vec4<f32>(0.0)); }
         c[row * n4 + col4] = v;
     }
@@ -92,8 +107,9 @@ fn b_rows(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
 
 @compute @workgroup_size(8, 8)
 fn matmul_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * 16u;
-    let col4_0 = gid.x * 4u;
+    let origin = tile_origin(gid);
+    let row0 = origin.x;
+    let col4_0 = origin.y;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let n4 = p.n / 4u;
     let k4 = p.k / 4u;
@@ -112,19 +128,47 @@ fn at_rows(k: u32, r4: u32, m4: u32) -> mat4x4<f32> {
     return transpose(mat4x4<f32>(a[k * m4 + c4], a[(k + 1u) * m4 + c4], a[(k + 2u) * m4 + c4], a[(k + 3u) * m4 + c4]));
 }
 
+// Column sums of four B vec4-columns over rows k..k+4 (flag 16), kept by the invocations of
+// the first row tile.
+struct ColSums {
+    s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>,
+}
+
+fn add_rows(s: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
+    return s + ((b[0] + b[1]) + (b[2] + b[3]));
+}
+
+fn store_col_sums(col4_0: u32, s: ColSums) {
+    let n4 = p.n / 4u;
+    if (col4_0 < n4) { c2[col4_0] = s.s0; }
+    if (col4_0 + 1u < n4) { c2[col4_0 + 1u] = s.s1; }
+    if (col4_0 + 2u < n4) { c2[col4_0 + 2u] = s.s2; }
+    if (col4_0 + 3u < n4) { c2[col4_0 + 3u] = s.s3; }
+}
+
 @compute @workgroup_size(8, 8)
 fn matmul_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * 16u;
-    let col4_0 = gid.x * 4u;
+    let origin = tile_origin(gid);
+    let row0 = origin.x;
+    let col4_0 = origin.y;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let n4 = p.n / 4u;
     let m4 = p.m / 4u;
     let r4 = row0 / 4u;
     let k_main = p.k / 4u * 4u;
+    let sums = (p.flags & 16u) != 0u && row0 == 0u;
     var t: Tile;
+    var s: ColSums;
     for (var k = 0u; k < k_main; k += 4u) {
+        let b0 = b_rows(k, col4_0, n4);
+        let b1 = b_rows(k, col4_0 + 1u, n4);
+        let b2 = b_rows(k, col4_0 + 2u, n4);
+        let b3 = b_rows(k, col4_0 + 3u, n4);
         update(&t, at_rows(k, r4, m4), at_rows(k, r4 + 1u, m4), at_rows(k, r4 + 2u, m4), at_rows(k, r4 + 3u, m4),
-               b_rows(k, col4_0, n4), b_rows(k, col4_0 + 1u, n4), b_rows(k, col4_0 + 2u, n4), b_rows(k, col4_0 + 3u, n4));
+               b0, b1, b2, b3);
+        if (sums) {
+            s.s0 = add_rows(s.s0, b0); s.s1 = add_rows(s.s1, b1); s.s2 = add_rows(s.s2, b2); s.s3 = add_rows(s.s3, b3);
+        }
     }
     // Remaining k (K not a multiple of 4): rank-1 updates with zero-padded matrices.
     for (var k = k_main; k < p.k; k++) {
@@ -138,8 +182,12 @@ fn matmul_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
             as_[i] = transpose(mat4x4<f32>(a[k * m4 + min(r4 + i, m4 - 1u)], z, z, z));
         }
         update(&t, as_[0], as_[1], as_[2], as_[3], bs[0], bs[1], bs[2], bs[3]);
+        if (sums) {
+            s.s0 += bs[0][0]; s.s1 += bs[1][0]; s.s2 += bs[2][0]; s.s3 += bs[3][0];
+        }
     }
     store_tile(row0, col4_0, &t);
+    if (sums) { store_col_sums(col4_0, s); }
 }
 
 // B^T columns: B stored [N, K]; the result's columns are over k, its rows over C columns.
@@ -152,8 +200,9 @@ fn bt_rows(kk: u32, col4: u32, k4: u32) -> mat4x4<f32> {
 
 @compute @workgroup_size(8, 8)
 fn matmul_nt(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * 16u;
-    let col4_0 = gid.x * 4u;
+    let origin = tile_origin(gid);
+    let row0 = origin.x;
+    let col4_0 = origin.y;
     if (row0 >= p.m || col4_0 * 4u >= p.n) { return; }
     let k4 = p.k / 4u;
     var t: Tile;

@@ -1,7 +1,10 @@
 // Matrix product for any shape and layout: C = epilogue(alpha * op(A) op(B)) with op(A)[i,k] =
 // a[i * sa_row + k * sa_col] and op(B)[k,j] = b[k * sb_row + j * sb_col], so one entry point
 // serves AB, A^T B and A B^T. Each invocation computes a 4 x 4 tile with scalar loads.
-// Epilogue flags as in matmul.wgsl: 1 bias, 2 ReLU, 4 accumulate beta * cin.
+// Epilogue flags as in matmul.wgsl: 1 bias, 2 ReLU, 4 accumulate beta * cin, 8 zero where
+// cin <= 0, 16 also write the column sums of op(B) (sum over k of op(B)[k, col]) to c2, 32
+// consecutive invocations along x take consecutive row tiles instead of column tiles (as in
+// matmul.wgsl: the host picks the layout that leaves fewer SIMD lanes idle).
 
 struct Params {
     m: u32,
@@ -22,13 +25,20 @@ struct Params {
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> cin: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
+@group(0) @binding(6) var<storage, read_write> c2: array<f32>;
 
 @compute @workgroup_size(8, 8)
 fn matmul_general(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let row0 = gid.y * 4u;
-    let col0 = gid.x * 4u;
+    var row0 = gid.y * 4u;
+    var col0 = gid.x * 4u;
+    if ((p.flags & 32u) != 0u) {
+        row0 = gid.x * 4u;
+        col0 = gid.y * 4u;
+    }
     if (row0 >= p.m || col0 >= p.n) { return; }
+    let sums = (p.flags & 16u) != 0u && row0 == 0u;
     var acc: array<f32, 16>;
+    var colsum: array<f32, 4>;
     for (var k = 0u; k < p.k; k++) {
         var av: array<f32, 4>;
         var bv: array<f32, 4>;
@@ -41,6 +51,16 @@ fn matmul_general(@builtin(global_invocation_id) gid: vec3<u32>) {
                 acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
             }
         }
+        if (sums) {
+            for (var j = 0u; j < 4u; j++) {
+                colsum[j] += bv[j];
+            }
+        }
+    }
+    if (sums) {
+        for (var j = 0u; j < 4u; j++) {
+            if (col0 + j < p.n) { c2[col0 + j] = colsum[j]; }
+        }
     }
     for (var i = 0u; i < 4u; i++) {
         let row = row0 + i;
@@ -51,6 +71,7 @@ fn matmul_general(@builtin(global_invocation_id) gid: vec3<u32>) {
             var v = p.alpha * acc[i * 4u + j];
             if ((p.flags & 1u) != 0u) { v += bias[col]; }
             if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * p.n + col]; }
+            if ((p.flags & 8u) != 0u) { v = select(0.0, v, cin[row * p.n + col] > 0.0); }
             if ((p.flags & 2u) != 0u) { v = max(v, 0.0); }
             c[row * p.n + col] = v;
         }

@@ -30,8 +30,8 @@ macro_rules! family {
 /// Every kernel family.
 pub const FAMILIES: &[Family] = &[
     family!("elementwise", 2, 2),
-    family!("matmul", 4, 1),
-    family!("matmul_general", 4, 1),
+    family!("matmul", 4, 2),
+    family!("matmul_general", 4, 2),
     family!("matmul_jvp", 6, 2),
     family!("matmul_jvp_general", 6, 2),
     family!("conv2d", 6, 2),

@@ -119,6 +119,17 @@ impl Tensor {
         Some(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(b.clone(), ctx.clone(), offset) })
     }
 
+    /// True when both tensors are the same range of the same device buffer (e.g. a view and a
+    /// tensor an op wrote into it).
+    pub(crate) fn same_gpu_range(&self, other: &Tensor) -> bool {
+        match (&self.storage, &other.storage) {
+            (Storage::Gpu(a, _, oa), Storage::Gpu(b, _, ob)) => {
+                Arc::ptr_eq(a, b) && oa == ob && self.numel() == other.numel()
+            }
+            _ => false,
+        }
+    }
+
     /// Copies the values back to the host.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use geopath::ops::matmul::{matmul_ex, matmul_jvp, MatmulOpts};
+use geopath::ops::matmul::{linear_param_grads, matmul_ex, matmul_jvp, MatmulOpts};
 use geopath::{Device, Tensor};
 
 #[allow(clippy::too_many_arguments)]
@@ -35,6 +35,7 @@ fn check(
         bias: bias.then_some(&biasg),
         accumulate: acc.then_some((0.5, &cing)),
         relu,
+        mask: None,
     };
     let co = MatmulOpts {
         trans_a: ta,
@@ -43,6 +44,7 @@ fn check(
         bias: bias.then_some(&biasc),
         accumulate: acc.then_some((0.5, &cinc)),
         relu,
+        mask: None,
     };
     let got = matmul_ex(&ag, &bg, go).unwrap().to_vec().unwrap();
     let want = matmul_ex(&ac, &bc, co).unwrap().to_vec().unwrap();
@@ -69,6 +71,10 @@ fn matmul_matches_cpu_reference_on_odd_and_aligned_shapes() {
         (200, 100, 300),
         (8, 4, 4),
         (65, 130, 67),
+        // Shapes whose invocations are laid along row tiles (see `rows_on_lanes`).
+        (300, 20, 16),
+        (200, 10, 100),
+        (100, 10, 200),
     ];
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
@@ -110,6 +116,51 @@ fn fused_matmul_jvp_matches_cpu_reference() {
             assert_close(&what, &c.to_vec().unwrap(), &cc.to_vec().unwrap(), 1e-4, 1e-4);
             assert_close(&what, &dc.to_vec().unwrap(), &dcc.to_vec().unwrap(), 1e-4, 1e-4);
         }
+    }
+}
+
+#[test]
+fn masked_matmul_matches_cpu_reference() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(3);
+    for &(m, n, k) in &[(3, 5, 7), (17, 13, 9), (200, 100, 300), (200, 300, 100), (200, 100, 10), (33, 20, 12)] {
+        for tb in [false, true] {
+            let bshape = if tb { [n, k] } else { [k, n] };
+            let (ag, a) = rand_tensor(&dev, &mut rng, &[m, k]);
+            let (bg, b) = rand_tensor(&dev, &mut rng, &bshape);
+            let (maskg, mask) = rand_tensor(&dev, &mut rng, &[m, n]);
+            let ac = Tensor::from_vec(&Device::Cpu, &[m, k], a).unwrap();
+            let bc = Tensor::from_vec(&Device::Cpu, &bshape, b).unwrap();
+            let maskc = Tensor::from_vec(&Device::Cpu, &[m, n], mask.clone()).unwrap();
+            let go = MatmulOpts { trans_b: tb, mask: Some(&maskg), ..Default::default() };
+            let co = MatmulOpts { trans_b: tb, mask: Some(&maskc), ..Default::default() };
+            let got = matmul_ex(&ag, &bg, go).unwrap().to_vec().unwrap();
+            let want = matmul_ex(&ac, &bc, co).unwrap().to_vec().unwrap();
+            let what = format!("masked matmul {m}x{n}x{k} tb={tb}");
+            assert_close(&what, &got, &want, 1e-4, 1e-4 * (k as f32).sqrt());
+            assert!(got.iter().zip(&mask).all(|(g, m)| *m > 0.0 || *g == 0.0), "{what}: unmasked entries");
+        }
+    }
+}
+
+#[test]
+fn linear_param_grads_match_cpu_reference() {
+    let Some(dev) = gpu() else { return };
+    let mut rng = Rng::new(4);
+    // (inputs, outputs, batch): aligned (vec4 kernel, both invocation layouts) and unaligned.
+    for &(i, o, b) in &[(36, 20, 12), (13, 10, 9), (100, 10, 200), (300, 100, 200), (784, 300, 40), (8, 4, 3)] {
+        let (xg, x) = rand_tensor(&dev, &mut rng, &[b, i]);
+        let (gg, g) = rand_tensor(&dev, &mut rng, &[b, o]);
+        let xc = Tensor::from_vec(&Device::Cpu, &[b, i], x).unwrap();
+        let gc = Tensor::from_vec(&Device::Cpu, &[b, o], g).unwrap();
+        let (dw, db) = linear_param_grads(&xg, &gg).unwrap();
+        let (dwc, dbc) = linear_param_grads(&xc, &gc).unwrap();
+        let what = format!("linear_param_grads in={i} out={o} batch={b}");
+        assert_eq!(dw.shape(), [i, o]);
+        assert_eq!(db.shape(), [o]);
+        let tol = 1e-4 * (b as f32).sqrt();
+        assert_close(&what, &dw.to_vec().unwrap(), &dwc.to_vec().unwrap(), 1e-4, tol);
+        assert_close(&what, &db.to_vec().unwrap(), &dbc.to_vec().unwrap(), 1e-4, tol);
     }
 }
 

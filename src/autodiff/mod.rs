@@ -3,7 +3,10 @@
 //! products ([`loss_hvp`]) and Gauss–Newton products ([`gauss_newton`]).
 
 pub mod dual;
+mod flat;
 pub mod tape;
+
+pub(crate) use flat::backward_flat;
 
 pub use dual::Dual;
 pub use tape::{Tape, Var};
@@ -109,8 +112,7 @@ pub fn vjp<M: Model + ?Sized>(model: &M, params: &Tensor, x: &Tensor, u: &Tensor
             format!("cotangent {:?} vs logits {:?}", u.shape(), tape.value(z).primal.shape()),
         ));
     }
-    let g = tape.backward(z, Dual::constant(u.clone()), false)?;
-    flatten_grads(model, &tape, &g, &vars, false)
+    backward_flat(model, &tape, &vars, z, Some(Dual::constant(u.clone())))
 }
 
 /// Mean cross-entropy loss (a `[1]` tensor) and its gradient (flat).
@@ -123,8 +125,8 @@ pub fn loss_grad<M: Model + ?Sized>(
     let (mut tape, vars, xv) = record(model, params, None, x)?;
     let z = model.forward(&mut tape, &vars, xv)?;
     let loss = tape.cross_entropy(z, labels)?;
-    let g = tape.grad(loss, false)?;
-    Ok((tape.value(loss).primal.clone(), flatten_grads(model, &tape, &g, &vars, false)?))
+    let g = backward_flat(model, &tape, &vars, loss, None)?;
+    Ok((tape.value(loss).primal.clone(), g))
 }
 
 /// Gradient of the mean cross-entropy and the Hessian-vector product `H v`, by
@@ -151,6 +153,5 @@ pub fn gauss_newton<M: Model + ?Sized>(model: &M, params: &Tensor, v: &Tensor, x
     let jv = tape.value(z).tangent_or_zeros()?;
     let batch = jv.shape()[0].max(1) as f32;
     let u = ew::scale(1.0 / batch, &jv)?;
-    let g = tape.backward(z, Dual::constant(u), false)?;
-    flatten_grads(model, &tape, &g, &vars, false)
+    backward_flat(model, &tape, &vars, z, Some(Dual::constant(u)))
 }

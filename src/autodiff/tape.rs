@@ -4,14 +4,23 @@
 //! gradient and its directional derivative (a Hessian-vector product) at once.
 
 use super::dual::{self, Dual, RunningStats};
+use super::flat::GradSinks;
 use crate::error::{Error, Result};
 use crate::ops::conv::Conv2dGeometry;
+use crate::ops::matmul::{linear_param_grads_into, matmul_ex, matmul_into, MatmulOpts};
 use crate::ops::softmax;
 use crate::tensor::Tensor;
 
 /// A handle to a value recorded on a [`Tape`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Var(usize);
+
+impl Var {
+    /// Position of the value on its tape.
+    pub(crate) fn index(self) -> usize {
+        self.0
+    }
+}
 
 /// What produced a recorded value, with what its backward rule needs.
 enum Op {
@@ -181,7 +190,33 @@ impl Tape {
     /// recorded tangents take part and each cotangent carries its tangent (forward-over-reverse);
     /// without, tangents are ignored (a plain VJP).
     pub fn backward(&self, out: Var, seed: Dual, second_order: bool) -> Result<Cotangents> {
+        self.run_backward(out, seed, second_order, None)
+    }
+
+    /// A first-order [`Tape::backward`] that writes the cotangent of each leaf with a view in
+    /// `sinks` straight into that view when the leaf receives a single contribution
+    /// ([`super::flat::flatten_into`] then skips its copy).
+    pub(crate) fn backward_into(&self, out: Var, seed: Dual, sinks: &GradSinks) -> Result<Cotangents> {
+        self.run_backward(out, seed, false, Some(sinks))
+    }
+
+    /// The ReLU output whose mask `v`'s cotangent needs: `v` itself when it is produced by a
+    /// ReLU (alone or fused into a linear or convolution layer).
+    fn relu_output(&self, v: Var) -> Option<&Tensor> {
+        match &self.nodes[v.0].op {
+            Op::Linear { relu: true, .. } | Op::Conv2d { relu: true, .. } | Op::Relu { .. } => {
+                Some(&self.nodes[v.0].value.primal)
+            }
+            _ => None,
+        }
+    }
+
+    fn run_backward(&self, out: Var, seed: Dual, second_order: bool, sinks: Option<&GradSinks>) -> Result<Cotangents> {
         let mut grads: Vec<Option<Dual>> = vec![None; out.0 + 1];
+        // masked[i]: every contribution to grads[i] so far already carries the ReLU mask of
+        // node i's output (applied by the producing product), so node i need not apply it.
+        // Masking is idempotent, so applying it again would only cost time.
+        let mut masked = vec![false; out.0 + 1];
         grads[out.0] = Some(seed);
         let val = |v: Var| -> Dual {
             let d = &self.nodes[v.0].value;
@@ -195,27 +230,60 @@ impl Tape {
             let Some(g) = grads[i].take() else { continue };
             let node = &self.nodes[i];
             let mut contributions: Vec<(Var, Dual)> = Vec::new();
+            // Inputs whose contribution from this node is already ReLU-masked.
+            let mut premasked: Option<Var> = None;
+            // A view to write a first contribution into (never one already holding a value).
+            let sink = |v: Var| sinks.and_then(|s| s.get(v)).filter(|_| grads[v.0].is_none());
             match &node.op {
                 Op::Leaf => {
                     grads[i] = Some(g);
                     continue;
                 }
                 Op::Linear { x, w, b, relu } => {
-                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
-                    if self.needs(*w) {
-                        contributions.push((*w, dual::matmul(&val(*x), &gz, true, false)?));
-                    }
-                    if let Some(b) = b {
-                        if self.needs(*b) {
-                            contributions.push((*b, dual::sum_rows(&gz)?));
+                    let gz = if *relu && !masked[i] { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                    let need_b = b.filter(|b| self.needs(*b));
+                    if second_order {
+                        if self.needs(*w) {
+                            contributions.push((*w, dual::matmul(&val(*x), &gz, true, false)?));
+                        }
+                        if let Some(b) = need_b {
+                            contributions.push((b, dual::sum_rows(&gz)?));
+                        }
+                    } else {
+                        let (x_val, gy) = (&self.nodes[x.0].value.primal, &gz.primal);
+                        match need_b {
+                            Some(b) if self.needs(*w) => {
+                                // Weight and bias gradients from one dispatch.
+                                let (dw, db) = linear_param_grads_into(x_val, gy, sink(*w), sink(b))?;
+                                contributions.push((*w, Dual::constant(dw)));
+                                contributions.push((b, Dual::constant(db)));
+                            }
+                            _ => {
+                                if self.needs(*w) {
+                                    let o = MatmulOpts { trans_a: true, ..Default::default() };
+                                    contributions.push((*w, Dual::constant(matmul_into(x_val, gy, o, sink(*w))?)));
+                                }
+                                if let Some(b) = need_b {
+                                    contributions.push((b, dual::sum_rows(&gz)?));
+                                }
+                            }
                         }
                     }
                     if self.needs(*x) {
-                        contributions.push((*x, dual::matmul(&gz, &val(*w), false, true)?));
+                        let w_val = &self.nodes[w.0].value.primal;
+                        let mask = if second_order { None } else { self.relu_output(*x) };
+                        if let Some(mask) = mask {
+                            // The cotangent of x, masked by x's own ReLU as it is produced.
+                            let o = MatmulOpts { trans_b: true, mask: Some(mask), ..Default::default() };
+                            contributions.push((*x, Dual::constant(matmul_ex(&gz.primal, w_val, o)?)));
+                            premasked = Some(*x);
+                        } else {
+                            contributions.push((*x, dual::matmul(&gz, &val(*w), false, true)?));
+                        }
                     }
                 }
                 Op::Conv2d { x, w, b, geometry, relu } => {
-                    let gz = if *relu { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                    let gz = if *relu && !masked[i] { dual::relu_backward(&g, &node.value.primal)? } else { g };
                     if self.needs(*w) {
                         let w_shape = self.nodes[w.0].value.primal.shape().to_vec();
                         contributions.push((*w, dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?));
@@ -244,6 +312,7 @@ impl Tape {
                     self.push_param_grads(&mut contributions, [(*x, gx), (*gamma, ggamma), (*beta, gbeta)]);
                 }
                 Op::Dropout { x, mask } => contributions.push((*x, dual::mul_mask(&g, mask)?)),
+                Op::Relu { x } if masked[i] => contributions.push((*x, g)),
                 Op::Relu { x } => contributions.push((*x, dual::relu_backward(&g, &node.value.primal)?)),
                 Op::Reshape { x } => {
                     let shape = self.nodes[x.0].value.primal.shape().to_vec();
@@ -257,9 +326,16 @@ impl Tape {
                 }
             }
             for (v, c) in contributions {
+                let pre = premasked == Some(v);
                 grads[v.0] = Some(match grads[v.0].take() {
-                    Some(prev) => dual::add(&prev, &c)?,
-                    None => c,
+                    Some(prev) => {
+                        masked[v.0] &= pre;
+                        dual::add(&prev, &c)?
+                    }
+                    None => {
+                        masked[v.0] = pre;
+                        c
+                    }
                 });
             }
         }
@@ -277,8 +353,22 @@ impl Tape {
         if !matches!(self.nodes[loss.0].op, Op::CrossEntropy { .. }) {
             return Err(Error::Invalid("Tape::grad needs a loss recorded by cross_entropy".into()));
         }
-        let one = crate::ops::elementwise::fill(&self.value(loss).primal.device(), &[1], 1.0)?;
-        self.backward(loss, Dual::constant(one), second_order)
+        self.backward(loss, self.loss_seed(loss), second_order)
+    }
+
+    /// [`Tape::grad`] of the first order, writing parameter cotangents into `sinks` as
+    /// [`Tape::backward_into`] does.
+    pub(crate) fn grad_into(&self, loss: Var, sinks: &GradSinks) -> Result<Cotangents> {
+        if !matches!(self.nodes[loss.0].op, Op::CrossEntropy { .. }) {
+            return Err(Error::Invalid("Tape::grad needs a loss recorded by cross_entropy".into()));
+        }
+        self.backward_into(loss, self.loss_seed(loss), sinks)
+    }
+
+    /// The seed of a loss's backward pass. The cross-entropy rule takes its seed to be the
+    /// plain 1 of a loss and never reads it, so the loss value stands in for it (no dispatch).
+    fn loss_seed(&self, loss: Var) -> Dual {
+        self.value(loss).primal_only()
     }
 }
 

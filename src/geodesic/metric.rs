@@ -13,7 +13,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::autodiff::{self, flatten_grads, record, Dual, Model};
+use crate::autodiff::{self, record, Dual, Model};
 use crate::error::{shape_err, Error, Result};
 use crate::ops::{elementwise as ew, flat, softmax};
 use crate::tensor::Tensor;
@@ -192,7 +192,6 @@ impl<'a, M: Model + ?Sized> Metric<'a, M> {
         let (_, dp) = softmax::softmax_jvp(&zd.primal, &jv)?;
         let batch = jv.shape()[0].max(1) as f32;
         let u = ew::scale(1.0 / batch, &dp)?;
-        let g = tape.backward(z, Dual::constant(u), false)?;
-        flatten_grads(self.model, &tape, &g, &vars, false)
+        autodiff::backward_flat(self.model, &tape, &vars, z, Some(Dual::constant(u)))
     }
 }

@@ -12,7 +12,7 @@
 //! Vector updates run on the device of `g` (axpy, axpby, scale); only scalars (dots, norms)
 //! are read back to the host.
 
-use crate::autodiff::{flatten_grads, record};
+use crate::autodiff::{backward_flat, record};
 use crate::autodiff::{Dual, Model};
 use crate::error::{shape_err, Error, Result};
 use crate::ops::{elementwise as ew, flat};
@@ -427,8 +427,7 @@ pub fn penalty_step<M: Model + ?Sized>(
     let (mut tape, vars, xv) = record(model, params, None, x)?;
     let z = model.forward(&mut tape, &vars, xv)?;
     let (_, gz) = bhattacharyya(&tape.value(z).primal, params0_logits)?;
-    let cot = tape.backward(z, Dual::constant(gz), false)?;
-    let bd_grad = flatten_grads(model, &tape, &cot, &vars, false)?;
+    let bd_grad = backward_flat(model, &tape, &vars, z, Some(Dual::constant(gz)))?;
     let d = if lambda != 0.0 { flat::axpy(lambda, grad_l, &bd_grad)? } else { bd_grad };
     let dn = flat::norm(&d)?;
     if !dn.is_finite() {

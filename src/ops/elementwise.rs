@@ -191,6 +191,26 @@ pub fn split(x: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
     }
 }
 
+/// Copies GPU tensor `src`, flattened, into the elements `[offset, offset + src.numel())` of
+/// GPU tensor `dst`: for assembling a vector whose other elements are written elsewhere.
+pub(crate) fn copy_into(src: &Tensor, dst: &Tensor, offset: usize) -> Result<()> {
+    if offset + src.numel() > dst.numel() {
+        return Err(shape_err("copy_into", format!("{:?} at offset {offset} overruns {:?}", src.shape(), dst.shape())));
+    }
+    let Device::Gpu(ctx) = common_device("copy_into", &[src, dst])? else {
+        return Err(crate::error::Error::Invalid("copy_into: tensors are immutable on the CPU device".into()));
+    };
+    let p = Params::new().u(src.numel()).u(0).u(offset);
+    ctx.dispatch(
+        "copy_into",
+        &KernelKey::new("elementwise", "copy_range"),
+        p.bytes(),
+        &[super::buf(src)],
+        &[super::buf(dst)],
+        groups_1d(src.numel(), 256),
+    )
+}
+
 /// Concatenates tensors, flattened, into one vector.
 pub fn concat(parts: &[&Tensor]) -> Result<Tensor> {
     if parts.is_empty() {

@@ -8,9 +8,10 @@
 use super::{buf, common_device, Params};
 use crate::cpu::matmul::{self as cpu, Gemm};
 use crate::device::Device;
-use crate::error::{shape_err, Result};
+use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
 use crate::tensor::Tensor;
+use std::sync::Arc;
 
 /// Options of [`matmul_ex`]: transposes and a fused epilogue.
 #[derive(Clone, Copy)]
@@ -27,11 +28,15 @@ pub struct MatmulOpts<'a> {
     pub accumulate: Option<(f32, &'a Tensor)>,
     /// ReLU last.
     pub relu: bool,
+    /// Zero the result where `mask` (`[M, N]`) is not positive: the ReLU backward rule of the
+    /// layer whose output `mask` is, applied to a cotangent as it is produced. Not together
+    /// with `accumulate`.
+    pub mask: Option<&'a Tensor>,
 }
 
 impl Default for MatmulOpts<'_> {
     fn default() -> Self {
-        MatmulOpts { trans_a: false, trans_b: false, alpha: 1.0, bias: None, accumulate: None, relu: false }
+        MatmulOpts { trans_a: false, trans_b: false, alpha: 1.0, bias: None, accumulate: None, relu: false, mask: None }
     }
 }
 
@@ -39,6 +44,9 @@ impl Default for MatmulOpts<'_> {
 const FLAG_BIAS: usize = 1;
 const FLAG_RELU: usize = 2;
 const FLAG_ACCUMULATE: usize = 4;
+const FLAG_MASK: usize = 8;
+const FLAG_COL_SUMS: usize = 16;
+const FLAG_ROWS_ON_LANES: usize = 32;
 
 /// `A B` for 2-D tensors.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -82,6 +90,12 @@ const TILE_JVP: (usize, usize) = (128, 64);
 
 /// `act(alpha * op(A) op(B) + bias + beta * cin)` with the options' transposes and epilogue.
 pub fn matmul_ex(a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
+    matmul_into(a, b, o, None)
+}
+
+/// [`matmul_ex`] written into `out` when given (a GPU tensor of shape `[M, N]`, typically a
+/// view of a larger buffer that nothing else reads or writes until the product is recorded).
+pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, o: MatmulOpts, out: Option<&Tensor>) -> Result<Tensor> {
     let (m, n, k) = gemm_dims("matmul", a, b, o.trans_a, o.trans_b)?;
     if let Some(bias) = o.bias {
         if bias.shape() != [n] {
@@ -93,42 +107,123 @@ pub fn matmul_ex(a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
             return Err(shape_err("matmul", format!("accumulated input must be [{m}, {n}], got {:?}", cin.shape())));
         }
     }
+    if let Some(mask) = o.mask {
+        if mask.shape() != [m, n] {
+            return Err(shape_err("matmul", format!("mask must be [{m}, {n}], got {:?}", mask.shape())));
+        }
+        if o.accumulate.is_some() {
+            return Err(Error::Invalid("matmul: mask and accumulate cannot be combined".into()));
+        }
+    }
     let mut all = vec![a, b];
     all.extend(o.bias);
     all.extend(o.accumulate.map(|(_, c)| c));
+    all.extend(o.mask);
     let g = Gemm { m, n, k, trans_a: o.trans_a, trans_b: o.trans_b, alpha: o.alpha, relu: o.relu };
     match common_device("matmul", &all)? {
-        Device::Cpu => Ok(Tensor::cpu(
-            &[m, n],
-            cpu::matmul(
+        Device::Cpu => {
+            let c = cpu::matmul(
                 &g,
                 a.host().unwrap(),
                 b.host().unwrap(),
                 o.bias.map(|t| t.host().unwrap()),
                 o.accumulate.map(|(beta, t)| (beta, t.host().unwrap())),
-            ),
-        )),
-        Device::Gpu(ctx) => gpu_matmul(&ctx, &g, a, b, o),
+            );
+            let c = match o.mask {
+                Some(mask) => crate::cpu::elementwise::relu_backward(&c, mask.host().unwrap()),
+                None => c,
+            };
+            Ok(Tensor::cpu(&[m, n], c))
+        }
+        Device::Gpu(ctx) => {
+            let out = gpu_out(&ctx, out, &[m, n])?;
+            gpu_matmul(&ctx, &g, a, b, o, &out, None)?;
+            Ok(out)
+        }
     }
 }
 
-fn gpu_matmul(ctx: &std::sync::Arc<GpuContext>, g: &Gemm, a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
+/// Whether a matmul kernel with `tile x tile` results per invocation should lay consecutive
+/// invocations along row tiles rather than column tiles for an `m x n` result. A CPU-emulated
+/// driver runs 8 consecutive invocations as the lanes of one SIMD loop, which costs the same
+/// however many lanes have a tile: count such 8-lane groups both ways and take the fewer.
+fn rows_on_lanes(m: usize, n: usize, tile: usize) -> bool {
+    let (tr, tc) = (m.div_ceil(tile), n.div_ceil(tile));
+    tr.div_ceil(8) * tc < tc.div_ceil(8) * tr
+}
+
+/// `out` when given (checked to be of `shape`), else a fresh device tensor.
+fn gpu_out(ctx: &Arc<GpuContext>, out: Option<&Tensor>, shape: &[usize]) -> Result<Tensor> {
+    match out {
+        Some(t) if t.shape() != shape => {
+            Err(shape_err("matmul", format!("output must be {shape:?}, got {:?}", t.shape())))
+        }
+        Some(t) => Ok(t.clone()),
+        None => Tensor::gpu_uninit(ctx, "matmul", shape),
+    }
+}
+
+/// The parameter gradients of a dense layer `y = x W + b` from the output cotangent `gy`
+/// (`x` `[B, in]`, `gy` `[B, out]`): `(xᵀ gy, column sums of gy)`, in one dispatch on a GPU.
+pub fn linear_param_grads(x: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
+    linear_param_grads_into(x, gy, None, None)
+}
+
+/// [`linear_param_grads`] written into `dw` and `db` when given (GPU tensors of shapes
+/// `[in, out]` and `[out]`, as for [`matmul_into`]).
+pub(crate) fn linear_param_grads_into(
+    x: &Tensor,
+    gy: &Tensor,
+    dw: Option<&Tensor>,
+    db: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let (m, n, k) = gemm_dims("linear_param_grads", x, gy, true, false)?;
+    let o = MatmulOpts { trans_a: true, ..Default::default() };
+    match common_device("linear_param_grads", &[x, gy])? {
+        Device::Gpu(_) if m == 0 || n == 0 => Ok((matmul_into(x, gy, o, dw)?, super::reduce::sum_rows(gy)?)),
+        Device::Cpu => Ok((matmul_ex(x, gy, o)?, super::reduce::sum_rows(gy)?)),
+        Device::Gpu(ctx) => {
+            let g = Gemm { m, n, k, trans_a: true, trans_b: false, alpha: 1.0, relu: false };
+            let dw = gpu_out(&ctx, dw, &[m, n])?;
+            let db = gpu_out(&ctx, db, &[n])?;
+            gpu_matmul(&ctx, &g, x, gy, o, &dw, Some(&db))?;
+            Ok((dw, db))
+        }
+    }
+}
+
+/// Records the product into `out`, and with `col_sums` (for `Aᵀ B` only) the column sums of
+/// B into that `[N]` tensor in the same dispatch.
+fn gpu_matmul(
+    ctx: &Arc<GpuContext>,
+    g: &Gemm,
+    a: &Tensor,
+    b: &Tensor,
+    o: MatmulOpts,
+    out: &Tensor,
+    col_sums: Option<&Tensor>,
+) -> Result<()> {
     let (m, n, k) = (g.m, g.n, g.k);
-    let out = Tensor::gpu_uninit(ctx, "matmul", &[m, n])?;
+    debug_assert!(col_sums.is_none() || (o.trans_a && !o.trans_b));
     let flags = if o.bias.is_some() { FLAG_BIAS } else { 0 }
         | if o.relu { FLAG_RELU } else { 0 }
-        | if o.accumulate.is_some() { FLAG_ACCUMULATE } else { 0 };
+        | if o.accumulate.is_some() { FLAG_ACCUMULATE } else { 0 }
+        | if o.mask.is_some() { FLAG_MASK } else { 0 }
+        | if col_sums.is_some() { FLAG_COL_SUMS } else { 0 };
     let beta = o.accumulate.map_or(0.0, |(beta, _)| beta);
     let mut inputs = vec![buf(a), buf(b)];
-    // Unused optional bindings are padded with dummies; keep positions 3 and 4 in order.
+    // Unused optional bindings are padded with dummies; keep positions 3 and 4 in order. The
+    // mask shares binding 4 with the accumulated input (they exclude each other).
     let bias_buf = o.bias.map(buf);
-    let cin_buf = o.accumulate.map(|(_, t)| buf(t));
+    let cin_buf = o.accumulate.map(|(_, t)| t).or(o.mask).map(buf);
     if bias_buf.is_some() || cin_buf.is_some() {
         inputs.push(bias_buf.unwrap_or(buf(a)));
     }
     if let Some(cb) = cin_buf {
         inputs.push(cb);
     }
+    let mut outputs = vec![buf(out)];
+    outputs.extend(col_sums.map(buf));
     let aligned = n % 4 == 0
         && match (o.trans_a, o.trans_b) {
             (false, false) | (false, true) => k % 4 == 0,
@@ -141,24 +236,30 @@ fn gpu_matmul(ctx: &std::sync::Arc<GpuContext>, g: &Gemm, a: &Tensor, b: &Tensor
             (true, false) => "matmul_tn",
             _ => "matmul_nt",
         };
+        let rows_on_lanes = rows_on_lanes(m, n, 16);
+        let flags = flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
         let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta);
-        let groups = [n.div_ceil(TILE_NN.1) as u32, m.div_ceil(TILE_NN.0) as u32, 1];
-        ctx.dispatch("matmul", &KernelKey::new("matmul", entry), p.bytes(), &inputs, &[buf(&out)], groups)?;
+        let (gm, gn) = (m.div_ceil(TILE_NN.0) as u32, n.div_ceil(TILE_NN.1) as u32);
+        let groups = if rows_on_lanes { [gm, gn, 1] } else { [gn, gm, 1] };
+        ctx.dispatch("matmul", &KernelKey::new("matmul", entry), p.bytes(), &inputs, &outputs, groups)?;
     } else {
         let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
         let (sb_row, sb_col) = if o.trans_b { (1, k) } else { (n, 1) };
+        let rows_on_lanes = rows_on_lanes(m, n, 4);
+        let flags = flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
         let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta).u(sa_row).u(sa_col).u(sb_row).u(sb_col);
-        let groups = [n.div_ceil(32) as u32, m.div_ceil(32) as u32, 1];
+        let (gm, gn) = (m.div_ceil(32) as u32, n.div_ceil(32) as u32);
+        let groups = if rows_on_lanes { [gm, gn, 1] } else { [gn, gm, 1] };
         ctx.dispatch(
             "matmul",
             &KernelKey::new("matmul_general", "matmul_general"),
             p.bytes(),
             &inputs,
-            &[buf(&out)],
+            &outputs,
             groups,
         )?;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Fused forward mode of a dense layer: `(C, dC)` for `C = act(A B + bias)` and
