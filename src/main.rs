@@ -170,6 +170,60 @@ enum Command {
         #[arg(long, default_value = "runs/connect")]
         out: PathBuf,
     },
+    /// Learn a sequence of tasks: the geodesic method (metric on a buffer of old-task inputs)
+    /// beside fine-tuning, EWC and replay with the same buffer; prints the accuracy matrices and
+    /// writes OUT/path.csv, OUT/path.svg, OUT/summary.json.
+    Continual {
+        /// Task sequence: split-mnist, permuted-mnist or mnist-fashion.
+        #[arg(long, default_value = "split-mnist")]
+        tasks: String,
+        /// task (the task is known at test time) or class (one prediction over the whole head).
+        #[arg(long, default_value = "class")]
+        scenario: String,
+        /// Stored inputs per class of every finished task.
+        #[arg(long, default_value_t = 50)]
+        buffer_per_class: usize,
+        /// Number of tasks of permuted MNIST (the plain images, then permutations).
+        #[arg(long, default_value_t = 5)]
+        num_tasks: usize,
+        /// Model: a name from models/ or a spec file.
+        #[arg(long, default_value = "lenet-300-100")]
+        model: String,
+        #[command(flatten)]
+        path: PathArgs,
+        /// Epochs of every task after the first (every method takes the same steps).
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Epochs of the first task (shared by every method).
+        #[arg(long, default_value_t = 5)]
+        first_epochs: usize,
+        /// Training batch.
+        #[arg(long, default_value_t = 128)]
+        train_batch: usize,
+        /// Learning rates the baselines pick from (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1")]
+        lrs: Vec<f32>,
+        /// EWC λ values to pick from (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        ewc_lambdas: Vec<f32>,
+        /// The geodesic method's objective: the loss on the new-task batch joined by a labelled
+        /// buffer batch (true), or on the new-task batch alone (false).
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        replay_objective: bool,
+        /// Shift the labelled buffer batches of replay and of the geodesic objective by up to
+        /// two pixels.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        augment_buffer: bool,
+        /// Baselines run beside the geodesic method (comma-separated; empty for none).
+        #[arg(long, value_delimiter = ',', default_value = "finetune,ewc,replay")]
+        baselines: Vec<String>,
+        /// Folder holding the data set files (Fashion-MNIST for mnist-fashion).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Output folder.
+        #[arg(long, default_value = "runs/continual")]
+        out: PathBuf,
+    },
     /// Evaluate a checkpoint's test accuracy.
     Eval {
         /// Checkpoint written by `geopath train`.
@@ -435,6 +489,84 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 r.seconds,
                 out.display()
             );
+        }
+        Command::Continual {
+            tasks,
+            scenario,
+            buffer_per_class,
+            num_tasks,
+            model,
+            path,
+            epochs,
+            first_epochs,
+            train_batch,
+            lrs,
+            ewc_lambdas,
+            replay_objective,
+            augment_buffer,
+            baselines,
+            data_dir,
+            out,
+        } => {
+            use geodesic::continual::{self, ContinualConfig, TaskSequence};
+            let sequence: TaskSequence = tasks.parse()?;
+            let (task_list, classes) = continual::build_tasks(sequence, num_tasks, data_dir.as_deref())?;
+            let spec = geopath::nn::spec::load(&model)?;
+            let net = geopath::nn::network::Network::new(&spec, [1, 28, 28], classes, &device)?;
+            let cfg = ContinualConfig {
+                scenario: scenario.parse()?,
+                buffer_per_class,
+                first_epochs,
+                first_lr: 0.05,
+                epochs,
+                batch: train_batch,
+                lrs,
+                ewc_lambdas,
+                baselines: baselines
+                    .iter()
+                    .filter(|b| !b.is_empty())
+                    .map(|b| b.parse())
+                    .collect::<geopath::Result<_>>()?,
+                fisher_examples: 500,
+                step: geodesic::step::StepSettings {
+                    method: path.step_method()?,
+                    metric: path.metric.parse()?,
+                    eps: path.eps,
+                    beta: path.beta,
+                    cg_iter: path.cg_iter,
+                },
+                metric_batch: path.batch,
+                replay_objective,
+                augment_buffer,
+                log_every: path.log_every,
+                eval_examples: 1000,
+                seed: path.seed,
+            };
+            println!(
+                "continual {} ({} scenario, {} stored inputs per class) with {} on {}",
+                sequence.as_str(),
+                cfg.scenario.as_str(),
+                buffer_per_class,
+                spec.name,
+                device.name()
+            );
+            let r = continual::run(&net, &task_list, &cfg, &device, &out, true)?;
+            for m in &r.methods {
+                println!(
+                    "\n{} (average {:.2}%): after task i (rows), test accuracy on task j",
+                    m.method.key(),
+                    100.0 * m.average_accuracy
+                );
+                for (i, row) in m.matrix.iter().enumerate() {
+                    let cells: Vec<String> = row.iter().map(|v| format!("{:>7.2}", 100.0 * v)).collect();
+                    println!("  {:>2}: {}", i + 1, cells.join(" "));
+                }
+            }
+            println!("\n{:<10} {:>10}", "method", "average");
+            for m in &r.methods {
+                println!("{:<10} {:>9.2}%", m.method.key(), 100.0 * m.average_accuracy);
+            }
+            println!("({:.0} s; wrote {})", r.seconds, out.display());
         }
         Command::Eval { checkpoint, dataset, data_dir, json } => {
             let (net, params, ckpt) = train::load_checkpoint(&checkpoint, &device)?;

@@ -51,19 +51,50 @@ pub fn crop_flip_params(seed: u64, index: usize, pad: usize) -> (isize, isize, b
 /// # Panics
 /// When `images.len()` is not a multiple of `channels * height * width`.
 pub fn augment_crop_flip(images: &mut [f32], channels: usize, height: usize, width: usize, pad: usize, seed: u64) {
+    shift_batch(images, [channels, height, width], pad, 0.0, true, seed);
+}
+
+/// Random translations of a batch in place (digits: no mirroring): image `i` is shifted by the
+/// `(dy, dx)` of `crop_flip_params(seed, i, pad)`, `out[c][y][x] = in[c][y + dy][x + dx]`, and
+/// pixels shifted in from outside take the value `fill` (the normalised background).
+///
+/// # Panics
+/// When `images.len()` is not a multiple of `channels * height * width`.
+pub fn augment_shift(
+    images: &mut [f32],
+    channels: usize,
+    height: usize,
+    width: usize,
+    pad: usize,
+    fill: f32,
+    seed: u64,
+) {
+    shift_batch(images, [channels, height, width], pad, fill, false, seed);
+}
+
+/// The shared body of [`augment_crop_flip`] and [`augment_shift`].
+fn shift_batch(
+    images: &mut [f32],
+    [channels, height, width]: [usize; 3],
+    pad: usize,
+    fill: f32,
+    mirror: bool,
+    seed: u64,
+) {
     let s = channels * height * width;
     if s == 0 {
         return;
     }
     assert!(
         images.len().is_multiple_of(s),
-        "augment_crop_flip: {} values is not a whole number of {channels}x{height}x{width} images",
+        "augmentation: {} values is not a whole number of {channels}x{height}x{width} images",
         images.len()
     );
     let (h, w) = (height as isize, width as isize);
     let mut src = vec![0.0f32; s];
     for (i, img) in images.chunks_exact_mut(s).enumerate() {
         let (dy, dx, flip) = crop_flip_params(seed, i, pad);
+        let flip = flip && mirror;
         if dy == 0 && dx == 0 && !flip {
             continue;
         }
@@ -75,14 +106,14 @@ pub fn augment_crop_flip(images: &mut [f32], channels: usize, height: usize, wid
                 let sy = y + dy;
                 let row = &mut out[(y * w) as usize..((y + 1) * w) as usize];
                 if sy < 0 || sy >= h {
-                    row.fill(0.0);
+                    row.fill(fill);
                     continue;
                 }
                 let srow = &plane[(sy * w) as usize..((sy + 1) * w) as usize];
                 for (x, o) in row.iter_mut().enumerate() {
                     let xx = if flip { w - 1 - x as isize } else { x as isize };
                     let sx = xx + dx;
-                    *o = if sx < 0 || sx >= w { 0.0 } else { srow[sx as usize] };
+                    *o = if sx < 0 || sx >= w { fill } else { srow[sx as usize] };
                 }
             }
         }

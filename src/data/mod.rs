@@ -11,7 +11,7 @@ pub mod augment;
 pub mod cifar;
 pub mod idx;
 
-pub use augment::{augment_crop_flip, crop_flip_params, shuffled_indices};
+pub use augment::{augment_crop_flip, augment_shift, crop_flip_params, shuffled_indices};
 
 use crate::error::{Error, Result};
 use std::fmt;
@@ -93,6 +93,30 @@ impl Dataset {
             classes: self.classes,
             name,
         }
+    }
+
+    /// Appends the images and labels of `other` (e.g. a replay buffer growing task by task).
+    /// Both sets must have the same image shape and label space.
+    pub fn append(&mut self, other: &Dataset) -> Result<()> {
+        let shape = |d: &Dataset| (d.channels, d.height, d.width, d.classes);
+        if shape(self) != shape(other) {
+            return Err(Error::Invalid(format!(
+                "cannot append {} (images {}x{}x{}, {} classes) to {} (images {}x{}x{}, {} classes)",
+                other.name,
+                other.channels,
+                other.height,
+                other.width,
+                other.classes,
+                self.name,
+                self.channels,
+                self.height,
+                self.width,
+                self.classes
+            )));
+        }
+        self.images.extend_from_slice(&other.images);
+        self.labels.extend_from_slice(&other.labels);
+        Ok(())
     }
 
     /// The images at `indices`, in that order (repeats allowed).

@@ -4,7 +4,7 @@
 
 use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToTarget};
-use super::step::{batch_of, path_step, StepMethod, StepSettings};
+use super::step::{batch_of, path_step, Reference, StepMethod, StepSettings};
 use crate::data::Dataset;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -142,7 +142,7 @@ pub fn run(
         step_index += 1;
         let (x, labels) =
             batch_of(train, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
-        let (step, _) = path_step(net, w, wa, &x, &labels, g, &settings)?;
+        let (step, _) = path_step(net, w, Reference::Params(wa), &x, &labels, g, &settings)?;
         bar.inc(1);
         Ok(step)
     };

@@ -9,6 +9,7 @@
 //! ([`penalty_step`]).
 
 pub mod connect;
+pub mod continual;
 pub mod metric;
 pub mod path;
 pub mod solver;

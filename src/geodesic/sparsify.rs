@@ -5,7 +5,7 @@
 
 use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToPruned};
-use super::step::{batch_of, path_step, StepMethod, StepSettings};
+use super::step::{batch_at, batch_of, path_step, Reference, StepMethod, StepSettings};
 use crate::autodiff;
 use crate::checkpoint::Checkpoint;
 use crate::data::{self, Dataset};
@@ -132,21 +132,13 @@ fn prune_and_finetune(
         let mut w = start.clone();
         let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 };
         let mut opt = Optimizer::new(kind, LrSchedule::constant(lr));
-        let (mut images, mut labels) = (Vec::new(), Vec::new());
         let mut order = Vec::new();
         for step in 0..budget {
             if step % steps_per_epoch == 0 {
                 order = data::shuffled_indices(train.len(), seed ^ (step / steps_per_epoch) as u64);
             }
             let b = step % steps_per_epoch;
-            let idx = &order[b * batch..((b + 1) * batch).min(train.len())];
-            train.gather(idx, &mut images, &mut labels);
-            let x = Tensor::from_vec(
-                device,
-                &[idx.len(), train.channels, train.height, train.width],
-                std::mem::take(&mut images),
-            )?;
-            let y = Tensor::from_u32(device, &[idx.len()], &labels)?;
+            let (x, y) = batch_at(train, &order[b * batch..((b + 1) * batch).min(train.len())], device)?;
             let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;
             w = flat::mask(&opt.step(&w, &flat::mask(&g, &mask)?)?, &mask)?;
         }
@@ -205,7 +197,7 @@ pub fn run(
     let mut rule = |w: &Tensor, g: &Tensor| -> Result<Step> {
         step_index += 1;
         let (x, labels) = batch_of(&fit, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
-        let (step, products) = path_step(net, w, w0, &x, &labels, g, &settings)?;
+        let (step, products) = path_step(net, w, Reference::Params(w0), &x, &labels, g, &settings)?;
         evaluations += products;
         bar.inc(1);
         Ok(step)

@@ -54,13 +54,22 @@ pub struct StepSettings {
     pub cg_iter: usize,
 }
 
+/// The reference function of the penalty step: the start network, or its logits on the batch.
+#[derive(Clone, Copy)]
+pub enum Reference<'a> {
+    /// The start network's parameters (its logits are computed on the batch).
+    Params(&'a Tensor),
+    /// The start network's logits on the batch, already computed.
+    Logits(&'a Tensor),
+}
+
 /// One path step at `w` with objective gradient `g`, the metric measured on the batch
-/// `(x, labels)`; `start` is the path's start (the penalty step's reference network). Returns
+/// `(x, labels)`; `start` is the path's start (the penalty step's reference function). Returns
 /// the step, with `θᵀGθ`, and the metric products (gradient evaluations) it spent.
 pub fn path_step<M: Model + ?Sized>(
     model: &M,
     w: &Tensor,
-    start: &Tensor,
+    start: Reference<'_>,
     x: &Tensor,
     labels: &Tensor,
     g: &Tensor,
@@ -72,7 +81,10 @@ pub fn path_step<M: Model + ?Sized>(
         StepMethod::TrustRegion => trust_region_multiplier(&apply, g, s.beta, s.eps, s.cg_iter, 1e-3, 30)?,
         StepMethod::Steihaug => steihaug_cg(&apply, g, s.beta, s.eps, s.cg_iter, 1e-3)?,
         StepMethod::Penalty { lambda } => {
-            let start_logits = autodiff::forward(model, start, x)?;
+            let start_logits = match start {
+                Reference::Params(p) => autodiff::forward(model, p, x)?,
+                Reference::Logits(z) => z.clone(),
+            };
             penalty_step(model, w, &start_logits, x, g, lambda, s.eps)?
         }
     };
@@ -89,9 +101,16 @@ pub fn path_step<M: Model + ?Sized>(
 /// A seeded batch of `batch` training inputs (and labels) on `device`.
 pub fn batch_of(data: &Dataset, batch: usize, seed: u64, device: &Device) -> Result<(Tensor, Tensor)> {
     let order = data::shuffled_indices(data.len(), seed);
-    let idx = &order[..batch.min(data.len())];
+    batch_at(data, &order[..batch.min(data.len())], device)
+}
+
+/// The inputs and labels of `data` at `indices`, uploaded to `device`.
+///
+/// # Panics
+/// When an index is `>= data.len()`.
+pub fn batch_at(data: &Dataset, indices: &[usize], device: &Device) -> Result<(Tensor, Tensor)> {
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    data.gather(idx, &mut images, &mut labels);
-    let x = Tensor::from_vec(device, &[idx.len(), data.channels, data.height, data.width], images)?;
-    Ok((x, Tensor::from_u32(device, &[idx.len()], &labels)?))
+    data.gather(indices, &mut images, &mut labels);
+    let x = Tensor::from_vec(device, &[indices.len(), data.channels, data.height, data.width], images)?;
+    Ok((x, Tensor::from_u32(device, &[indices.len()], &labels)?))
 }
