@@ -1,6 +1,6 @@
 //! The `geopath` command line.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use geopath::bench::{self, BenchResult};
 use geopath::data::{self, DatasetName};
 use geopath::geodesic;
@@ -192,7 +192,7 @@ enum Command {
         #[command(flatten)]
         path: PathArgs,
         /// Epochs of every task after the first (every method takes the same steps).
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 3)]
         epochs: usize,
         /// Epochs of the first task (shared by every method).
         #[arg(long, default_value_t = 5)]
@@ -639,8 +639,20 @@ fn default_checkpoint(
     Ok(ckpt)
 }
 
+/// The command line with the path options' defaults of each path command: `continual` takes
+/// penalty steps (λ 30, length 0.1 annealed over each task) by default.
+fn parse_cli() -> Cli {
+    let command = Cli::command().mut_subcommand("continual", |c| {
+        c.mut_arg("method", |a| a.default_value("penalty"))
+            .mut_arg("lambda", |a| a.default_value("30"))
+            .mut_arg("eps", |a| a.default_value("0.1"))
+    });
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    match run(parse_cli()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

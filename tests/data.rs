@@ -5,7 +5,7 @@ mod common;
 
 use common::Rng;
 use geopath::data::{
-    self, augment_crop_flip, cifar, crop_flip_params, idx, load, load_cifar100_coarse, shuffled_indices, Dataset,
+    self, augment_crop_flip, augment_shift, cifar, crop_flip_params, idx, load, load_cifar100_coarse, shuffled_indices, Dataset,
     DatasetName,
 };
 use std::io::Write;
@@ -631,4 +631,30 @@ fn read_bytes_detects_gzip_by_magic() {
     let b = dir.write("packed", &payload, true); // gzip content, no .gz
     assert_eq!(data::read_bytes(&a).unwrap(), payload);
     assert_eq!(data::read_bytes(&b).unwrap(), payload);
+}
+
+#[test]
+fn augment_shift_translates_without_mirroring_and_fills_the_background() {
+    let (n, c, h, w, pad, fill) = (32usize, 1usize, 6usize, 5usize, 2usize, -0.5f32);
+    let d = toy(n, c, h, w, 10);
+    let mut imgs = d.images.clone();
+    augment_shift(&mut imgs, c, h, w, pad, fill, 7);
+    let s = c * h * w;
+    let mut moved = 0;
+    for i in 0..n {
+        let (dy, dx, _) = crop_flip_params(7, i, pad);
+        moved += usize::from(dy != 0 || dx != 0);
+        for y in 0..h as isize {
+            for x in 0..w as isize {
+                let (sy, sx) = (y + dy, x + dx);
+                let want = if (0..h as isize).contains(&sy) && (0..w as isize).contains(&sx) {
+                    d.image(i)[sy as usize * w + sx as usize]
+                } else {
+                    fill
+                };
+                assert_eq!(imgs[i * s + y as usize * w + x as usize], want, "image {i} ({dy}, {dx}) at ({y}, {x})");
+            }
+        }
+    }
+    assert!(moved > n / 2, "most images move: {moved} of {n}");
 }
