@@ -204,7 +204,7 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1")]
         lrs: Vec<f32>,
         /// EWC λ values to pick from (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+        #[arg(long, value_delimiter = ',', default_value = "3,10,30")]
         ewc_lambdas: Vec<f32>,
         /// The geodesic method's objective: the loss on the new-task batch joined by a labelled
         /// buffer batch (true), or on the new-task batch alone (false).

@@ -130,7 +130,8 @@ fn a_run_forgets_without_memory_and_keeps_the_first_task_with_the_buffer() {
     assert!(get("geodesic").matrix[1][0] > 0.6, "{:?}", get("geodesic").matrix);
     assert!(get("replay").matrix[1][0] > 0.6, "{:?}", get("replay").matrix);
     let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
-    for key in ["\"average_accuracy\"", "\"baselines\"", "\"finetune\"", "\"ewc\"", "\"replay\"", "\"accuracy_matrix\""] {
+    for key in ["\"average_accuracy\"", "\"baselines\"", "\"finetune\"", "\"ewc\"", "\"replay\"", "\"accuracy_matrix\""]
+    {
         assert!(summary.contains(key), "summary.json lacks {key}:\n{summary}");
     }
     let csv = std::fs::read_to_string(out.join("path.csv")).unwrap();

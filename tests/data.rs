@@ -5,8 +5,8 @@ mod common;
 
 use common::Rng;
 use geopath::data::{
-    self, augment_crop_flip, augment_shift, cifar, crop_flip_params, idx, load, load_cifar100_coarse, shuffled_indices, Dataset,
-    DatasetName,
+    self, augment_crop_flip, augment_shift, cifar, crop_flip_params, idx, load, load_cifar100_coarse, shuffled_indices,
+    Dataset, DatasetName,
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -725,7 +725,18 @@ fn summary_json(r: &ContinualResult, cfg: &ContinualConfig) -> String {
     let _ = writeln!(s, "  \"tasks\": [{}],", r.tasks.iter().map(|t| json_str(t)).collect::<Vec<_>>().join(", "));
     let _ = writeln!(s, "  \"buffer_per_class\": {},", cfg.buffer_per_class);
     let _ = writeln!(s, "  \"epochs_per_task\": {},", cfg.epochs);
-    let _ = writeln!(s, "  \"geodesic_step\": {},", json_str(&format!("{:?}", cfg.step)));
+    let step = &cfg.step;
+    let _ = writeln!(
+        s,
+        "  \"geodesic_step\": {{\"method\": {}, \"metric\": \"{}\", \"step_length\": {}, \"beta\": {}, \"metric_batch\": {}, \"replay_objective\": {}, \"augment_buffer\": {}}},",
+        json_str(&step.method.to_string()),
+        step.metric,
+        step.eps,
+        step.beta,
+        cfg.metric_batch,
+        cfg.replay_objective,
+        cfg.augment_buffer
+    );
     let methods: Vec<String> = r
         .methods
         .iter()

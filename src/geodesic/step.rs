@@ -39,6 +39,17 @@ impl FromStr for StepMethod {
     }
 }
 
+impl std::fmt::Display for StepMethod {
+    /// The name [`FromStr`] accepts, with λ for the penalty step.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepMethod::TrustRegion => write!(f, "trust-region"),
+            StepMethod::Steihaug => write!(f, "steihaug"),
+            StepMethod::Penalty { lambda } => write!(f, "penalty (lambda {lambda})"),
+        }
+    }
+}
+
 /// The settings of [`path_step`].
 #[derive(Debug, Clone, Copy)]
 pub struct StepSettings {
