@@ -10,6 +10,12 @@
 //! the path's end instead of the magnitude-pruned start network). The budget is counted over
 //! both: every metric product and gradient of the path plus every gradient of the last
 //! stretch, and the baseline fine-tunes for exactly that many gradient evaluations.
+//!
+//! Measured on LeNet-300-100 (MNIST, 98.54% dense, 95% zeros; README): the penalty path with
+//! the ramp ends at a better hard-pruned network than one-shot magnitude pruning (97.35% vs
+//! 96.39%); without the last stretch it stays far below the baseline (the metric of a 200-input
+//! batch leaves most directions free and the path never sees the labels), with it the result
+//! is level with the baseline (98.30% vs 98.23% for one seed, within noise).
 
 use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToPruned};
