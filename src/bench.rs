@@ -137,7 +137,7 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
     let w0 = crate::ops::elementwise::scale(1.01, &w)?;
     let x = seeded(device, &[MLP_BATCH, 1, 28, 28], 2)?;
     let labels = Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
-    let mut objective = ToPruned { fraction: 0.95, mask: None };
+    let mut objective = ToPruned::new(0.95);
     let mut iterations = 0;
     let ms = time_median(
         || {

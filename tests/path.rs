@@ -51,7 +51,7 @@ fn a_path_to_a_target_converges_with_logged_rows_and_euclidean_length() {
 fn the_pruning_objective_measures_the_distance_to_the_hard_pruned_network() {
     for dev in devices() {
         let w = Tensor::from_vec(&dev, &[6], vec![0.1, -5.0, 0.3, 2.0, -0.2, 4.0]).unwrap();
-        let mut obj = ToPruned { fraction: 0.5, mask: None };
+        let mut obj = ToPruned::new(0.5);
         let (value, grad) = obj.value_grad(&w).unwrap();
         // The three smallest magnitudes (0.1, -0.2, 0.3) are pruned.
         assert!((value - 0.5 * (0.01 + 0.04 + 0.09)).abs() < 1e-6, "{value}");
@@ -62,6 +62,41 @@ fn the_pruning_objective_measures_the_distance_to_the_hard_pruned_network() {
         let moved = Tensor::from_vec(&dev, &[6], vec![9.0, -5.0, 0.3, 0.0, -0.2, 4.0]).unwrap();
         assert_eq!(obj.project(&moved).unwrap().to_vec().unwrap(), vec![0.0, -5.0, 0.0, 0.0, 0.0, 4.0]);
     }
+}
+
+#[test]
+fn a_ramped_pruning_objective_follows_the_cubic_schedule_along_the_path() {
+    let dev = Device::Cpu;
+    let mut obj = ToPruned::gradual(0.8, 4);
+    // p_t = 0.8 (1 − (1 − t/4)³): 0, 0.4625, 0.7, 0.7875, then 0.8 from step 4 on.
+    let expected = [0.0, 0.4625, 0.7, 0.7875, 0.8, 0.8];
+    for (t, e) in expected.iter().enumerate() {
+        assert!((obj.fraction_at(t) - e).abs() < 1e-6, "step {t}: {}", obj.fraction_at(t));
+    }
+    assert!(obj.fix_mask(&Tensor::zeros(&dev, &[4]).unwrap()).is_err(), "no fixed mask with a ramp");
+    // Ten weights of magnitudes 1..10; steps that do not move them, so the objective at step t
+    // is the half squared norm of the round(10 p_t) smallest: 0, 1+4+9+16 (p 0.4625 → 4 of 10,
+    // by the threshold of the ranking), ... as integrate tells the objective each step.
+    let w0 = Tensor::from_vec(&dev, &[10], (1..=10).map(|v| v as f32).collect()).unwrap();
+    let mut values = Vec::new();
+    let cfg = PathConfig { steps: 5, stop_below: 0.0, log_every: 1 };
+    let mut still = |_w: &Tensor, g: &Tensor| Ok(Step { theta: ew::scale(0.0, g)?, metric_sq: 0.0 });
+    let r = integrate(w0.clone(), 0, &mut obj, &mut still, &cfg, &mut |_, _, row| {
+        values.push(row.objective);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(r.steps, 5);
+    let half_sq = |k: usize| (1..=k).map(|v| 0.5 * (v * v) as f64).sum::<f64>();
+    for (t, v) in values.iter().enumerate() {
+        let k = flat::count_zeros(&flat::prune(&w0, flat::magnitude_threshold(&w0, expected[t]).unwrap()).unwrap())
+            .unwrap();
+        assert!((v - half_sq(k)).abs() < 1e-4, "step {t}: objective {v}, {k} pruned");
+    }
+    assert_eq!(values[0], 0.0);
+    assert!((values[5] - half_sq(8)).abs() < 1e-4, "{values:?}");
+    // The hard-pruned result uses the final fraction at any step.
+    assert_eq!(flat::count_zeros(&obj.project(&w0).unwrap()).unwrap(), 8);
 }
 
 #[test]

@@ -73,6 +73,72 @@ fn sparsify_reaches_the_target_and_writes_every_output() {
 }
 
 #[test]
+fn a_ramped_path_with_a_last_stretch_counts_the_stretch_in_the_baselines_budget() {
+    let Some(dev) = gpu() else { return };
+    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let train = dataset(600, 1);
+    let test = dataset(300, 2);
+    let w = toy_network(&net, &train, 3, &dev);
+    let out = std::env::temp_dir().join(format!("geopath-sparsify-ramp-{}", std::process::id()));
+    let cfg = SparsifyConfig {
+        sparsity: 0.8,
+        method: StepMethod::Penalty { lambda: 1.0 },
+        eps: 0.1,
+        steps: 30,
+        batch: 50,
+        log_every: 10,
+        eval_examples: 300,
+        baseline_lrs: vec![0.01, 0.05],
+        ramp: 20,
+        finetune: 40,
+        ..Default::default()
+    };
+    let r = sparsify::run(&net, &w, &train, &test, &cfg, &dev, &out, false).unwrap();
+    // Two products per penalty step (its gradient, and the metric product measuring its
+    // length; the zero step at the start included), plus the stretch.
+    assert_eq!(r.path_evaluations, 60, "{r:?}");
+    assert_eq!(r.gradient_evaluations, 60 + 40, "{r:?}");
+    assert!(cfg.baseline_lrs.contains(&r.finetune_lr), "{r:?}");
+    assert!(r.sparsity >= 0.8 - 1e-3 && r.sparsity < 0.82, "{r:?}");
+    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
+    assert!(summary.contains("\"gradient_evaluations\": 100"), "{summary}");
+    assert!(summary.contains("\"finetune_evaluations\": 40"), "{summary}");
+    // The stretch keeps the path end's mask: the saved network's zeros are where the
+    // hard-pruned path end has its zeros (at least), so its sparsity is not below the target.
+    let sparse = geopath::checkpoint::Checkpoint::load(&out.join("sparse.ckpt")).unwrap();
+    let zeros = sparse.params.iter().filter(|v| **v == 0.0).count() as f64 / sparse.params.len() as f64;
+    assert!((zeros - r.sparsity).abs() < 1e-9);
+    // The path's objective at step 0 is 0 with the ramp: the first logged row says so.
+    let csv = std::fs::read_to_string(out.join("path.csv")).unwrap();
+    let first: Vec<f64> = csv.lines().nth(1).unwrap().split(',').map(|v| v.parse().unwrap()).collect();
+    assert_eq!(first[1], 0.0, "{csv}");
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn masked_finetuning_keeps_the_pruned_weights_at_zero_and_lowers_the_loss() {
+    let Some(dev) = gpu() else { return };
+    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let train = dataset(600, 6);
+    let w = net.init_params(5).unwrap();
+    let wv = w.to_vec().unwrap();
+    // Keep every other weight.
+    let keep: Vec<f32> = (0..wv.len()).map(|i| (i % 2) as f32).collect();
+    let mask = Tensor::from_vec(&dev, &[wv.len()], keep.clone()).unwrap();
+    let start = geopath::ops::flat::mask(&w, &mask).unwrap();
+    let (tuned, lr, scores) =
+        sparsify::masked_finetune(&net, &start, &mask, &train, &train, 60, &[0.0, 0.05], 50, 0, &dev).unwrap();
+    assert_eq!(scores.len(), 2);
+    assert_eq!(lr, 0.05, "a rate of 0 leaves the untrained network: {scores:?}");
+    assert!(scores[1] > scores[0] + 0.2, "{scores:?}");
+    let tv = tuned.to_vec().unwrap();
+    assert!(keep.iter().zip(&tv).all(|(k, v)| *k == 1.0 || *v == 0.0), "pruned weights moved");
+    assert!(keep.iter().zip(tv.iter().zip(&wv)).any(|(k, (a, b))| *k == 1.0 && a != b), "kept weights moved");
+}
+
+#[test]
 fn bad_sparsify_options_are_errors() {
     let dev = geopath::Device::Cpu;
     let spec = spec::parse("flatten\nlinear classes\n", "test", "tiny").unwrap();

@@ -13,6 +13,10 @@ pub trait Objective {
     fn name(&self) -> String;
     /// `L(w)` and `∇L(w)`.
     fn value_grad(&mut self, w: &Tensor) -> Result<(f32, Tensor)>;
+    /// Told by [`integrate`] the index of the step about to be taken (and, at the end, the
+    /// number of steps taken) before each [`Objective::value_grad`]: for objectives that change
+    /// along the path. Nothing by default.
+    fn begin_step(&mut self, _step: usize) {}
 }
 
 /// `L = ½‖w − target‖²`: toward a second optimum (mode connectivity).
@@ -35,23 +39,61 @@ impl Objective for ToTarget {
 
 /// `L = ½‖w − P_p(w)‖²`, where `P_p` zeroes the fraction `p` of smallest-magnitude weights
 /// (global ranking): toward a sparse network. The ranking is redone every step unless a mask
-/// was fixed with [`ToPruned::fix_mask`].
+/// was fixed with [`ToPruned::fix_mask`]. With a ramp of `R > 0` steps the fraction of the
+/// objective grows along the path as in gradual magnitude pruning (Zhu & Gupta 2017),
+/// `p_t = p (1 − (1 − min(t/R, 1))³)`, from 0 at the start to `p` after `R` steps; the
+/// hard-pruned result [`ToPruned::project`] always uses the final `p`.
 pub struct ToPruned {
-    /// Fraction of weights to zero, in [0, 1].
+    /// Final fraction of weights to zero, in [0, 1].
     pub fraction: f32,
     /// A fixed keep-mask (1 keep, 0 prune), if any.
     pub mask: Option<Tensor>,
+    /// Steps over which the objective's fraction ramps up to `fraction` (0: from the first step).
+    pub ramp: usize,
+    /// The step the objective is evaluated at (set by [`Objective::begin_step`]).
+    step: usize,
 }
 
 impl ToPruned {
-    /// Fixes the mask to the ranking at `w` (the "mask fixed at the start" variant).
+    /// The objective toward `fraction` zeros from the first step, ranking every step.
+    pub fn new(fraction: f32) -> ToPruned {
+        ToPruned { fraction, mask: None, ramp: 0, step: 0 }
+    }
+
+    /// The objective whose fraction ramps from 0 to `fraction` over `ramp` steps.
+    pub fn gradual(fraction: f32, ramp: usize) -> ToPruned {
+        ToPruned { fraction, mask: None, ramp, step: 0 }
+    }
+
+    /// The fraction the objective prunes at step `t`: `p (1 − (1 − min(t/R, 1))³)`, or `p`
+    /// without a ramp.
+    pub fn fraction_at(&self, t: usize) -> f32 {
+        if self.ramp == 0 {
+            return self.fraction;
+        }
+        let left = 1.0 - (t as f64 / self.ramp as f64).min(1.0);
+        (self.fraction as f64 * (1.0 - left * left * left)) as f32
+    }
+
+    /// Fixes the mask to the ranking at `w` (the "mask fixed at the start" variant; no ramp).
     pub fn fix_mask(&mut self, w: &Tensor) -> Result<()> {
-        let t = flat::magnitude_threshold(w, self.fraction)?;
-        self.mask = Some(flat::prune_mask(w, t)?);
+        if self.ramp > 0 {
+            return Err(Error::Invalid("a fixed mask and a sparsity ramp do not go together".into()));
+        }
+        self.mask = Some(self.keep_mask(w)?);
         Ok(())
     }
 
-    /// `P_p(w)`: the hard-pruned parameters.
+    /// The keep-mask of [`ToPruned::project`] at `w` (1 keep, 0 prune): the fixed one, or the
+    /// ranking of `w` at the final fraction.
+    pub fn keep_mask(&self, w: &Tensor) -> Result<Tensor> {
+        match &self.mask {
+            Some(m) => Ok(m.clone()),
+            None => flat::prune_mask(w, flat::magnitude_threshold(w, self.fraction)?),
+        }
+    }
+
+    /// `P_p(w)`: the hard-pruned parameters at the final fraction.
     pub fn project(&self, w: &Tensor) -> Result<Tensor> {
         match &self.mask {
             Some(m) => flat::mask(w, m),
@@ -65,8 +107,16 @@ impl Objective for ToPruned {
         format!("distance to {:.1}% sparse", 100.0 * self.fraction)
     }
 
+    fn begin_step(&mut self, step: usize) {
+        self.step = step;
+    }
+
     fn value_grad(&mut self, w: &Tensor) -> Result<(f32, Tensor)> {
-        let d = ew::sub(w, &self.project(w)?)?;
+        let p = match &self.mask {
+            Some(m) => flat::mask(w, m)?,
+            None => flat::prune(w, flat::magnitude_threshold(w, self.fraction_at(self.step))?)?,
+        };
+        let d = ew::sub(w, &p)?;
         let n = flat::norm(&d)?;
         Ok((0.5 * n * n, d))
     }
@@ -168,6 +218,7 @@ pub fn integrate(
     // non-finite: (parameters, path length, last step norm).
     let mut previous: Option<(Tensor, f64, f64)> = None;
     loop {
+        objective.begin_step(step);
         let (value, grad) = objective.value_grad(&w)?;
         if !value.is_finite() {
             ending = Ending::NonFinite(format!("objective is {value} after step {step}"));
@@ -200,6 +251,7 @@ pub fn integrate(
         length += (s.metric_sq.max(0.0) as f64).sqrt();
     }
     if rows.last().map(|r| r.step) != Some(step) {
+        objective.begin_step(step);
         let (value, _) = objective.value_grad(&w)?;
         log(step, &w, value as f64, last_norm, length, &mut rows)?;
     }

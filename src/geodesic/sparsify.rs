@@ -2,6 +2,20 @@
 //! fraction of zero weights (objective `½‖w − P_p(w)‖²`), each step small in the metric, and the
 //! hard-pruned network `P_p(w)` at the end; beside it, in the same run, the baseline of magnitude
 //! pruning followed by masked fine-tuning with the same number of gradient evaluations.
+//!
+//! Two options shape the path: a ramp (the objective's fraction grows from 0 to `p` along the
+//! first steps, the cubic schedule of gradual magnitude pruning, see [`ToPruned`]) and a last
+//! stretch on the sparse set (the mask of the hard-pruned path end fixed, the weights outside
+//! it held at zero, masked SGD on the training loss: the baseline's fine-tuning, started from
+//! the path's end instead of the magnitude-pruned start network). The budget is counted over
+//! both: every metric product and gradient of the path plus every gradient of the last
+//! stretch, and the baseline fine-tunes for exactly that many gradient evaluations.
+//!
+//! Measured on LeNet-300-100 (MNIST, 98.54% dense, 95% zeros; README): the penalty path with
+//! the ramp ends at a better hard-pruned network than one-shot magnitude pruning (97.35% vs
+//! 96.39%); without the last stretch it stays far below the baseline (the metric of a 200-input
+//! batch leaves most directions free and the path never sees the labels), with it the result
+//! is level with the baseline (98.30% vs 98.23% for one seed, within noise).
 
 use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToPruned};
@@ -48,8 +62,15 @@ pub struct SparsifyConfig {
     pub seed: u64,
     /// Test examples used for the accuracies logged along the path (the final ones use all).
     pub eval_examples: usize,
-    /// Learning rates the baseline's fine-tuning picks from (by validation accuracy).
+    /// Learning rates the baseline's fine-tuning (and the last stretch) picks from (by
+    /// validation accuracy).
     pub baseline_lrs: Vec<f32>,
+    /// Steps over which the target sparsity ramps from 0 to `sparsity` (0: the full target from
+    /// the first step).
+    pub ramp: usize,
+    /// Gradient evaluations of the last stretch on the sparse set (masked SGD on the training
+    /// loss from the hard-pruned path end; 0: none).
+    pub finetune: usize,
 }
 
 impl Default for SparsifyConfig {
@@ -68,6 +89,8 @@ impl Default for SparsifyConfig {
             seed: 0,
             eval_examples: 2000,
             baseline_lrs: vec![0.003, 0.01, 0.03],
+            ramp: 0,
+            finetune: 0,
         }
     }
 }
@@ -77,8 +100,12 @@ impl Default for SparsifyConfig {
 pub struct SparsifyResult {
     /// Measured fraction of zero weights of the hard-pruned path result.
     pub sparsity: f64,
-    /// Test accuracy of the hard-pruned path result.
+    /// Test accuracy of the hard-pruned path result (after the last stretch, if any).
     pub test_accuracy: f64,
+    /// Test accuracy of the hard-pruned path end, before the last stretch.
+    pub path_test_accuracy: f64,
+    /// Learning rate the last stretch picked (0 without one).
+    pub finetune_lr: f32,
     /// Test accuracy of the magnitude-prune + masked-fine-tune baseline.
     pub baseline_test_accuracy: f64,
     /// Measured sparsity of the baseline.
@@ -91,11 +118,13 @@ pub struct SparsifyResult {
     pub pruned_only_test_accuracy: f64,
     /// Path steps taken.
     pub steps: usize,
-    /// Gradient evaluations (metric products) spent by the path, and given to the baseline.
+    /// Gradient evaluations (metric products) spent by the path itself.
+    pub path_evaluations: usize,
+    /// Gradient evaluations of the path and its last stretch, also given to the baseline.
     pub gradient_evaluations: usize,
     /// How the path ended.
     pub ending: String,
-    /// Seconds of the path and of the baseline.
+    /// Seconds of the path, its last stretch included (all learning rates).
     pub path_seconds: f64,
     /// Seconds of the baseline (all learning rates).
     pub baseline_seconds: f64,
@@ -106,14 +135,16 @@ fn zero_fraction(w: &Tensor) -> Result<f64> {
     Ok(flat::count_zeros(w)? as f64 / w.numel().max(1) as f64)
 }
 
-/// Magnitude pruning of `w0` then masked fine-tuning (SGD, momentum 0.9) for `budget` gradient
-/// evaluations at each learning rate of `lrs`; the rate is picked by accuracy on `validation`.
-/// Returns (parameters, picked rate, validation accuracy of each rate).
+/// Masked fine-tuning (SGD, Nesterov momentum 0.9) of `start` on the training loss: for
+/// `budget` gradient evaluations at each learning rate of `lrs`, gradients and parameters
+/// multiplied by the keep-mask `mask` after every step (the weights outside it stay zero when
+/// they start at zero); the rate is picked by accuracy on `validation`. Returns (parameters,
+/// picked rate, validation accuracy of each rate).
 #[allow(clippy::too_many_arguments)]
-fn prune_and_finetune(
+pub fn masked_finetune(
     net: &Network,
-    w0: &Tensor,
-    fraction: f32,
+    start: &Tensor,
+    mask: &Tensor,
     train: &Dataset,
     validation: &Dataset,
     budget: usize,
@@ -122,9 +153,6 @@ fn prune_and_finetune(
     seed: u64,
     device: &Device,
 ) -> Result<(Tensor, f32, Vec<f64>)> {
-    let threshold = flat::magnitude_threshold(w0, fraction)?;
-    let mask = flat::prune_mask(w0, threshold)?;
-    let start = flat::mask(w0, &mask)?;
     let mut best: Option<(f64, Tensor, f32)> = None;
     let mut scores = Vec::new();
     let steps_per_epoch = (train.len() / batch).max(1);
@@ -140,7 +168,7 @@ fn prune_and_finetune(
             let b = step % steps_per_epoch;
             let (x, y) = batch_at(train, &order[b * batch..((b + 1) * batch).min(train.len())], device)?;
             let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;
-            w = flat::mask(&opt.step(&w, &flat::mask(&g, &mask)?)?, &mask)?;
+            w = flat::mask(&opt.step(&w, &flat::mask(&g, mask)?)?, mask)?;
         }
         let score = evaluate(net, &w, validation, validation.len(), device)?;
         scores.push(score);
@@ -148,8 +176,29 @@ fn prune_and_finetune(
             best = Some((score, w, lr));
         }
     }
-    let (_, w, lr) = best.ok_or_else(|| Error::Invalid("the baseline needs at least one learning rate".into()))?;
+    let (_, w, lr) = best.ok_or_else(|| Error::Invalid("fine-tuning needs at least one learning rate".into()))?;
     Ok((w, lr, scores))
+}
+
+/// The baseline: magnitude pruning of `w0` to `fraction` zeros, then [`masked_finetune`] for
+/// `budget` gradient evaluations per learning rate. Returns (parameters, picked rate,
+/// validation accuracy of each rate).
+#[allow(clippy::too_many_arguments)]
+pub fn prune_and_finetune(
+    net: &Network,
+    w0: &Tensor,
+    fraction: f32,
+    train: &Dataset,
+    validation: &Dataset,
+    budget: usize,
+    lrs: &[f32],
+    batch: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<(Tensor, f32, Vec<f64>)> {
+    let mask = flat::prune_mask(w0, flat::magnitude_threshold(w0, fraction)?)?;
+    let start = flat::mask(w0, &mask)?;
+    masked_finetune(net, &start, &mask, train, validation, budget, lrs, batch, seed, device)
 }
 
 /// Runs the path and the baseline; writes DIR/path.csv, DIR/path.svg, DIR/summary.json,
@@ -179,7 +228,7 @@ pub fn run(
     let validation = train.subset(&(train.len() - n_val..train.len()).collect::<Vec<_>>());
 
     let start_test_accuracy = evaluate(net, w0, test, test.len(), device)?;
-    let mut objective = ToPruned { fraction: cfg.sparsity, mask: None };
+    let mut objective = ToPruned::gradual(cfg.sparsity, cfg.ramp);
     if cfg.fixed_mask {
         objective.fix_mask(w0)?;
     }
@@ -198,12 +247,16 @@ pub fn run(
         step_index += 1;
         let (x, labels) = batch_of(&fit, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
         let (step, products) = path_step(net, w, Reference::Params(w0), &x, &labels, g, &settings)?;
-        evaluations += products;
+        // The penalty step's gradient, plus the metric product that measures its functional
+        // length: counted too, so that the baseline gets every product the path spent.
+        evaluations += products + usize::from(matches!(cfg.method, StepMethod::Penalty { .. }));
         bar.inc(1);
         Ok(step)
     };
     let mut logged: Vec<(PathRow, f64, f64, f64)> = Vec::new();
-    let path_cfg = PathConfig { steps: cfg.steps, stop_below: 1e-10, log_every: cfg.log_every };
+    // With a ramp the objective starts at 0: no early stop (stop_below 0 never triggers).
+    let stop_below = if cfg.ramp > 0 { 0.0 } else { 1e-10 };
+    let path_cfg = PathConfig { steps: cfg.steps, stop_below, log_every: cfg.log_every };
     let fixed_mask = objective.mask.clone();
     let mut on_log = |step: usize, w: &Tensor, row: &PathRow| -> Result<()> {
         let pruned = match &fixed_mask {
@@ -237,8 +290,32 @@ pub fn run(
     };
     let result = integrate(w0.clone(), 0, &mut objective, &mut rule, &path_cfg, &mut on_log)?;
     bar.finish_and_clear();
+    let path_evaluations = evaluations;
+    let path_end = objective.project(&result.params)?;
+    let path_test_accuracy = evaluate(net, &path_end, test, test.len(), device)?;
+    let (sparse, finetune_lr) = if cfg.finetune > 0 {
+        eprintln!(
+            "last stretch: masked fine-tuning of the path's end for {} gradient evaluations per learning rate",
+            cfg.finetune
+        );
+        let mask = objective.keep_mask(&result.params)?;
+        let (w, lr, _) = masked_finetune(
+            net,
+            &path_end,
+            &mask,
+            &fit,
+            &validation,
+            cfg.finetune,
+            &cfg.baseline_lrs,
+            cfg.batch,
+            cfg.seed,
+            device,
+        )?;
+        (w, lr)
+    } else {
+        (path_end, 0.0)
+    };
     let path_seconds = start.elapsed().as_secs_f64();
-    let sparse = objective.project(&result.params)?;
     let sparsity = zero_fraction(&sparse)?;
     let test_accuracy = evaluate(net, &sparse, test, test.len(), device)?;
     let meta = |k: &str, v: String| (k.to_string(), v);
@@ -256,7 +333,7 @@ pub fn run(
     .save(&out.join("sparse.ckpt"))?;
 
     let baseline_start = Instant::now();
-    let budget = evaluations.max(1);
+    let budget = (path_evaluations + cfg.finetune).max(1);
     eprintln!("baseline: magnitude pruning + masked fine-tuning for {budget} gradient evaluations per learning rate");
     let (baseline, baseline_lr, _) = prune_and_finetune(
         net,
@@ -323,12 +400,15 @@ pub fn run(
     let r = SparsifyResult {
         sparsity,
         test_accuracy,
+        path_test_accuracy,
+        finetune_lr,
         baseline_test_accuracy,
         baseline_sparsity,
         baseline_lr,
         start_test_accuracy,
         pruned_only_test_accuracy,
         steps: result.steps,
+        path_evaluations,
         gradient_evaluations: budget,
         ending,
         path_seconds,
@@ -345,9 +425,11 @@ fn summary_json(r: &SparsifyResult, cfg: &SparsifyConfig) -> String {
         StepMethod::Penalty { lambda } => format!("penalty (lambda {lambda})"),
     };
     format!(
-        "{{\n  \"sparsity\": {:.6},\n  \"test_accuracy\": {:.6},\n  \"baseline_test_accuracy\": {:.6},\n  \"baseline_sparsity\": {:.6},\n  \"baseline_lr\": {},\n  \"start_test_accuracy\": {:.6},\n  \"pruned_only_test_accuracy\": {:.6},\n  \"target_sparsity\": {},\n  \"method\": {},\n  \"metric\": \"{}\",\n  \"eps\": {},\n  \"beta\": {},\n  \"steps\": {},\n  \"gradient_evaluations\": {},\n  \"ending\": {},\n  \"path_seconds\": {:.2},\n  \"baseline_seconds\": {:.2}\n}}\n",
+        "{{\n  \"sparsity\": {:.6},\n  \"test_accuracy\": {:.6},\n  \"path_test_accuracy\": {:.6},\n  \"finetune_lr\": {},\n  \"baseline_test_accuracy\": {:.6},\n  \"baseline_sparsity\": {:.6},\n  \"baseline_lr\": {},\n  \"start_test_accuracy\": {:.6},\n  \"pruned_only_test_accuracy\": {:.6},\n  \"target_sparsity\": {},\n  \"method\": {},\n  \"metric\": \"{}\",\n  \"eps\": {},\n  \"beta\": {},\n  \"steps\": {},\n  \"ramp\": {},\n  \"path_evaluations\": {},\n  \"finetune_evaluations\": {},\n  \"gradient_evaluations\": {},\n  \"ending\": {},\n  \"path_seconds\": {:.2},\n  \"baseline_seconds\": {:.2}\n}}\n",
         r.sparsity,
         r.test_accuracy,
+        r.path_test_accuracy,
+        r.finetune_lr,
         r.baseline_test_accuracy,
         r.baseline_sparsity,
         r.baseline_lr,
@@ -359,6 +441,9 @@ fn summary_json(r: &SparsifyResult, cfg: &SparsifyConfig) -> String {
         cfg.eps,
         cfg.beta,
         r.steps,
+        cfg.ramp,
+        r.path_evaluations,
+        cfg.finetune,
         r.gradient_evaluations,
         crate::train::json_str(&r.ending),
         r.path_seconds,
