@@ -143,6 +143,10 @@ enum Command {
         /// training loss from the hard-pruned path end); counted in the baseline's budget.
         #[arg(long, default_value_t = 2000)]
         finetune: usize,
+        /// Learning rates the baseline's fine-tuning and the last stretch pick from
+        /// (comma-separated; picked by accuracy on held-out training data).
+        #[arg(long, value_delimiter = ',', default_value = "0.003,0.01,0.03")]
+        lrs: Vec<f32>,
         /// Data set of the network.
         #[arg(long, default_value = "mnist")]
         dataset: String,
@@ -392,7 +396,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.join("summary.json").display()
             );
         }
-        Command::Sparsify { checkpoint, sparsity, path, steps, fixed_mask, ramp, finetune, dataset, data_dir, out } => {
+        Command::Sparsify { checkpoint, sparsity, path, steps, fixed_mask, ramp, finetune, lrs, dataset, data_dir, out } => {
             let dataset: DatasetName = dataset.parse()?;
             let checkpoint = match checkpoint {
                 Some(c) => c,
@@ -415,6 +419,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 seed: path.seed,
                 ramp,
                 finetune,
+                baseline_lrs: lrs,
                 ..Default::default()
             };
             println!(
