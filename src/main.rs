@@ -32,9 +32,9 @@ struct PathArgs {
     /// Metric of the trust-region rules: fisher, logits or hessian.
     #[arg(long, default_value = "fisher")]
     metric: String,
-    /// Step length (trust radius).
-    #[arg(long, default_value_t = 0.05)]
-    eps: f32,
+    /// Step length (trust radius) [default: 0.05; connect: 0.1].
+    #[arg(long)]
+    eps: Option<f32>,
     /// Weight of the objective (sparsity, or the pull toward B) in each step.
     #[arg(long, default_value_t = 1.0)]
     beta: f32,
@@ -157,6 +157,12 @@ enum Command {
         b: PathBuf,
         #[command(flatten)]
         path: PathArgs,
+        /// Weight γ of the restoring term's gradient added to the pull toward B (0: the plain pull).
+        #[arg(long, default_value_t = 100.0)]
+        loss_weight: f32,
+        /// Restoring term weighted by --loss-weight: loss (cross-entropy on the labels) or ensemble (Bhattacharyya distance to the mixture of A's and B's outputs, moving from A's to B's along the path).
+        #[arg(long, default_value = "loss")]
+        restore: String,
         /// Maximum steps.
         #[arg(long, default_value_t = 1000)]
         steps: usize,
@@ -397,7 +403,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 sparsity,
                 method: path.step_method()?,
                 metric: path.metric.parse()?,
-                eps: path.eps,
+                eps: path.eps.unwrap_or(0.05),
                 beta: path.beta,
                 steps,
                 batch: path.batch,
@@ -443,7 +449,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.display()
             );
         }
-        Command::Connect { a, b, path, steps, dataset, data_dir, out } => {
+        Command::Connect { a, b, path, loss_weight, restore, steps, dataset, data_dir, out } => {
             let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
             let (_, wb, ckpt_b) = train::load_checkpoint(&b, &device)?;
             if ckpt_a.spec != ckpt_b.spec || wa.shape() != wb.shape() {
@@ -465,8 +471,10 @@ fn run(cli: Cli) -> geopath::Result<()> {
             let cfg = geodesic::connect::ConnectConfig {
                 method: path.step_method()?,
                 metric: path.metric.parse()?,
-                eps: path.eps,
+                eps: path.eps.unwrap_or(0.1),
                 beta: path.beta,
+                loss_weight,
+                restore: restore.parse()?,
                 steps,
                 batch: path.batch,
                 cg_iter: path.cg_iter,
@@ -531,7 +539,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 step: geodesic::step::StepSettings {
                     method: path.step_method()?,
                     metric: path.metric.parse()?,
-                    eps: path.eps,
+                    eps: path.eps.unwrap_or(0.05),
                     beta: path.beta,
                     cg_iter: path.cg_iter,
                 },
