@@ -169,6 +169,12 @@ enum Command {
         b: PathBuf,
         #[command(flatten)]
         path: PathArgs,
+        /// Weight γ of the restoring term's gradient added to the pull toward B (0: the plain pull).
+        #[arg(long, default_value_t = 100.0)]
+        loss_weight: f32,
+        /// Restoring term weighted by --loss-weight: loss (cross-entropy on the labels) or ensemble (Bhattacharyya distance to the mixture of A's and B's outputs, moving from A's to B's along the path).
+        #[arg(long, default_value = "loss")]
+        restore: String,
         /// Maximum steps.
         #[arg(long, default_value_t = 1000)]
         steps: usize,
@@ -396,7 +402,19 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.join("summary.json").display()
             );
         }
-        Command::Sparsify { checkpoint, sparsity, path, steps, fixed_mask, ramp, finetune, lrs, dataset, data_dir, out } => {
+        Command::Sparsify {
+            checkpoint,
+            sparsity,
+            path,
+            steps,
+            fixed_mask,
+            ramp,
+            finetune,
+            lrs,
+            dataset,
+            data_dir,
+            out,
+        } => {
             let dataset: DatasetName = dataset.parse()?;
             let checkpoint = match checkpoint {
                 Some(c) => c,
@@ -467,7 +485,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.display()
             );
         }
-        Command::Connect { a, b, path, steps, dataset, data_dir, out } => {
+        Command::Connect { a, b, path, loss_weight, restore, steps, dataset, data_dir, out } => {
             let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
             let (_, wb, ckpt_b) = train::load_checkpoint(&b, &device)?;
             if ckpt_a.spec != ckpt_b.spec || wa.shape() != wb.shape() {
@@ -491,6 +509,8 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 metric: path.metric.parse()?,
                 eps: path.eps,
                 beta: path.beta,
+                loss_weight,
+                restore: restore.parse()?,
                 steps,
                 batch: path.batch,
                 cg_iter: path.cg_iter,
@@ -663,10 +683,10 @@ fn default_checkpoint(
     Ok(ckpt)
 }
 
-/// The command line with the path options' defaults of each path command: `continual` takes
-/// penalty steps (λ 30, length 0.1 annealed over each task) by default, `sparsify` penalty
-/// steps (λ 0.1, length 0.05; with its 1000 steps, 700-step ramp and 2000-evaluation last
-/// stretch, the best setting measured on LeNet-300-100).
+/// The command line with the path options' defaults of each path command: `connect` takes
+/// steps of length 0.1; `continual` penalty steps (λ 30, length 0.1 annealed over each task);
+/// `sparsify` penalty steps (λ 0.1, length 0.05; with its 1000 steps, 700-step ramp and
+/// 2000-evaluation last stretch, the best setting measured on LeNet-300-100).
 fn parse_cli() -> Cli {
     let command = Cli::command()
         .mut_subcommand("continual", |c| {
@@ -674,6 +694,7 @@ fn parse_cli() -> Cli {
                 .mut_arg("lambda", |a| a.default_value("30"))
                 .mut_arg("eps", |a| a.default_value("0.1"))
         })
+        .mut_subcommand("connect", |c| c.mut_arg("eps", |a| a.default_value("0.1")))
         .mut_subcommand("sparsify", |c| {
             c.mut_arg("method", |a| a.default_value("penalty")).mut_arg("eps", |a| a.default_value("0.05"))
         });

@@ -215,3 +215,67 @@ fn connect_walks_from_a_to_b_and_reports_the_line_beside_the_path() {
     assert!(connect::run(&net, &wa, &other, &train, &test, &cfg, &dev, &out, false).is_err());
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+#[test]
+fn connect_step_gradient_matches_a_finite_difference() {
+    // ⟨∇F, v⟩ for F(w) = ½‖w − w_B‖² + γ R(w) against a central difference of F along v, for
+    // both restoring terms R. v is orthogonal to w − w_B, so the ensemble's mixing fraction t
+    // (a function of ‖w − w_B‖, held fixed in the gradient) changes only to second order.
+    use geopath::geodesic::bhattacharyya;
+    use geopath::geodesic::connect::{mixture_logits, step_gradient, Restore};
+    use geopath::ops::{elementwise as ew, flat};
+    let Some(dev) = gpu() else { return };
+    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let train = dataset(600, 4);
+    let wa = toy_network(&net, &train, 11, &dev);
+    let wb = toy_network(&net, &train, 12, &dev);
+    let w = ew::axpby(0.6, &wa, 0.4, &net.init_params(13).unwrap()).unwrap();
+    let idx: Vec<usize> = (0..40).collect();
+    let (x, y) = geopath::geodesic::step::batch_at(&train, &idx, &dev).unwrap();
+    let mut rng = Rng::new(3);
+    let r = Tensor::from_vec(&dev, w.shape(), (0..w.numel()).map(|_| rng.uniform() - 0.5).collect()).unwrap();
+    let d = ew::sub(&w, &wb).unwrap();
+    let k = flat::dot_value(&r, &d).unwrap() / flat::dot_value(&d, &d).unwrap();
+    let v = flat::axpy(-k, &d, &r).unwrap();
+    let t = 1.0 - flat::norm(&d).unwrap() as f64 / flat::norm(&ew::sub(&wa, &wb).unwrap()).unwrap() as f64;
+    let reference = mixture_logits(
+        &geopath::autodiff::forward(&net, &wa, &x).unwrap(),
+        &geopath::autodiff::forward(&net, &wb, &x).unwrap(),
+        t,
+    )
+    .unwrap();
+    let gamma = 3.0;
+    for restore in [Restore::Loss, Restore::Ensemble] {
+        let f = |w: &Tensor| -> f64 {
+            let d = flat::norm(&ew::sub(w, &wb).unwrap()).unwrap() as f64;
+            let term = match restore {
+                Restore::Loss => geopath::autodiff::loss_grad(&net, w, &x, &y).unwrap().0.to_vec().unwrap()[0] as f64,
+                Restore::Ensemble => {
+                    bhattacharyya(&geopath::autodiff::forward(&net, w, &x).unwrap(), &reference).unwrap().0 / 40.0
+                }
+            };
+            0.5 * d * d + gamma as f64 * term
+        };
+        let g = step_gradient(&net, &w, &wa, &wb, &x, &y, restore, gamma).unwrap();
+        let analytic = flat::dot_value(&g, &v).unwrap() as f64;
+        let h = 1e-2;
+        let numeric = (f(&flat::axpy(h, &v, &w).unwrap()) - f(&flat::axpy(-h, &v, &w).unwrap())) / (2.0 * h as f64);
+        let what = format!("{restore:?}: {analytic} vs {numeric}");
+        assert!((analytic - numeric).abs() <= 2e-2 * numeric.abs().max(0.1), "{what}");
+        // The restoring term matters: along v the pull w − w_B alone has no slope.
+        assert!(numeric.abs() > 0.05, "{what}");
+    }
+    // With γ = 0 the gradient is w − w_B; at A the ensemble term vanishes (t = 0, reference A).
+    let plain = step_gradient(&net, &w, &wa, &wb, &x, &y, Restore::Loss, 0.0).unwrap();
+    assert_eq!(plain.to_vec().unwrap(), d.to_vec().unwrap());
+    let at_a = step_gradient(&net, &wa, &wa, &wb, &x, &y, Restore::Ensemble, gamma).unwrap();
+    assert_close(
+        "ensemble term at A",
+        &at_a.to_vec().unwrap(),
+        &ew::sub(&wa, &wb).unwrap().to_vec().unwrap(),
+        1e-4,
+        1e-4,
+    );
+    assert!("mixture".parse::<Restore>().is_err());
+}
