@@ -163,3 +163,18 @@ fn bad_options_and_mismatched_heads_are_errors() {
     assert!(!out.join("summary.json").exists(), "nothing is written for a refused run");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+#[test]
+fn mnist_then_fashion_share_a_20_way_head_if_fashion_is_installed() {
+    if !std::path::Path::new("/usr/share/datasets/fashion-mnist").exists() {
+        eprintln!("note: Fashion-MNIST absent (apt-get install dataset-fashion-mnist); skipped");
+        return;
+    }
+    let (tasks, head) = continual::build_tasks(TaskSequence::MnistFashion, 2, None).unwrap();
+    assert_eq!((tasks.len(), head), (2, 20));
+    assert_eq!(tasks[1].classes, (10..20).collect::<Vec<u32>>());
+    for t in &tasks {
+        assert_eq!((t.train.len(), t.test.len(), t.train.classes), (60_000, 10_000, 20));
+        assert!(t.train.labels.iter().chain(&t.test.labels).all(|l| t.classes.contains(l)), "{}", t.name);
+    }
+}
