@@ -332,10 +332,14 @@ fn sample_buffer(data: &Dataset, classes: &[u32], per_class: usize, seed: u64) -
     data.subset(&picked)
 }
 
-/// SGD with Nesterov momentum 0.9, no weight decay, at rate `lr` annealed to zero over `steps`
-/// by a half cosine.
-fn sgd(lr: f32, steps: usize) -> Optimizer {
-    let schedule = LrSchedule { base: lr, schedule: Schedule::Cosine { total: steps, min_factor: 0.0 }, warmup: 0 };
+/// A rate `base` annealed to zero over `steps` by a half cosine: every method's learning rate
+/// on a task, and the geodesic method's step length.
+fn annealed(base: f32, steps: usize) -> LrSchedule {
+    LrSchedule { base, schedule: Schedule::Cosine { total: steps, min_factor: 0.0 }, warmup: 0 }
+}
+
+/// SGD with Nesterov momentum 0.9, no weight decay, following `schedule`.
+fn sgd(schedule: LrSchedule) -> Optimizer {
     Optimizer::new(OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 }, schedule)
 }
 
@@ -461,7 +465,8 @@ impl Context<'_> {
             // The geodesic method's reference function: the network at the start of the task.
             let task_start = w.clone();
             let steps = self.steps_on(t);
-            let mut opt = sgd(lr, steps);
+            let schedule = annealed(lr, steps);
+            let mut opt = sgd(schedule);
             let seed = cfg.seed.wrapping_add(1000 * t as u64);
             for step in 0..steps {
                 let idx = batch_indices(fit.len(), cfg.batch, step, seed);
@@ -481,7 +486,7 @@ impl Context<'_> {
                         let (x, y) = batch_at(&joined, &(0..joined.len()).collect::<Vec<_>>(), device)?;
                         let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;
                         w = opt.step(&w, &g)?;
-                        evaluations += 2;
+                        evaluations += joined.len().div_ceil(cfg.batch);
                     }
                     Method::Geodesic => {
                         let mut objective_batch = fit.subset(&idx);
@@ -494,7 +499,7 @@ impl Context<'_> {
                         let metric_batch = self.buffer_batch(buffer, cfg.metric_batch, step, seed ^ 0xFACE);
                         let (xb, yb) = batch_at(&metric_batch, &(0..metric_batch.len()).collect::<Vec<_>>(), device)?;
                         // The step length follows the baselines' learning-rate schedule.
-                        let settings = StepSettings { eps: opt.schedule().lr(step), ..cfg.step };
+                        let settings = StepSettings { eps: schedule.lr(step), ..cfg.step };
                         let (s, products) =
                             path_step(net, &w, Reference::Params(&task_start), &xb, &yb, &g, &settings)?;
                         let next = ew::add(&w, &s.theta)?;
@@ -505,7 +510,7 @@ impl Context<'_> {
                             )));
                         }
                         w = next;
-                        evaluations += 1 + products;
+                        evaluations += objective_batch.len().div_ceil(cfg.batch) + products;
                     }
                 }
                 global += 1;
@@ -628,7 +633,7 @@ pub fn run(
     // The first task, shared by every method.
     bar.set_message(format!("task 1 ({})", splits[0].task.name));
     let mut w = net.init_params(cfg.seed)?;
-    let mut opt = sgd(cfg.first_lr, first_steps);
+    let mut opt = sgd(annealed(cfg.first_lr, first_steps));
     for step in 0..first_steps {
         let (x, y) = batch_at(&splits[0].fit, &batch_indices(splits[0].fit.len(), cfg.batch, step, cfg.seed), device)?;
         let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;

@@ -249,7 +249,7 @@ pub fn run(
         let (step, products) = path_step(net, w, Reference::Params(w0), &x, &labels, g, &settings)?;
         // The penalty step's gradient, plus the metric product that measures its functional
         // length: counted too, so that the baseline gets every product the path spent.
-        evaluations += products + usize::from(matches!(cfg.method, StepMethod::Penalty { .. }));
+        evaluations += products;
         bar.inc(1);
         Ok(step)
     };

@@ -76,7 +76,8 @@ pub enum Reference<'a> {
 
 /// One path step at `w` with objective gradient `g`, the metric measured on the batch
 /// `(x, labels)`; `start` is the path's start (the penalty step's reference function). Returns
-/// the step, with `θᵀGθ`, and the metric products (gradient evaluations) it spent.
+/// the step, with `θᵀGθ`, and the metric products (gradient evaluations) it spent, the penalty
+/// rule's measuring product included.
 pub fn path_step<M: Model + ?Sized>(
     model: &M,
     w: &Tensor,
@@ -106,7 +107,9 @@ pub fn path_step<M: Model + ?Sized>(
         // q(θ) = θᵀGθ + β⟨θ, g⟩, so θᵀGθ follows from the solver's model value.
         _ => (report.model_value - s.beta * flat::dot_value(&report.theta, g)?).max(0.0),
     };
-    Ok((Step { theta: report.theta, metric_sq }, report.iterations.max(1)))
+    // The penalty rule's measuring product counts as one more evaluation.
+    let measuring = usize::from(matches!(s.method, StepMethod::Penalty { .. }));
+    Ok((Step { theta: report.theta, metric_sq }, report.iterations.max(1) + measuring))
 }
 
 /// A seeded batch of `batch` training inputs (and labels) on `device`.
