@@ -170,13 +170,13 @@ enum Command {
         #[command(flatten)]
         path: PathArgs,
         /// Weight γ of the restoring term's gradient added to the pull toward B (0: the plain pull).
-        #[arg(long, default_value_t = 100.0)]
+        #[arg(long, default_value_t = 200.0)]
         loss_weight: f32,
         /// Restoring term weighted by --loss-weight: loss (cross-entropy on the labels) or ensemble (Bhattacharyya distance to the mixture of A's and B's outputs, moving from A's to B's along the path).
         #[arg(long, default_value = "loss")]
         restore: String,
         /// Maximum steps.
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 2000)]
         steps: usize,
         /// Data set (default: the one A was trained on).
         #[arg(long)]
