@@ -502,14 +502,7 @@ impl Context<'_> {
                         let settings = StepSettings { eps: schedule.lr(step), ..cfg.step };
                         let (s, products) =
                             path_step(net, &w, Reference::Params(&task_start), &xb, &yb, &g, &settings)?;
-                        let next = ew::add(&w, &s.theta)?;
-                        if !flat::norm(&next)?.is_finite() {
-                            return Err(Error::Invalid(format!(
-                                "geodesic step {} of task {t} made the parameters non-finite",
-                                step + 1
-                            )));
-                        }
-                        w = next;
+                        w = ew::add(&w, &s.theta)?;
                         evaluations += objective_batch.len().div_ceil(cfg.batch) + products;
                     }
                 }
@@ -522,6 +515,21 @@ impl Context<'_> {
                     if method == Method::Geodesic {
                         path_log.push((global, t, row, start.elapsed().as_secs_f64()));
                     }
+                }
+            }
+            // One readback per task, not per step. A diverged setting is reported and kept
+            // (its accuracies are what its parameters give), so a grid is never cut short.
+            if !flat::norm(&w)?.is_finite() {
+                let line = format!(
+                    "warning: {} ({}) made the parameters non-finite on task {}",
+                    method.key(),
+                    describe(method, lr),
+                    t + 1
+                );
+                if self.bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    self.bar.println(line);
                 }
             }
             let row = self.test_row(&w, usize::MAX)?;
