@@ -1,62 +1,13 @@
-// Register-tiled matrix product C = epilogue(alpha * op(A) op(B)), row-major, vec4 loads.
-// Each invocation owns a 16 x 16 tile of C as 4 x 4 blocks, each block a mat4x4 whose columns
-// are the block's rows (so a block update is one mat4x4 product the compiler fully unrolls).
-// No workgroup memory: on CPU-emulated drivers (lavapipe) per-invocation register work is what
-// gets vectorised. Epilogue: + bias[col] (flag 1), + beta * cin (flag 4), ReLU (flag 2), zero
-// where cin <= 0 (flag 8: the ReLU mask of the layer whose output cin is, in a backward product).
-// matmul_tn with flag 16 also writes the column sums of B (sum over k of B[k, col]) to c2.
-// Consecutive invocations along x (the SIMD lanes of a CPU-emulated driver) take consecutive
-// column tiles, or with flag 32 consecutive row tiles: the host picks whichever leaves fewer
-// lanes idle for the shape.
+// Register-tiled matrix product C = epilogue(alpha * op(A) op(B)), row-major, vec4 loads; the
+// tile, epilogue and loads are in matmul_tile.wgsl (prepended). Each invocation owns a 16 x 16
+// tile of C. No workgroup memory: on CPU-emulated drivers (lavapipe) per-invocation register
+// work is what gets vectorised. Consecutive invocations along x (the SIMD lanes of a
+// CPU-emulated driver) take consecutive column tiles, or with flag 32 consecutive row tiles: the
+// host picks whichever leaves fewer lanes idle for the shape. Where the driver offers 8-lane
+// subgroups, matmul_subgroup.wgsl replaces matmul_nn and matmul_tn.
 // Entry points:  matmul_nn: A [M,K], B [K,N]    needs K % 4 == 0, N % 4 == 0
 //                matmul_tn: A [K,M], B [K,N]    needs M % 4 == 0, N % 4 == 0   (C = A^T B)
 //                matmul_nt: A [M,K], B [N,K]    needs K % 4 == 0, N % 4 == 0   (C = A B^T)
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-    alpha: f32,
-    beta: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
-@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
-@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
-@group(0) @binding(4) var<storage, read> cin: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read_write> c: array<vec4<f32>>;
-@group(0) @binding(6) var<storage, read_write> c2: array<vec4<f32>>;
-
-// The 16 x 16 tile: t[i][j] is the block of rows 4i.., vec4-columns j; column r of a block is
-// row 4i + r of C.
-struct Tile {
-    t00: mat4x4<f32>, t01: mat4x4<f32>, t02: mat4x4<f32>, t03: mat4x4<f32>,
-    t10: mat4x4<f32>, t11: mat4x4<f32>, t12: mat4x4<f32>, t13: mat4x4<f32>,
-    t20: mat4x4<f32>, t21: mat4x4<f32>, t22: mat4x4<f32>, t23: mat4x4<f32>,
-    t30: mat4x4<f32>, t31: mat4x4<f32>, t32: mat4x4<f32>, t33: mat4x4<f32>,
-}
-
-// Four A rows (columns over k) and four B vec4-columns (columns over k, rows over C columns).
-// t + b * a with explicit fused multiply-adds: column r of the result is
-// t[r] + sum_q a[r][q] * b[q] (a's columns are rows of A over k, b's columns rows of B).
-fn mac(t: mat4x4<f32>, a: mat4x4<f32>, b: mat4x4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(
-        fma(vec4<f32>(a[0].x), b[0], fma(vec4<f32>(a[0].y), b[1], fma(vec4<f32>(a[0].z), b[2], fma(vec4<f32>(a[0].w), b[3], t[0])))),
-        fma(vec4<f32>(a[1].x), b[0], fma(vec4<f32>(a[1].y), b[1], fma(vec4<f32>(a[1].z), b[2], fma(vec4<f32>(a[1].w), b[3], t[1])))),
-        fma(vec4<f32>(a[2].x), b[0], fma(vec4<f32>(a[2].y), b[1], fma(vec4<f32>(a[2].z), b[2], fma(vec4<f32>(a[2].w), b[3], t[2])))),
-        fma(vec4<f32>(a[3].x), b[0], fma(vec4<f32>(a[3].y), b[1], fma(vec4<f32>(a[3].z), b[2], fma(vec4<f32>(a[3].w), b[3], t[3])))),
-    );
-}
-
-fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
-          b0: mat4x4<f32>, b1: mat4x4<f32>, b2: mat4x4<f32>, b3: mat4x4<f32>) {
-    (*t).t00 = mac((*t).t00, a0, b0); (*t).t01 = mac((*t).t01, a0, b1); (*t).t02 = mac((*t).t02, a0, b2); (*t).t03 = mac((*t).t03, a0, b3);
-    (*t).t10 = mac((*t).t10, a1, b0); (*t).t11 = mac((*t).t11, a1, b1); (*t).t12 = mac((*t).t12, a1, b2); (*t).t13 = mac((*t).t13, a1, b3);
-    (*t).t20 = mac((*t).t20, a2, b0); (*t).t21 = mac((*t).t21, a2, b1); (*t).t22 = mac((*t).t22, a2, b2); (*t).t23 = mac((*t).t23, a2, b3);
-    (*t).t30 = mac((*t).t30, a3, b0); (*t).t31 = mac((*t).t31, a3, b1); (*t).t32 = mac((*t).t32, a3, b2); (*t).t33 = mac((*t).t33, a3, b3);
-}
 
 // The invocation's tile: its first row and first vec4 column.
 fn tile_origin(gid: vec3<u32>) -> vec2<u32> {
@@ -64,45 +15,6 @@ fn tile_origin(gid: vec3<u32>) -> vec2<u32> {
         return vec2<u32>(gid.x * 16u, gid.y * 4u);
     }
     return vec2<u32>(gid.y * 16u, gid.x * 4u);
-}
-
-fn store_block(row0: u32, col4: u32, blk: mat4x4<f32>) {
-    let n4 = p.n / 4u;
-    if (col4 >= n4) { return; }
-    for (var r = 0u; r < 4u; r++) {
-        let row = row0 + r;
-        if (row >= p.m) { return; }
-        var v = p.alpha * blk[r];
-        if ((p.flags & 1u) != 0u) { v += bias[col4]; }
-        if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * n4 + col4]; }
-        if ((p.flags & 8u) != 0u) { v = select(vec4<f32>(0.0), v, cin[row * n4 + col4] > vec4<f32>(0.0)); }
-        if ((p.flags & 2u) != 0u) { v = max(v, vec4<f32>(0.0)); }
-        c[row * n4 + col4] = v;
-    }
-}
-
-fn store_tile(row0: u32, col4_0: u32, t: ptr<function, Tile>) {
-    store_block(row0, col4_0, (*t).t00); store_block(row0, col4_0 + 1u, (*t).t01);
-    store_block(row0, col4_0 + 2u, (*t).t02); store_block(row0, col4_0 + 3u, (*t).t03);
-    store_block(row0 + 4u, col4_0, (*t).t10); store_block(row0 + 4u, col4_0 + 1u, (*t).t11);
-    store_block(row0 + 4u, col4_0 + 2u, (*t).t12); store_block(row0 + 4u, col4_0 + 3u, (*t).t13);
-    store_block(row0 + 8u, col4_0, (*t).t20); store_block(row0 + 8u, col4_0 + 1u, (*t).t21);
-    store_block(row0 + 8u, col4_0 + 2u, (*t).t22); store_block(row0 + 8u, col4_0 + 3u, (*t).t23);
-    store_block(row0 + 12u, col4_0, (*t).t30); store_block(row0 + 12u, col4_0 + 1u, (*t).t31);
-    store_block(row0 + 12u, col4_0 + 2u, (*t).t32); store_block(row0 + 12u, col4_0 + 3u, (*t).t33);
-}
-
-// Four consecutive A rows from row r0 at vec4 k-index kk (A row-major, k4 vec4s per row).
-fn a_rows(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
-    let last = p.m - 1u;
-    return mat4x4<f32>(a[min(r0, last) * k4 + kk], a[min(r0 + 1u, last) * k4 + kk],
-                       a[min(r0 + 2u, last) * k4 + kk], a[min(r0 + 3u, last) * k4 + kk]);
-}
-
-// B rows k..k+4 at vec4 column col4 (B row-major [K, N]).
-fn b_rows(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
-    let c4 = min(col4, n4 - 1u);
-    return mat4x4<f32>(b[k * n4 + c4], b[(k + 1u) * n4 + c4], b[(k + 2u) * n4 + c4], b[(k + 3u) * n4 + c4]);
 }
 
 @compute @workgroup_size(8, 8)
@@ -120,30 +32,6 @@ fn matmul_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
                b_rows(k, col4_0, n4), b_rows(k, col4_0 + 1u, n4), b_rows(k, col4_0 + 2u, n4), b_rows(k, col4_0 + 3u, n4));
     }
     store_tile(row0, col4_0, &t);
-}
-
-// A^T rows: A stored [K, M]; columns of the result are rows r0.. of A^T (over k = k..k+4).
-fn at_rows(k: u32, r4: u32, m4: u32) -> mat4x4<f32> {
-    let c4 = min(r4, m4 - 1u);
-    return transpose(mat4x4<f32>(a[k * m4 + c4], a[(k + 1u) * m4 + c4], a[(k + 2u) * m4 + c4], a[(k + 3u) * m4 + c4]));
-}
-
-// Column sums of four B vec4-columns over rows k..k+4 (flag 16), kept by the invocations of
-// the first row tile.
-struct ColSums {
-    s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>,
-}
-
-fn add_rows(s: vec4<f32>, b: mat4x4<f32>) -> vec4<f32> {
-    return s + ((b[0] + b[1]) + (b[2] + b[3]));
-}
-
-fn store_col_sums(col4_0: u32, s: ColSums) {
-    let n4 = p.n / 4u;
-    if (col4_0 < n4) { c2[col4_0] = s.s0; }
-    if (col4_0 + 1u < n4) { c2[col4_0 + 1u] = s.s1; }
-    if (col4_0 + 2u < n4) { c2[col4_0 + 2u] = s.s2; }
-    if (col4_0 + 3u < n4) { c2[col4_0 + 3u] = s.s3; }
 }
 
 @compute @workgroup_size(8, 8)

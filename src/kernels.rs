@@ -25,12 +25,26 @@ macro_rules! family {
             writes: $writes,
         }
     };
+    // A family whose file is preceded by a shared part (`kernels/<prelude>.wgsl`).
+    ($name:literal, $reads:expr, $writes:expr, prelude $prelude:literal) => {
+        Family {
+            name: $name,
+            source: concat!(
+                include_str!(concat!("../kernels/", $prelude, ".wgsl")),
+                "\n",
+                include_str!(concat!("../kernels/", $name, ".wgsl"))
+            ),
+            reads: $reads,
+            writes: $writes,
+        }
+    };
 }
 
 /// Every kernel family.
 pub const FAMILIES: &[Family] = &[
     family!("elementwise", 2, 2),
-    family!("matmul", 4, 2),
+    family!("matmul", 4, 2, prelude "matmul_tile"),
+    family!("matmul_subgroup", 4, 2, prelude "matmul_tile"),
     family!("matmul_general", 4, 2),
     family!("matmul_jvp", 6, 2),
     family!("matmul_jvp_general", 6, 2),

@@ -59,7 +59,12 @@ fn check(
 
 #[test]
 fn matmul_matches_cpu_reference_on_odd_and_aligned_shapes() {
-    let Some(dev) = gpu() else { return };
+    for dev in gpus() {
+        matmul_matches_cpu_reference_on(&dev);
+    }
+}
+
+fn matmul_matches_cpu_reference_on(dev: &Device) {
     let mut rng = Rng::new(1);
     let shapes = [
         (1, 1, 1),
@@ -75,17 +80,20 @@ fn matmul_matches_cpu_reference_on_odd_and_aligned_shapes() {
         (300, 20, 16),
         (200, 10, 100),
         (100, 10, 200),
+        // Several workgroups along both axes, partial tiles, both invocation layouts.
+        (264, 300, 36),
+        (36, 264, 20),
     ];
     for &(m, n, k) in &shapes {
         for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
-            check(&dev, &mut rng, m, n, k, ta, tb, false, false, false);
+            check(dev, &mut rng, m, n, k, ta, tb, false, false, false);
         }
     }
     for &(m, n, k) in &[(37, 24, 20), (16, 12, 8), (31, 33, 35)] {
         for (ta, tb) in [(false, false), (true, false), (false, true)] {
-            check(&dev, &mut rng, m, n, k, ta, tb, true, true, true);
-            check(&dev, &mut rng, m, n, k, ta, tb, true, false, false);
-            check(&dev, &mut rng, m, n, k, ta, tb, false, true, true);
+            check(dev, &mut rng, m, n, k, ta, tb, true, true, true);
+            check(dev, &mut rng, m, n, k, ta, tb, true, false, false);
+            check(dev, &mut rng, m, n, k, ta, tb, false, true, true);
         }
     }
 }
@@ -121,14 +129,19 @@ fn fused_matmul_jvp_matches_cpu_reference() {
 
 #[test]
 fn masked_matmul_matches_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    for dev in gpus() {
+        masked_matmul_matches_cpu_reference_on(&dev);
+    }
+}
+
+fn masked_matmul_matches_cpu_reference_on(dev: &Device) {
     let mut rng = Rng::new(3);
     for &(m, n, k) in &[(3, 5, 7), (17, 13, 9), (200, 100, 300), (200, 300, 100), (200, 100, 10), (33, 20, 12)] {
         for tb in [false, true] {
             let bshape = if tb { [n, k] } else { [k, n] };
-            let (ag, a) = rand_tensor(&dev, &mut rng, &[m, k]);
-            let (bg, b) = rand_tensor(&dev, &mut rng, &bshape);
-            let (maskg, mask) = rand_tensor(&dev, &mut rng, &[m, n]);
+            let (ag, a) = rand_tensor(dev, &mut rng, &[m, k]);
+            let (bg, b) = rand_tensor(dev, &mut rng, &bshape);
+            let (maskg, mask) = rand_tensor(dev, &mut rng, &[m, n]);
             let ac = Tensor::from_vec(&Device::Cpu, &[m, k], a).unwrap();
             let bc = Tensor::from_vec(&Device::Cpu, &bshape, b).unwrap();
             let maskc = Tensor::from_vec(&Device::Cpu, &[m, n], mask.clone()).unwrap();
@@ -145,12 +158,20 @@ fn masked_matmul_matches_cpu_reference() {
 
 #[test]
 fn linear_param_grads_match_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    for dev in gpus() {
+        linear_param_grads_match_cpu_reference_on(&dev);
+    }
+}
+
+fn linear_param_grads_match_cpu_reference_on(dev: &Device) {
     let mut rng = Rng::new(4);
-    // (inputs, outputs, batch): aligned (vec4 kernel, both invocation layouts) and unaligned.
-    for &(i, o, b) in &[(36, 20, 12), (13, 10, 9), (100, 10, 200), (300, 100, 200), (784, 300, 40), (8, 4, 3)] {
-        let (xg, x) = rand_tensor(&dev, &mut rng, &[b, i]);
-        let (gg, g) = rand_tensor(&dev, &mut rng, &[b, o]);
+    // (inputs, outputs, batch): aligned (vec4 kernel, both invocation layouts), batches not a
+    // multiple of 4, and unaligned.
+    for &(i, o, b) in
+        &[(36, 20, 12), (13, 10, 9), (100, 10, 200), (300, 100, 200), (784, 300, 40), (264, 300, 22), (8, 4, 3)]
+    {
+        let (xg, x) = rand_tensor(dev, &mut rng, &[b, i]);
+        let (gg, g) = rand_tensor(dev, &mut rng, &[b, o]);
         let xc = Tensor::from_vec(&Device::Cpu, &[b, i], x).unwrap();
         let gc = Tensor::from_vec(&Device::Cpu, &[b, o], g).unwrap();
         let (dw, db) = linear_param_grads(&xg, &gg).unwrap();

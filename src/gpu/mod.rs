@@ -42,6 +42,20 @@ pub enum DeviceChoice {
     Cpu,
 }
 
+/// Choices made when a device is created.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextOptions {
+    /// Enable subgroup operations where the adapter offers them (default); off, every kernel
+    /// takes its subgroup-free variant.
+    pub subgroups: bool,
+}
+
+impl Default for ContextOptions {
+    fn default() -> Self {
+        ContextOptions { subgroups: true }
+    }
+}
+
 /// Open commands not yet submitted, and the uniform bytes they refer to.
 struct Batch {
     encoder: Option<wgpu::CommandEncoder>,
@@ -65,6 +79,10 @@ pub struct GpuContext {
     pub features: wgpu::Features,
     /// Software or hardware, for kernel-variant choice.
     pub class: AdapterClass,
+    /// Whether kernels may share loads among the SIMD lanes of a CPU-emulated driver through
+    /// subgroup broadcasts: a software adapter whose subgroups are exactly 8 lanes, with the
+    /// subgroup feature enabled.
+    pub lane_sharing: bool,
     pipelines: PipelineCache,
     pool: Arc<BufferPool>,
     batch: Mutex<Batch>,
@@ -88,6 +106,11 @@ fn adapter_rank(t: wgpu::DeviceType) -> u32 {
 impl GpuContext {
     /// Finds the best adapter (hardware before software) and creates a device on it.
     pub fn new() -> Result<Arc<GpuContext>> {
+        Self::with_options(ContextOptions::default())
+    }
+
+    /// [`GpuContext::new`] with `options`.
+    pub fn with_options(options: ContextOptions) -> Result<Arc<GpuContext>> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
@@ -102,14 +125,17 @@ impl GpuContext {
         }
         adapters.sort_by_key(|a| adapter_rank(a.get_info().device_type));
         let adapter = adapters.swap_remove(0);
-        Self::from_adapter(adapter)
+        Self::from_adapter(adapter, options)
     }
 
     /// Creates the device on `adapter` with the adapter's own limits.
-    pub fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<GpuContext>> {
+    pub fn from_adapter(adapter: wgpu::Adapter, options: ContextOptions) -> Result<Arc<GpuContext>> {
         let info = adapter.get_info();
         let limits = adapter.limits();
-        let wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        let mut wanted = wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SHADER_F16;
+        if options.subgroups {
+            wanted |= wgpu::Features::SUBGROUP;
+        }
         let features = adapter.features() & wanted;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("geopath"),
@@ -123,6 +149,10 @@ impl GpuContext {
         }));
         let class =
             if info.device_type == wgpu::DeviceType::Cpu { AdapterClass::Software } else { AdapterClass::Hardware };
+        let lane_sharing = class == AdapterClass::Software
+            && features.contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size == 8
+            && info.subgroup_max_size == 8;
         let uniforms = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("params"),
             size: UNIFORM_RING_BYTES,
@@ -143,6 +173,7 @@ impl GpuContext {
             limits,
             features,
             class,
+            lane_sharing,
             batch: Mutex::new(Batch { encoder: None, dispatches: 0, params: Vec::new() }),
             uniforms,
             uniform_align,

@@ -1,7 +1,9 @@
 //! Matrix products (`kernels/matmul.wgsl`, `matmul_general.wgsl`, `matmul_jvp.wgsl`).
 //!
 //! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
-//! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work); on
+//! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work), and
+//! where the driver has 8-lane subgroups their variants in `matmul_subgroup.wgsl` that share
+//! the operand block common to a subgroup's lanes instead of loading it in every lane; on
 //! hardware GPUs, where such tiles would spill registers, and for unaligned shapes, the strided
 //! general kernel with 4 x 4 tiles runs. The fused JVP kernel (8 x 16 tiles) serves both.
 
@@ -231,17 +233,23 @@ fn gpu_matmul(
             (true, true) => false,
         };
     if aligned && k > 0 && ctx.class == AdapterClass::Software {
-        let entry = match (o.trans_a, o.trans_b) {
-            (false, false) => "matmul_nn",
-            (true, false) => "matmul_tn",
-            _ => "matmul_nt",
-        };
         let rows_on_lanes = rows_on_lanes(m, n, 16);
+        // The lane-sharing kernels cover A B and Aᵀ B (the latter with K % 4 == 0).
+        let shared_loads = ctx.lane_sharing && !o.trans_b && (!o.trans_a || k % 4 == 0);
+        let (family, entry) = match (o.trans_a, o.trans_b, shared_loads, rows_on_lanes) {
+            (false, false, true, true) => ("matmul_subgroup", "matmul_nn_rows"),
+            (false, false, true, false) => ("matmul_subgroup", "matmul_nn_cols"),
+            (true, false, true, true) => ("matmul_subgroup", "matmul_tn_rows"),
+            (true, false, true, false) => ("matmul_subgroup", "matmul_tn_cols"),
+            (false, false, false, _) => ("matmul", "matmul_nn"),
+            (true, false, false, _) => ("matmul", "matmul_tn"),
+            _ => ("matmul", "matmul_nt"),
+        };
         let flags = flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
         let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta);
         let (gm, gn) = (m.div_ceil(TILE_NN.0) as u32, n.div_ceil(TILE_NN.1) as u32);
         let groups = if rows_on_lanes { [gm, gn, 1] } else { [gn, gm, 1] };
-        ctx.dispatch("matmul", &KernelKey::new("matmul", entry), p.bytes(), &inputs, &outputs, groups)?;
+        ctx.dispatch("matmul", &KernelKey::new(family, entry), p.bytes(), &inputs, &outputs, groups)?;
     } else {
         let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
         let (sb_row, sb_col) = if o.trans_b { (1, k) } else { (n, 1) };

@@ -1,6 +1,7 @@
 //! Shared test helpers: the GPU device, seeded random data, tolerant comparisons.
 #![allow(dead_code)]
 
+use geopath::gpu::{ContextOptions, GpuContext};
 use geopath::{Device, DeviceChoice, Tensor};
 use std::sync::OnceLock;
 
@@ -19,6 +20,25 @@ pub fn gpu() -> Option<Device> {
         }
     })
     .clone()
+}
+
+/// A second wgpu device on the same adapter with subgroup operations turned off, so that the
+/// kernels' subgroup-free variants are checked too (`None` where [`gpu`] is).
+pub fn gpu_without_subgroups() -> Option<Device> {
+    static DEV: OnceLock<Option<Device>> = OnceLock::new();
+    DEV.get_or_init(|| {
+        gpu()?;
+        let ctx = GpuContext::with_options(ContextOptions { subgroups: false }).expect("second wgpu device");
+        assert!(!ctx.lane_sharing);
+        Some(Device::Gpu(ctx))
+    })
+    .clone()
+}
+
+/// The GPU devices to check kernels on: the default one and, where it exists, the one without
+/// subgroup operations.
+pub fn gpus() -> Vec<Device> {
+    gpu().into_iter().chain(gpu_without_subgroups()).collect()
 }
 
 /// Deterministic xorshift generator for test data.
