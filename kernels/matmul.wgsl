@@ -4,7 +4,7 @@
 // work is what gets vectorised. Consecutive invocations along x (the SIMD lanes of a
 // CPU-emulated driver) take consecutive column tiles, or with flag 32 consecutive row tiles: the
 // host picks whichever leaves fewer lanes idle for the shape. Where the driver offers 8-lane
-// subgroups, matmul_subgroup.wgsl replaces matmul_nn and matmul_tn.
+// subgroups, matmul_subgroup.wgsl replaces these entry points.
 // Entry points:  matmul_nn: A [M,K], B [K,N]    needs K % 4 == 0, N % 4 == 0
 //                matmul_tn: A [K,M], B [K,N]    needs M % 4 == 0, N % 4 == 0   (C = A^T B)
 //                matmul_nt: A [M,K], B [N,K]    needs K % 4 == 0, N % 4 == 0   (C = A B^T)
@@ -76,14 +76,6 @@ fn matmul_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     store_tile(row0, col4_0, &t);
     if (sums) { store_col_sums(col4_0, s); }
-}
-
-// B^T columns: B stored [N, K]; the result's columns are over k, its rows over C columns.
-fn bt_rows(kk: u32, col4: u32, k4: u32) -> mat4x4<f32> {
-    let last = p.n - 1u;
-    let c0 = col4 * 4u;
-    return transpose(mat4x4<f32>(b[min(c0, last) * k4 + kk], b[min(c0 + 1u, last) * k4 + kk],
-                                 b[min(c0 + 2u, last) * k4 + kk], b[min(c0 + 3u, last) * k4 + kk]));
 }
 
 @compute @workgroup_size(8, 8)

@@ -1,4 +1,4 @@
-// matmul_nn and matmul_tn of matmul.wgsl for drivers that run 8-lane subgroups as the SIMD lanes
+// matmul_nn, matmul_tn and matmul_nt of matmul.wgsl for drivers that run 8-lane subgroups as the SIMD lanes
 // of a CPU (lavapipe): the tile, epilogue and loads are in matmul_tile.wgsl (prepended). The 8
 // lanes of a subgroup take 8 consecutive tiles along one axis, so the operand block along the
 // other axis is the same for all of them: instead of 8 identical loads, each lane loads 1/8 of
@@ -17,6 +17,21 @@ fn shared_col0(v0: vec4<f32>) -> mat4x4<f32> {
 }
 fn shared_col2(v0: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 3u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v0, 7u));
+}
+
+// Rows 4i..4i + 3 of a shared 16-row slice (one vec4 each) as a mat4x4, from the lanes that
+// loaded them: lane l holds rows 2l (v0) and 2l + 1 (v1).
+fn shared_rows0(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v1, 1u));
+}
+fn shared_rows1(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupBroadcast(v0, 2u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v0, 3u), subgroupBroadcast(v1, 3u));
+}
+fn shared_rows2(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupBroadcast(v0, 4u), subgroupBroadcast(v1, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 5u));
+}
+fn shared_rows3(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 7u));
 }
 
 // The tile coordinates of this lane: x along lanes, y along subgroups.
@@ -41,13 +56,9 @@ fn matmul_nn_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg
     for (var kk = 0u; kk < k4; kk++) {
         let v0 = a[mine0 + kk];
         let v1 = a[mine1 + kk];
-        let a0 = mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v1, 1u));
-        let a1 = mat4x4<f32>(subgroupBroadcast(v0, 2u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v0, 3u), subgroupBroadcast(v1, 3u));
-        let a2 = mat4x4<f32>(subgroupBroadcast(v0, 4u), subgroupBroadcast(v1, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 5u));
-        let a3 = mat4x4<f32>(subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 7u));
         let k = kk * 4u;
-        update(&t, a0, a1, a2, a3, b_rows(k, col4_0, n4), b_rows(k, col4_0 + 1u, n4), b_rows(k, col4_0 + 2u, n4),
-               b_rows(k, col4_0 + 3u, n4));
+        update(&t, shared_rows0(v0, v1), shared_rows1(v0, v1), shared_rows2(v0, v1), shared_rows3(v0, v1),
+               b_rows(k, col4_0, n4), b_rows(k, col4_0 + 1u, n4), b_rows(k, col4_0 + 2u, n4), b_rows(k, col4_0 + 3u, n4));
     }
     store_tile(row0, col4_0, &t);
 }
@@ -142,4 +153,50 @@ fn matmul_tn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg
     }
     store_tile(row0, col4_0, &t);
     if (sums) { store_col_sums(col4_0, s); }
+}
+
+// Columns on lanes, C = A Bᵀ: the 16 A rows are shared, as in matmul_nn_cols.
+@compute @workgroup_size(64)
+fn matmul_nt_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg: u32,
+                  @builtin(subgroup_invocation_id) lane: u32) {
+    let xy = tile_xy(wg, sg, lane);
+    let row0 = xy.y * 16u;
+    let col4_0 = xy.x * 4u;
+    if (row0 >= p.m) { return; }
+    let k4 = p.k / 4u;
+    let last = p.m - 1u;
+    let mine0 = min(row0 + 2u * lane, last) * k4;
+    let mine1 = min(row0 + 2u * lane + 1u, last) * k4;
+    var t: Tile;
+    for (var kk = 0u; kk < k4; kk++) {
+        let v0 = a[mine0 + kk];
+        let v1 = a[mine1 + kk];
+        update(&t, shared_rows0(v0, v1), shared_rows1(v0, v1), shared_rows2(v0, v1), shared_rows3(v0, v1),
+               bt_rows(kk, col4_0, k4), bt_rows(kk, col4_0 + 1u, k4), bt_rows(kk, col4_0 + 2u, k4), bt_rows(kk, col4_0 + 3u, k4));
+    }
+    store_tile(row0, col4_0, &t);
+}
+
+// Rows on lanes, C = A Bᵀ: the 16 rows of B (columns of C) are shared; lane l loads B rows 2l
+// and 2l + 1 of the tile.
+@compute @workgroup_size(64)
+fn matmul_nt_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg: u32,
+                  @builtin(subgroup_invocation_id) lane: u32) {
+    let xy = tile_xy(wg, sg, lane);
+    let row0 = xy.x * 16u;
+    let col4_0 = xy.y * 4u;
+    if (col4_0 * 4u >= p.n) { return; }
+    let k4 = p.k / 4u;
+    let last = p.n - 1u;
+    let mine0 = min(col4_0 * 4u + 2u * lane, last) * k4;
+    let mine1 = min(col4_0 * 4u + 2u * lane + 1u, last) * k4;
+    var t: Tile;
+    for (var kk = 0u; kk < k4; kk++) {
+        let v0 = b[mine0 + kk];
+        let v1 = b[mine1 + kk];
+        update(&t, a_rows(row0, kk, k4), a_rows(row0 + 4u, kk, k4), a_rows(row0 + 8u, kk, k4), a_rows(row0 + 12u, kk, k4),
+               transpose(shared_rows0(v0, v1)), transpose(shared_rows1(v0, v1)), transpose(shared_rows2(v0, v1)),
+               transpose(shared_rows3(v0, v1)));
+    }
+    store_tile(row0, col4_0, &t);
 }

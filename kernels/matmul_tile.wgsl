@@ -114,3 +114,11 @@ fn at_rows(k: u32, r4: u32, m4: u32) -> mat4x4<f32> {
     let c4 = min(r4, m4 - 1u);
     return transpose(mat4x4<f32>(a[k * m4 + c4], a[(k + 1u) * m4 + c4], a[(k + 2u) * m4 + c4], a[(k + 3u) * m4 + c4]));
 }
+
+// B^T columns: B stored [N, K]; the result's columns are over k, its rows over C columns.
+fn bt_rows(kk: u32, col4: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.n - 1u;
+    let c0 = col4 * 4u;
+    return transpose(mat4x4<f32>(b[min(c0, last) * k4 + kk], b[min(c0 + 1u, last) * k4 + kk],
+                                 b[min(c0 + 2u, last) * k4 + kk], b[min(c0 + 3u, last) * k4 + kk]));
+}

@@ -2,7 +2,7 @@
 //!
 //! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
 //! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work), and
-//! where the driver has 8-lane subgroups their variants in `matmul_subgroup.wgsl` that share
+//! where the driver has 8-lane subgroups their variants in `matmul_subgroup.wgsl`, which share
 //! the operand block common to a subgroup's lanes instead of loading it in every lane; on
 //! hardware GPUs, where such tiles would spill registers, and for unaligned shapes, the strided
 //! general kernel with 4 x 4 tiles runs. The fused JVP kernel (8 x 16 tiles) serves both.
@@ -234,13 +234,15 @@ fn gpu_matmul(
         };
     if aligned && k > 0 && ctx.class == AdapterClass::Software {
         let rows_on_lanes = rows_on_lanes(m, n, 16);
-        // The lane-sharing kernels cover A B and Aᵀ B (the latter with K % 4 == 0).
-        let shared_loads = ctx.lane_sharing && !o.trans_b && (!o.trans_a || k % 4 == 0);
+        // The lane-sharing kernels need K % 4 == 0 for Aᵀ B too.
+        let shared_loads = ctx.lane_sharing && (!o.trans_a || k % 4 == 0);
         let (family, entry) = match (o.trans_a, o.trans_b, shared_loads, rows_on_lanes) {
             (false, false, true, true) => ("matmul_subgroup", "matmul_nn_rows"),
             (false, false, true, false) => ("matmul_subgroup", "matmul_nn_cols"),
             (true, false, true, true) => ("matmul_subgroup", "matmul_tn_rows"),
             (true, false, true, false) => ("matmul_subgroup", "matmul_tn_cols"),
+            (false, true, true, true) => ("matmul_subgroup", "matmul_nt_rows"),
+            (false, true, true, false) => ("matmul_subgroup", "matmul_nt_cols"),
             (false, false, false, _) => ("matmul", "matmul_nn"),
             (true, false, false, _) => ("matmul", "matmul_tn"),
             _ => ("matmul", "matmul_nt"),
