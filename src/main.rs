@@ -209,7 +209,8 @@ enum Command {
         model: String,
         #[command(flatten)]
         path: PathArgs,
-        /// Epochs of every task after the first (every method takes the same steps).
+        /// Epochs of every task after the first (every method takes the same steps); default:
+        /// 3, or 8 for mnist-fashion.
         #[arg(long, default_value_t = 3)]
         epochs: usize,
         /// Epochs of the first task (shared by every method).
@@ -587,10 +588,13 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 seed: path.seed,
             };
             println!(
-                "continual {} ({} scenario, {} stored inputs per class) with {} on {}",
+                "continual {} ({} scenario, {} stored inputs per class, {} epochs per task, {} steps of length {}) with {} on {}",
                 sequence.as_str(),
                 cfg.scenario.as_str(),
                 buffer_per_class,
+                cfg.epochs,
+                cfg.step.method,
+                cfg.step.eps,
                 spec.name,
                 device.name()
             );
@@ -684,9 +688,13 @@ fn default_checkpoint(
 }
 
 /// The command line with the path options' defaults of each path command: `connect` takes
-/// steps of length 0.1; `continual` penalty steps (λ 30, length 0.1 annealed over each task);
-/// `sparsify` penalty steps (λ 0.1, length 0.05; with its 1000 steps, 700-step ramp and
-/// 2000-evaluation last stretch, the best setting measured on LeNet-300-100).
+/// steps of length 0.1; `continual` penalty steps (λ 30, length 0.1 annealed over each task, or
+/// the task sequence's own [`TaskSequence::defaults`] of these and of `--epochs`); `sparsify`
+/// penalty steps (λ 0.1, length 0.05; with its 1000 steps, 700-step ramp and 2000-evaluation
+/// last stretch, the best setting measured on LeNet-300-100). Options given on the command line
+/// always win.
+///
+/// [`TaskSequence::defaults`]: geodesic::continual::TaskSequence::defaults
 fn parse_cli() -> Cli {
     let command = Cli::command()
         .mut_subcommand("continual", |c| {
@@ -699,7 +707,26 @@ fn parse_cli() -> Cli {
             c.mut_arg("method", |a| a.default_value("penalty")).mut_arg("eps", |a| a.default_value("0.05"))
         });
     let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let (Some(("continual", sub)), Command::Continual { tasks, epochs, path, .. }) =
+        (matches.subcommand(), &mut cli.command)
+    {
+        // An unknown sequence is reported when the command runs.
+        if let Ok(sequence) = tasks.parse::<geodesic::continual::TaskSequence>() {
+            let d = sequence.defaults();
+            let left_out = |id: &str| sub.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+            if left_out("epochs") {
+                *epochs = d.epochs;
+            }
+            if left_out("lambda") {
+                path.lambda = d.lambda;
+            }
+            if left_out("eps") {
+                path.eps = d.eps;
+            }
+        }
+    }
+    cli
 }
 
 fn main() -> ExitCode {
