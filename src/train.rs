@@ -7,7 +7,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::network::Network;
 use crate::nn::spec::{self, Spec};
-use crate::ops::reduce;
+use crate::ops::{elementwise as ew, reduce};
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind, Schedule};
 use crate::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -131,11 +131,38 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> Result<()> {
 
 /// Accuracy (eval mode) of `params` on the first `limit` examples of `data`, in batches of 500.
 pub fn evaluate(net: &Network, params: &Tensor, data: &Dataset, limit: usize, device: &Device) -> Result<f64> {
+    evaluate_among(net, params, data, limit, None, device)
+}
+
+/// [`evaluate`] with each prediction, when `classes` is given, the most likely of those classes
+/// only (the task-incremental scenario of continual learning). The predictions of all batches
+/// are read back once, at the end.
+pub fn evaluate_among(
+    net: &Network,
+    params: &Tensor,
+    data: &Dataset,
+    limit: usize,
+    classes: Option<&[u32]>,
+    device: &Device,
+) -> Result<f64> {
     net.set_train(false);
     let n = data.len().min(limit);
-    let mut correct = 0usize;
+    // Logit offsets that rule out the classes outside `classes`.
+    let restrict = match classes {
+        Some(classes) => {
+            let mut offsets = vec![-1e30f32; net.classes];
+            for &c in classes {
+                *offsets.get_mut(c as usize).ok_or_else(|| {
+                    Error::Invalid(format!("class {c} is outside the network's {} outputs", net.classes))
+                })? = 0.0;
+            }
+            Some(Tensor::from_vec(device, &[net.classes], offsets)?)
+        }
+        None => None,
+    };
     let (mut images, mut labels) = (Vec::new(), Vec::new());
     let idx: Vec<usize> = (0..n).collect();
+    let mut predictions = Vec::new();
     for chunk in idx.chunks(500) {
         data.gather(chunk, &mut images, &mut labels);
         let x = Tensor::from_vec(
@@ -143,9 +170,16 @@ pub fn evaluate(net: &Network, params: &Tensor, data: &Dataset, limit: usize, de
             &[chunk.len(), data.channels, data.height, data.width],
             std::mem::take(&mut images),
         )?;
-        let z = autodiff::forward(net, params, &x)?;
-        let pred = reduce::argmax_rows(&z)?.to_u32()?;
-        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+        let mut z = autodiff::forward(net, params, &x)?;
+        if let Some(offsets) = &restrict {
+            z = ew::add_bias(&z, offsets, false)?;
+        }
+        predictions.push(reduce::argmax_rows(&z)?);
+    }
+    let mut correct = 0usize;
+    let mut truth = data.labels[..n].iter();
+    for p in predictions {
+        correct += p.to_u32()?.iter().zip(truth.by_ref()).filter(|(p, l)| p == l).count();
     }
     Ok(correct as f64 / n.max(1) as f64)
 }

@@ -178,3 +178,33 @@ fn mnist_then_fashion_share_a_20_way_head_if_fashion_is_installed() {
         assert!(t.train.labels.iter().chain(&t.test.labels).all(|l| t.classes.contains(l)), "{}", t.name);
     }
 }
+
+#[test]
+fn restricted_evaluation_takes_the_best_of_the_given_classes() {
+    let Some(dev) = gpu() else { return };
+    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    let net = Network::new(&spec, [1, 4, 4], 4, &dev).unwrap();
+    let w = net.init_params(3).unwrap();
+    // More than one 500-example chunk, labels of all four classes.
+    let data = dataset(1200, &[0, 1, 2, 3], 5);
+    let x = geopath::Tensor::from_vec(&dev, &[data.len(), 1, 4, 4], data.images.clone()).unwrap();
+    let logits = geopath::autodiff::forward(&net, &w, &x).unwrap().to_vec().unwrap();
+    let expected = |classes: &[u32]| {
+        let hits = (0..data.len())
+            .filter(|&i| {
+                let row = &logits[4 * i..4 * i + 4];
+                let best = classes.iter().copied().max_by(|&a, &b| row[a as usize].total_cmp(&row[b as usize]));
+                best == Some(data.labels[i])
+            })
+            .count();
+        hits as f64 / data.len() as f64
+    };
+    for classes in [&[2u32, 3][..], &[0, 3], &[0, 1, 2, 3]] {
+        let got = geopath::train::evaluate_among(&net, &w, &data, usize::MAX, Some(classes), &dev).unwrap();
+        assert!((got - expected(classes)).abs() < 1e-12, "classes {classes:?}: {got} vs {}", expected(classes));
+    }
+    let all = geopath::train::evaluate(&net, &w, &data, usize::MAX, &dev).unwrap();
+    assert!((all - expected(&[0, 1, 2, 3])).abs() < 1e-12);
+    let err = geopath::train::evaluate_among(&net, &w, &data, 10, Some(&[1, 7]), &dev).unwrap_err().to_string();
+    assert!(err.contains("class 7") && err.contains("4 outputs"), "{err}");
+}

@@ -19,7 +19,7 @@ use crate::ops::{elementwise as ew, flat};
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind, Schedule};
 use crate::report::{write_csv, write_plot, Series};
 use crate::tensor::Tensor;
-use crate::train::{evaluate, json_str, write_atomic};
+use crate::train::{evaluate_among, json_str, write_atomic};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -328,24 +328,8 @@ fn accuracy(
     limit: usize,
     device: &Device,
 ) -> Result<f64> {
-    if scenario == Scenario::Class {
-        return evaluate(net, w, data, limit, device);
-    }
-    net.set_train(false);
-    let n = data.len().min(limit);
-    let idx: Vec<usize> = (0..n).collect();
-    let mut correct = 0usize;
-    for chunk in idx.chunks(500) {
-        let (x, _) = batch_at(data, chunk, device)?;
-        let z = autodiff::forward(net, w, &x)?.to_vec()?;
-        let k = net.classes;
-        for (row, &i) in chunk.iter().enumerate() {
-            let logits = &z[row * k..(row + 1) * k];
-            let best = classes.iter().copied().max_by(|&a, &b| logits[a as usize].total_cmp(&logits[b as usize]));
-            correct += usize::from(best == Some(data.labels[i]));
-        }
-    }
-    Ok(correct as f64 / n.max(1) as f64)
+    let among = (scenario == Scenario::Task).then_some(classes);
+    evaluate_among(net, w, data, limit, among, device)
 }
 
 /// `buffer_per_class` seeded random examples of every class of `data`.
@@ -369,12 +353,34 @@ fn sgd(schedule: LrSchedule) -> Optimizer {
     Optimizer::new(OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 }, schedule)
 }
 
-/// The batch of step `step` of an epoch-wise shuffled pass over `len` examples.
-fn batch_indices(len: usize, batch: usize, step: usize, seed: u64) -> Vec<usize> {
-    let per_epoch = (len / batch).max(1);
-    let order = data::shuffled_indices(len, seed ^ ((step / per_epoch) as u64).wrapping_mul(0x9E37_79B9));
-    let b = step % per_epoch;
-    order[b * batch..((b + 1) * batch).min(len)].to_vec()
+/// The batches of an epoch-wise shuffled pass over `len` examples: step `s` takes batch
+/// `s mod (len / batch)` of epoch `s div (len / batch)`'s order, which is drawn once, when the
+/// epoch's first batch is asked for.
+struct EpochBatches {
+    len: usize,
+    batch: usize,
+    seed: u64,
+    /// The epoch `order` belongs to.
+    epoch: Option<usize>,
+    order: Vec<usize>,
+}
+
+impl EpochBatches {
+    fn new(len: usize, batch: usize, seed: u64) -> EpochBatches {
+        EpochBatches { len, batch, seed, epoch: None, order: Vec::new() }
+    }
+
+    /// The indices of step `step`'s batch.
+    fn at(&mut self, step: usize) -> &[usize] {
+        let per_epoch = (self.len / self.batch).max(1);
+        let epoch = step / per_epoch;
+        if self.epoch != Some(epoch) {
+            self.order = data::shuffled_indices(self.len, self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+            self.epoch = Some(epoch);
+        }
+        let b = step % per_epoch;
+        &self.order[b * self.batch..((b + 1) * self.batch).min(self.len)]
+    }
 }
 
 /// EWC's memory: `Σ_t F_t` and `Σ_t F_t ⊙ w_t` over the finished tasks.
@@ -443,7 +449,8 @@ impl Context<'_> {
     /// `size` buffer examples (at most the whole buffer) for `step`, shifted by up to two
     /// pixels when the config asks for it.
     fn buffer_batch(&self, buffer: &Dataset, size: usize, step: usize, seed: u64) -> Dataset {
-        let pick = batch_indices(buffer.len(), size.min(buffer.len()), step, seed);
+        // The buffer is small: drawing its order afresh for each step costs nothing.
+        let pick = EpochBatches::new(buffer.len(), size.min(buffer.len()), seed).at(step).to_vec();
         let mut batch = buffer.subset(&pick);
         if self.cfg.augment_buffer {
             // Pixels shifted in take the background value, the smallest normalised value.
@@ -494,8 +501,9 @@ impl Context<'_> {
             let schedule = annealed(lr, steps);
             let mut opt = sgd(schedule);
             let seed = cfg.seed.wrapping_add(1000 * t as u64);
+            let mut batches = EpochBatches::new(fit.len(), cfg.batch, seed);
             for step in 0..steps {
-                let idx = batch_indices(fit.len(), cfg.batch, step, seed);
+                let idx = batches.at(step).to_vec();
                 match method {
                     Method::FineTune | Method::Ewc { .. } => {
                         let (x, y) = batch_at(fit, &idx, device)?;
@@ -668,8 +676,9 @@ pub fn run(
     bar.set_message(format!("task 1 ({})", splits[0].task.name));
     let mut w = net.init_params(cfg.seed)?;
     let mut opt = sgd(annealed(cfg.first_lr, first_steps));
+    let mut batches = EpochBatches::new(splits[0].fit.len(), cfg.batch, cfg.seed);
     for step in 0..first_steps {
-        let (x, y) = batch_at(&splits[0].fit, &batch_indices(splits[0].fit.len(), cfg.batch, step, cfg.seed), device)?;
+        let (x, y) = batch_at(&splits[0].fit, batches.at(step), device)?;
         let (_, g) = autodiff::loss_grad(net, &w, &x, &y)?;
         w = opt.step(&w, &g)?;
         bar.inc(1);
