@@ -1,5 +1,6 @@
-// matmul_nn, matmul_tn and matmul_nt of matmul.wgsl for drivers that run 8-lane subgroups as the SIMD lanes
-// of a CPU (lavapipe): the tile, epilogue and loads are in matmul_tile.wgsl (prepended). The 8
+// matmul_nn, matmul_tn and matmul_nt of matmul.wgsl for drivers that run 8-lane subgroups as
+// the SIMD lanes of a CPU (lavapipe); the tile, epilogue and loads are in matmul_tile.wgsl and
+// the sharing helpers in lane_share.wgsl (both prepended). The 8
 // lanes of a subgroup take 8 consecutive tiles along one axis, so the operand block along the
 // other axis is the same for all of them: instead of 8 identical loads, each lane loads 1/8 of
 // that block and subgroupBroadcast hands it to the others, which halves the loads per step.
@@ -8,36 +9,6 @@
 // block of 4 k-rows x 4 vec4s is loaded as lane l: k-row l / 2, vec4s 2 (l % 2) and 2 (l % 2) + 1.
 // Needs subgroup size 8 and, besides matmul.wgsl's alignment, K % 4 == 0 for matmul_tn.
 // Workgroups are 8 subgroups of 8 lanes: tile (x, y) = (8 wg.x + lane, 8 wg.y + subgroup).
-
-// Vec4 column j of a shared 4 x 4 block as a mat4x4 over its four k-rows, from the lanes that
-// loaded it (v0, v1: each lane's two vec4s). The lane index must be a constant, hence one
-// function per j.
-fn shared_col0(v0: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 4u), subgroupBroadcast(v0, 6u));
-}
-fn shared_col2(v0: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 3u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v0, 7u));
-}
-
-// Rows 4i..4i + 3 of a shared 16-row slice (one vec4 each) as a mat4x4, from the lanes that
-// loaded them: lane l holds rows 2l (v0) and 2l + 1 (v1).
-fn shared_rows0(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v1, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v1, 1u));
-}
-fn shared_rows1(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(subgroupBroadcast(v0, 2u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v0, 3u), subgroupBroadcast(v1, 3u));
-}
-fn shared_rows2(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(subgroupBroadcast(v0, 4u), subgroupBroadcast(v1, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v1, 5u));
-}
-fn shared_rows3(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
-    return mat4x4<f32>(subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 7u));
-}
-
-// The tile coordinates of this lane: x along lanes, y along subgroups.
-fn tile_xy(wg: vec3<u32>, sg: u32, lane: u32) -> vec2<u32> {
-    return vec2<u32>(wg.x * 8u + lane, wg.y * 8u + sg);
-}
 
 // Columns on lanes: the 16 A rows are shared; lane l loads rows 2l and 2l + 1.
 @compute @workgroup_size(64)

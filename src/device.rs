@@ -1,7 +1,7 @@
 //! Where tensors live: on a wgpu device, or in host memory for the CPU reference.
 
 use crate::error::{Error, Result};
-use crate::gpu::{DeviceChoice, GpuContext};
+use crate::gpu::{ContextOptions, DeviceChoice, GpuContext};
 use std::sync::Arc;
 
 /// A compute device: a wgpu adapter or the plain-Rust CPU reference.
@@ -16,10 +16,15 @@ pub enum Device {
 impl Device {
     /// Opens the device `choice` asks for. `Auto` falls back to the CPU with a warning on stderr.
     pub fn open(choice: DeviceChoice) -> Result<Device> {
+        Self::open_with(choice, ContextOptions::default())
+    }
+
+    /// [`Device::open`] with the GPU device created with `options`.
+    pub fn open_with(choice: DeviceChoice, options: ContextOptions) -> Result<Device> {
         match choice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Gpu => Ok(Device::Gpu(GpuContext::new()?)),
-            DeviceChoice::Auto => match GpuContext::new() {
+            DeviceChoice::Gpu => Ok(Device::Gpu(GpuContext::with_options(options)?)),
+            DeviceChoice::Auto => match GpuContext::with_options(options) {
                 Ok(ctx) => Ok(Device::Gpu(ctx)),
                 Err(e) => {
                     eprintln!("warning: {e}; falling back to the CPU reference (slow)");

@@ -25,13 +25,12 @@ macro_rules! family {
             writes: $writes,
         }
     };
-    // A family whose file is preceded by a shared part (`kernels/<prelude>.wgsl`).
-    ($name:literal, $reads:expr, $writes:expr, prelude $prelude:literal) => {
+    // A family whose file is preceded by shared parts (`kernels/<prelude>.wgsl`, in order).
+    ($name:literal, $reads:expr, $writes:expr, prelude $($prelude:literal),+) => {
         Family {
             name: $name,
             source: concat!(
-                include_str!(concat!("../kernels/", $prelude, ".wgsl")),
-                "\n",
+                $(include_str!(concat!("../kernels/", $prelude, ".wgsl")), "\n",)+
                 include_str!(concat!("../kernels/", $name, ".wgsl"))
             ),
             reads: $reads,
@@ -44,9 +43,10 @@ macro_rules! family {
 pub const FAMILIES: &[Family] = &[
     family!("elementwise", 2, 2),
     family!("matmul", 4, 2, prelude "matmul_tile"),
-    family!("matmul_subgroup", 4, 2, prelude "matmul_tile"),
+    family!("matmul_subgroup", 4, 2, prelude "matmul_tile", "lane_share"),
     family!("matmul_general", 4, 2),
-    family!("matmul_jvp", 6, 2),
+    family!("matmul_jvp", 6, 2, prelude "matmul_jvp_tile"),
+    family!("matmul_jvp_subgroup", 6, 2, prelude "matmul_jvp_tile", "lane_share"),
     family!("matmul_jvp_general", 6, 2),
     family!("conv2d", 6, 2),
     family!("conv2d_3x3", 6, 2),

@@ -4,6 +4,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use geopath::bench::{self, BenchResult};
 use geopath::data::{self, DatasetName};
 use geopath::geodesic;
+use geopath::gpu::ContextOptions;
 use geopath::optim::OptimizerKind;
 use geopath::train::{self, json_str, Recipe, TrainArgs};
 use geopath::{Device, DeviceChoice};
@@ -16,6 +17,10 @@ struct Cli {
     /// Compute device: auto prefers a hardware GPU, accepts a software Vulkan driver, else the CPU reference.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
     device: DeviceChoice,
+    /// Use subgroup operations where the adapter offers them (false: every kernel takes its
+    /// subgroup-free variant, e.g. to compare speeds).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    subgroups: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -341,7 +346,7 @@ fn print_bench(device: &Device, results: &[BenchResult], json: bool) {
 }
 
 fn run(cli: Cli) -> geopath::Result<()> {
-    let device = Device::open(cli.device)?;
+    let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups })?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),
         Command::Bench { names, json, model, batch } => {

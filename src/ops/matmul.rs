@@ -334,7 +334,9 @@ pub fn matmul_jvp(
                 buf(db),
                 bias.map_or(buf(a), |(_, y)| buf(y)),
             ];
-            let (family, entry, tile) = if fast {
+            let (family, entry, tile) = if fast && ctx.lane_sharing {
+                ("matmul_jvp_subgroup", "matmul_jvp_nn_cols", TILE_JVP)
+            } else if fast {
                 ("matmul_jvp", "matmul_jvp_nn", TILE_JVP)
             } else {
                 ("matmul_jvp_general", "matmul_jvp_general", (32, 32))

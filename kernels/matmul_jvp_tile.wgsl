@@ -1,0 +1,84 @@
+// Shared part of the fused dense-layer JVP kernels (matmul_jvp.wgsl, matmul_jvp_subgroup.wgsl;
+// src/kernels.rs prepends it to both): the bindings, the 16 x 8 tile of C and of dC an
+// invocation owns (4 x 2 blocks of mat4x4 whose columns are rows of the block, as in
+// matmul_tile.wgsl), the operand loads and the epilogue. Flags: 1 bias (with dbias), 2 ReLU.
+// Whether dA is present (else dA = 0, e.g. for the input layer) is the specialisation constant
+// HAS_DA, so that neither variant carries a branch in its inner loop (which costs lavapipe ~20%).
+
+const HAS_DA: u32 = 1u;
+
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    flags: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
+@group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
+@group(0) @binding(4) var<storage, read> da: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> db: array<vec4<f32>>;
+@group(0) @binding(6) var<storage, read> dbias: array<vec4<f32>>;
+@group(0) @binding(7) var<storage, read_write> c: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read_write> dc: array<vec4<f32>>;
+
+// Eight blocks: row blocks 0..3 of the tile, vec4-columns 0 and 1.
+struct Tile {
+    t00: mat4x4<f32>, t01: mat4x4<f32>,
+    t10: mat4x4<f32>, t11: mat4x4<f32>,
+    t20: mat4x4<f32>, t21: mat4x4<f32>,
+    t30: mat4x4<f32>, t31: mat4x4<f32>,
+}
+
+fn update(t: ptr<function, Tile>, a0: mat4x4<f32>, a1: mat4x4<f32>, a2: mat4x4<f32>, a3: mat4x4<f32>,
+          b0: mat4x4<f32>, b1: mat4x4<f32>) {
+    (*t).t00 += b0 * a0; (*t).t01 += b1 * a0;
+    (*t).t10 += b0 * a1; (*t).t11 += b1 * a1;
+    (*t).t20 += b0 * a2; (*t).t21 += b1 * a2;
+    (*t).t30 += b0 * a3; (*t).t31 += b1 * a3;
+}
+
+fn load_a(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.m - 1u;
+    return mat4x4<f32>(a[min(r0, last) * k4 + kk], a[min(r0 + 1u, last) * k4 + kk],
+                       a[min(r0 + 2u, last) * k4 + kk], a[min(r0 + 3u, last) * k4 + kk]);
+}
+
+fn load_da(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
+    let last = p.m - 1u;
+    return mat4x4<f32>(da[min(r0, last) * k4 + kk], da[min(r0 + 1u, last) * k4 + kk],
+                       da[min(r0 + 2u, last) * k4 + kk], da[min(r0 + 3u, last) * k4 + kk]);
+}
+
+fn load_b(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
+    let c4 = min(col4, n4 - 1u);
+    return mat4x4<f32>(b[k * n4 + c4], b[(k + 1u) * n4 + c4], b[(k + 2u) * n4 + c4], b[(k + 3u) * n4 + c4]);
+}
+
+fn load_db(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
+    let c4 = min(col4, n4 - 1u);
+    return mat4x4<f32>(db[k * n4 + c4], db[(k + 1u) * n4 + c4], db[(k + 2u) * n4 + c4], db[(k + 3u) * n4 + c4]);
+}
+
+fn store_block(row0: u32, col4: u32, v: mat4x4<f32>, t: mat4x4<f32>) {
+    let n4 = p.n / 4u;
+    if (col4 >= n4) { return; }
+    for (var r = 0u; r < 4u; r++) {
+        let row = row0 + r;
+        if (row >= p.m) { return; }
+        var x = v[r];
+        var dx = t[r];
+        if ((p.flags & 1u) != 0u) {
+            x += bias[col4];
+            dx += dbias[col4];
+        }
+        if ((p.flags & 2u) != 0u) {
+            dx = select(vec4<f32>(0.0), dx, x > vec4<f32>(0.0));
+            x = max(x, vec4<f32>(0.0));
+        }
+        c[row * n4 + col4] = x;
+        dc[row * n4 + col4] = dx;
+    }
+}
