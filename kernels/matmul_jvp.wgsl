@@ -28,12 +28,5 @@ fn matmul_jvp_nn(@builtin(global_invocation_id) gid: vec3<u32>) {
             update(&dy, load_da(row0, kk, k4), load_da(row0 + 4u, kk, k4), load_da(row0 + 8u, kk, k4), load_da(row0 + 12u, kk, k4), b0, b1);
         }
     }
-    store_block(row0, col4_0, y.t00, dy.t00);
-    store_block(row0, col4_0 + 1u, y.t01, dy.t01);
-    store_block(row0 + 4u, col4_0, y.t10, dy.t10);
-    store_block(row0 + 4u, col4_0 + 1u, y.t11, dy.t11);
-    store_block(row0 + 8u, col4_0, y.t20, dy.t20);
-    store_block(row0 + 8u, col4_0 + 1u, y.t21, dy.t21);
-    store_block(row0 + 12u, col4_0, y.t30, dy.t30);
-    store_block(row0 + 12u, col4_0 + 1u, y.t31, dy.t31);
+    store_tile(row0, col4_0, &y, &dy);
 }

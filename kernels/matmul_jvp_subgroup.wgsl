@@ -36,12 +36,5 @@ fn matmul_jvp_nn_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id
             update(&dy, shared_rows0(u0, u1), shared_rows1(u0, u1), shared_rows2(u0, u1), shared_rows3(u0, u1), b0, b1);
         }
     }
-    store_block(row0, col4_0, y.t00, dy.t00);
-    store_block(row0, col4_0 + 1u, y.t01, dy.t01);
-    store_block(row0 + 4u, col4_0, y.t10, dy.t10);
-    store_block(row0 + 4u, col4_0 + 1u, y.t11, dy.t11);
-    store_block(row0 + 8u, col4_0, y.t20, dy.t20);
-    store_block(row0 + 8u, col4_0 + 1u, y.t21, dy.t21);
-    store_block(row0 + 12u, col4_0, y.t30, dy.t30);
-    store_block(row0 + 12u, col4_0 + 1u, y.t31, dy.t31);
+    store_tile(row0, col4_0, &y, &dy);
 }

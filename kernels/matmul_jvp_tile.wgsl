@@ -82,3 +82,15 @@ fn store_block(row0: u32, col4: u32, v: mat4x4<f32>, t: mat4x4<f32>) {
         dc[row * n4 + col4] = dx;
     }
 }
+
+// Both tiles, through the epilogue.
+fn store_tile(row0: u32, col4_0: u32, y: ptr<function, Tile>, dy: ptr<function, Tile>) {
+    store_block(row0, col4_0, (*y).t00, (*dy).t00);
+    store_block(row0, col4_0 + 1u, (*y).t01, (*dy).t01);
+    store_block(row0 + 4u, col4_0, (*y).t10, (*dy).t10);
+    store_block(row0 + 4u, col4_0 + 1u, (*y).t11, (*dy).t11);
+    store_block(row0 + 8u, col4_0, (*y).t20, (*dy).t20);
+    store_block(row0 + 8u, col4_0 + 1u, (*y).t21, (*dy).t21);
+    store_block(row0 + 12u, col4_0, (*y).t30, (*dy).t30);
+    store_block(row0 + 12u, col4_0 + 1u, (*y).t31, (*dy).t31);
+}
