@@ -55,6 +55,10 @@ struct PathArgs {
     /// Seed of the metric batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Continue the interrupted run in --out from OUT/path.ckpt (same options and networks;
+    /// --steps may be raised to extend a finished path). Not for continual.
+    #[arg(long)]
+    resume: bool,
 }
 
 impl PathArgs {
@@ -444,6 +448,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 ramp,
                 finetune,
                 baseline_lrs: lrs,
+                resume: path.resume,
                 ..Default::default()
             };
             println!(
@@ -522,6 +527,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 cg_iter: path.cg_iter,
                 log_every: path.log_every,
                 seed: path.seed,
+                resume: path.resume,
                 ..Default::default()
             };
             println!("connecting {} and {} ({}) on {}", a.display(), b.display(), net.spec.name, device.name());
@@ -559,6 +565,11 @@ fn run(cli: Cli) -> geopath::Result<()> {
             out,
         } => {
             use geodesic::continual::{self, ContinualConfig, TaskSequence};
+            if path.resume {
+                return Err(geopath::Error::Invalid(
+                    "continual has no --resume (only sparsify and connect resume a path)".into(),
+                ));
+            }
             let sequence: TaskSequence = tasks.parse()?;
             let (task_list, classes) = continual::build_tasks(sequence, num_tasks, data_dir.as_deref())?;
             let spec = geopath::nn::spec::load(&model)?;

@@ -2,13 +2,13 @@
 
 mod common;
 use common::*;
-use geopath::geodesic::path::{integrate, Ending, Objective, PathConfig, Step, ToPruned, ToTarget};
+use geopath::geodesic::path::{integrate, Ending, Objective, PathConfig, PathRow, Step, ToPruned, ToTarget};
 use geopath::ops::{elementwise as ew, flat};
 use geopath::{Device, Tensor};
 
 /// A Euclidean step of length at most `eps` against the gradient (G = I).
-fn euclidean(eps: f32) -> impl FnMut(&Tensor, &Tensor) -> geopath::Result<Step> {
-    move |_w, g| {
+fn euclidean(eps: f32) -> impl FnMut(usize, &Tensor, &Tensor) -> geopath::Result<Step> {
+    move |_step, _w, g| {
         let n = flat::norm(g)?;
         let scale = -eps.min(n) / n.max(1e-30);
         let theta = ew::scale(scale, g)?;
@@ -31,7 +31,7 @@ fn a_path_to_a_target_converges_with_logged_rows_and_euclidean_length() {
         let mut obj = ToTarget { target };
         let cfg = PathConfig { steps: 100, stop_below: 1e-6, log_every: 2 };
         let mut logged = Vec::new();
-        let r = integrate(w0, 0, &mut obj, &mut euclidean(1.0), &cfg, &mut |s, _, row| {
+        let r = integrate(w0, None, &mut obj, &mut euclidean(1.0), &cfg, &mut |s, _, row| {
             logged.push((s, row.objective));
             Ok(())
         })
@@ -80,8 +80,8 @@ fn a_ramped_pruning_objective_follows_the_cubic_schedule_along_the_path() {
     let w0 = Tensor::from_vec(&dev, &[10], (1..=10).map(|v| v as f32).collect()).unwrap();
     let mut values = Vec::new();
     let cfg = PathConfig { steps: 5, stop_below: 0.0, log_every: 1 };
-    let mut still = |_w: &Tensor, g: &Tensor| Ok(Step { theta: ew::scale(0.0, g)?, metric_sq: 0.0 });
-    let r = integrate(w0.clone(), 0, &mut obj, &mut still, &cfg, &mut |_, _, row| {
+    let mut still = |_step: usize, _w: &Tensor, g: &Tensor| Ok(Step { theta: ew::scale(0.0, g)?, metric_sq: 0.0 });
+    let r = integrate(w0.clone(), None, &mut obj, &mut still, &cfg, &mut |_, _, row| {
         values.push(row.objective);
         Ok(())
     })
@@ -109,9 +109,9 @@ fn a_non_finite_step_stops_the_run_with_the_last_good_parameters() {
     for overflow in [false, true] {
         let mut calls = 0;
         let mut inner = euclidean(1.0);
-        let mut rule = |w: &Tensor, g: &Tensor| {
+        let mut rule = |step: usize, w: &Tensor, g: &Tensor| {
             calls += 1;
-            let mut s = inner(w, g)?;
+            let mut s = inner(step, w, g)?;
             if calls == 3 {
                 let bad = if overflow { f32::MAX } else { f32::NAN };
                 s.theta = Tensor::from_vec(&dev, &[2], vec![bad, bad]).unwrap();
@@ -121,11 +121,17 @@ fn a_non_finite_step_stops_the_run_with_the_last_good_parameters() {
             }
             Ok(s)
         };
-        let r = integrate(w0.clone(), 0, &mut obj, &mut rule, &cfg, &mut |_, _, _| Ok(())).unwrap();
+        let r = integrate(w0.clone(), None, &mut obj, &mut rule, &cfg, &mut |_, _, _| Ok(())).unwrap();
         assert!(matches!(r.ending, Ending::NonFinite(_)), "{:?}", r.ending);
         assert_eq!(r.steps, 2, "overflow={overflow}");
         assert_close("last good", &r.params.to_vec().unwrap(), &[2.0, 0.0], 1e-6, 1e-6);
     }
+}
+
+/// A Euclidean step whose length depends on the step index, as a step rule's batch does: a
+/// resumed run that restarted its step count would take other steps.
+fn shrinking(eps: f32) -> impl FnMut(usize, &Tensor, &Tensor) -> geopath::Result<Step> {
+    move |step, w, g| euclidean(eps / (step + 1) as f32)(step, w, g)
 }
 
 #[test]
@@ -133,29 +139,66 @@ fn a_resumed_run_continues_exactly_where_it_stopped() {
     let dev = Device::Cpu;
     let w0 = Tensor::from_vec(&dev, &[4], vec![1.0, -2.0, 0.5, 3.0]).unwrap();
     let target = Tensor::from_vec(&dev, &[4], vec![-4.0, 6.0, 2.0, 0.0]).unwrap();
-    let cfg10 = PathConfig { steps: 10, stop_below: 0.0, log_every: 5 };
+    let cfg10 = PathConfig { steps: 10, stop_below: 0.0, log_every: 2 };
+    let mut logged_whole = Vec::new();
     let whole = integrate(
         w0.clone(),
-        0,
+        None,
         &mut ToTarget { target: target.clone() },
-        &mut euclidean(0.7),
+        &mut shrinking(3.0),
         &cfg10,
+        &mut |step, _, _| {
+            logged_whole.push(step);
+            Ok(())
+        },
+    )
+    .unwrap();
+    // Interrupted after 4 steps (a logged point), then resumed from its last row.
+    let cfg4 = PathConfig { steps: 4, ..cfg10.clone() };
+    let first = integrate(
+        w0,
+        None,
+        &mut ToTarget { target: target.clone() },
+        &mut shrinking(3.0),
+        &cfg4,
         &mut |_, _, _| Ok(()),
     )
     .unwrap();
-    let cfg5 = PathConfig { steps: 5, ..cfg10.clone() };
-    let half =
-        integrate(w0, 0, &mut ToTarget { target: target.clone() }, &mut euclidean(0.7), &cfg5, &mut |_, _, _| Ok(()))
-            .unwrap();
+    let mut logged_rest = Vec::new();
     let rest = integrate(
-        half.params,
-        half.steps,
+        first.params,
+        first.rows.last(),
         &mut ToTarget { target },
-        &mut euclidean(0.7),
+        &mut shrinking(3.0),
         &cfg10,
-        &mut |_, _, _| Ok(()),
+        &mut |step, _, _| {
+            logged_rest.push(step);
+            Ok(())
+        },
     )
     .unwrap();
     assert_eq!(rest.steps, 10);
     assert_eq!(rest.params.to_vec().unwrap(), whole.params.to_vec().unwrap());
+    // The resumed point is not logged again; the rows of both runs are the uninterrupted run's,
+    // the step norm and the functional length carried on (seconds aside).
+    assert_eq!(logged_whole, vec![0, 2, 4, 6, 8, 10]);
+    assert_eq!(logged_rest, vec![6, 8, 10]);
+    let untimed =
+        |rows: &[PathRow]| -> Vec<PathRow> { rows.iter().map(|r| PathRow { seconds: 0.0, ..r.clone() }).collect() };
+    let joined: Vec<PathRow> = first.rows.iter().chain(&rest.rows).cloned().collect();
+    assert_eq!(untimed(&joined), untimed(&whole.rows));
+    assert!(rest.rows[0].functional_length > first.rows.last().unwrap().functional_length);
+    assert!(rest.rows.iter().all(|r| r.seconds >= first.rows.last().unwrap().seconds));
+    // Resuming a finished path with no steps left logs nothing and keeps the point.
+    let done = integrate(
+        whole.params.clone(),
+        whole.rows.last(),
+        &mut ToTarget { target: Tensor::from_vec(&dev, &[4], vec![-4.0, 6.0, 2.0, 0.0]).unwrap() },
+        &mut shrinking(3.0),
+        &cfg10,
+        &mut |_, _, _| panic!("nothing to log"),
+    )
+    .unwrap();
+    assert_eq!((done.steps, done.rows.len()), (10, 0));
+    assert_eq!(done.params.to_vec().unwrap(), whole.params.to_vec().unwrap());
 }

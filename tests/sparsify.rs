@@ -3,36 +3,19 @@
 
 mod common;
 use common::*;
-use geopath::data::Dataset;
 use geopath::geodesic::sparsify::{self, SparsifyConfig};
 use geopath::geodesic::step::StepMethod;
 use geopath::geodesic::MetricKind;
 use geopath::nn::{network::Network, spec};
-use geopath::optim::{LrSchedule, Optimizer, OptimizerKind};
 use geopath::Tensor;
-
-/// Ten classes of 4x4 single-channel images: a bright pixel at the class's position plus noise.
-fn dataset(n: usize, seed: u64) -> Dataset {
-    let mut rng = Rng::new(seed);
-    let mut images = Vec::with_capacity(n * 16);
-    let mut labels = Vec::with_capacity(n);
-    for _ in 0..n {
-        let label = rng.below(10);
-        for p in 0..16 {
-            images.push(if p == label { 2.0 } else { 0.0 } + 0.3 * rng.uniform());
-        }
-        labels.push(label as u32);
-    }
-    Dataset { images, labels, channels: 1, height: 4, width: 4, classes: 10, name: "toy".into() }
-}
 
 #[test]
 fn sparsify_reaches_the_target_and_writes_every_output() {
     let Some(dev) = gpu() else { return };
     let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
-    let train = dataset(600, 1);
-    let test = dataset(300, 2);
+    let train = toy_dataset(600, 1);
+    let test = toy_dataset(300, 2);
     let w = toy_network(&net, &train, 3, &dev);
     let out = std::env::temp_dir().join(format!("geopath-sparsify-{}", std::process::id()));
     for method in [StepMethod::TrustRegion, StepMethod::Penalty { lambda: 1.0 }] {
@@ -77,8 +60,8 @@ fn a_ramped_path_with_a_last_stretch_counts_the_stretch_in_the_baselines_budget(
     let Some(dev) = gpu() else { return };
     let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
-    let train = dataset(600, 1);
-    let test = dataset(300, 2);
+    let train = toy_dataset(600, 1);
+    let test = toy_dataset(300, 2);
     let w = toy_network(&net, &train, 3, &dev);
     let out = std::env::temp_dir().join(format!("geopath-sparsify-ramp-{}", std::process::id()));
     let cfg = SparsifyConfig {
@@ -121,7 +104,7 @@ fn masked_finetuning_keeps_the_pruned_weights_at_zero_and_lowers_the_loss() {
     let Some(dev) = gpu() else { return };
     let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
-    let train = dataset(600, 6);
+    let train = toy_dataset(600, 6);
     let w = net.init_params(5).unwrap();
     let wv = w.to_vec().unwrap();
     // Keep every other weight.
@@ -144,7 +127,7 @@ fn bad_sparsify_options_are_errors() {
     let spec = spec::parse("flatten\nlinear classes\n", "test", "tiny").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
     let w = net.init_params(1).unwrap();
-    let data = dataset(60, 3);
+    let data = toy_dataset(60, 3);
     let out = std::env::temp_dir().join(format!("geopath-sparsify-bad-{}", std::process::id()));
     for (sparsity, eps) in [(1.0, 0.1), (0.0, 0.1), (0.5, 0.0), (0.5, f32::NAN)] {
         let cfg = SparsifyConfig { sparsity, eps, ..Default::default() };
@@ -153,30 +136,14 @@ fn bad_sparsify_options_are_errors() {
     assert!("newton".parse::<StepMethod>().is_err());
 }
 
-/// Trains the toy network from `seed` for a few steps.
-fn toy_network(net: &Network, train: &Dataset, seed: u64, dev: &geopath::Device) -> Tensor {
-    let mut w = net.init_params(seed).unwrap();
-    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(0.1));
-    let (mut images, mut labels) = (Vec::new(), Vec::new());
-    for step in 0..150 {
-        let idx: Vec<usize> = (0..50).map(|i| (step * 50 + i) % train.len()).collect();
-        train.gather(&idx, &mut images, &mut labels);
-        let x = Tensor::from_vec(dev, &[50, 1, 4, 4], images.clone()).unwrap();
-        let y = Tensor::from_u32(dev, &[50], &labels).unwrap();
-        let (_, g) = geopath::autodiff::loss_grad(net, &w, &x, &y).unwrap();
-        w = opt.step(&w, &g).unwrap();
-    }
-    w
-}
-
 #[test]
 fn connect_walks_from_a_to_b_and_reports_the_line_beside_the_path() {
     use geopath::geodesic::connect::{self, ConnectConfig};
     let Some(dev) = gpu() else { return };
     let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
-    let train = dataset(600, 4);
-    let test = dataset(300, 5);
+    let train = toy_dataset(600, 4);
+    let test = toy_dataset(300, 5);
     let wa = toy_network(&net, &train, 11, &dev);
     let wb = toy_network(&net, &train, 12, &dev);
     let out = std::env::temp_dir().join(format!("geopath-connect-{}", std::process::id()));
@@ -227,7 +194,7 @@ fn connect_step_gradient_matches_a_finite_difference() {
     let Some(dev) = gpu() else { return };
     let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
-    let train = dataset(600, 4);
+    let train = toy_dataset(600, 4);
     let wa = toy_network(&net, &train, 11, &dev);
     let wb = toy_network(&net, &train, 12, &dev);
     let w = ew::axpby(0.6, &wa, 0.4, &net.init_params(13).unwrap()).unwrap();

@@ -10,11 +10,15 @@
 //! metric-damped descent of `½‖w − w_B‖² + γ R`, which bends around the loss barrier of the
 //! straight line. At B (an optimum) `∇R` nearly vanishes, so the path still ends there; a path
 //! that stops short is closed by the straight segment to B.
+//!
+//! The path is checkpointed at every logged point (DIR/path.ckpt); an interrupted run
+//! continues from there with [`ConnectConfig::resume`] (see [`super::resume`]).
 
 use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToTarget};
+use super::resume::{data_identity, network_identity, LoggedRow, PathRecord};
 use super::solver::bhattacharyya;
-use super::step::{batch_of, path_step, Reference, StepMethod, StepSettings};
+use super::step::{batch_of, path_step, step_batch_seed, Reference, StepMethod, StepSettings};
 use crate::autodiff::{self, backward_flat, record, Dual, Model};
 use crate::data::Dataset;
 use crate::device::Device;
@@ -60,6 +64,9 @@ pub struct ConnectConfig {
     pub eval_examples: usize,
     /// Points of the linear interpolation (including A and B).
     pub line_points: usize,
+    /// Continue the run whose DIR/path.ckpt is in the output folder (its options and networks
+    /// must be these; `steps` may be raised to extend a finished path).
+    pub resume: bool,
 }
 
 impl Default for ConnectConfig {
@@ -78,6 +85,7 @@ impl Default for ConnectConfig {
             seed: 0,
             eval_examples: 10_000,
             line_points: 11,
+            resume: false,
         }
     }
 }
@@ -104,7 +112,8 @@ pub struct ConnectResult {
     pub steps: usize,
     /// How the path ended.
     pub ending: String,
-    /// Seconds of the path.
+    /// Seconds of the path (a resumed path's earlier runs counted up to the point it resumed
+    /// from).
     pub seconds: f64,
 }
 
@@ -119,6 +128,16 @@ pub enum Restore {
     /// (clamped to [0, 1]) is the fraction of the distance covered, held fixed within a step: the
     /// reference function moves from A's to B's along the path, and the term vanishes at A and B.
     Ensemble,
+}
+
+impl Restore {
+    /// The name [`FromStr`] accepts (`loss`, `ensemble`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Restore::Loss => "loss",
+            Restore::Ensemble => "ensemble",
+        }
+    }
 }
 
 impl FromStr for Restore {
@@ -188,8 +207,34 @@ pub fn step_gradient<M: Model + ?Sized>(
     flat::axpy(gamma, &restoring, &to_b)
 }
 
+/// The command's record of the path's options, checked on resumption: the step rule's
+/// (`settings`), γ, the
+/// restoring term, batch, seed, the networks A (parameters `wa` and buffers of `net`) and B,
+/// the data sets and the examples of the logged accuracies.
+fn path_record(
+    net: &Network,
+    wa: &Tensor,
+    wb: &Tensor,
+    settings: &StepSettings,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &ConnectConfig,
+) -> Result<PathRecord> {
+    Ok(PathRecord::new("connect", settings)
+        .with("loss-weight", cfg.loss_weight)
+        .with("restore", cfg.restore.name())
+        .with("batch", cfg.batch)
+        .with("seed", cfg.seed)
+        .with("network-a", network_identity(wa, &net.buffers()?)?)
+        .with("network-b", network_identity(wb, &[])?)
+        .with("training-data", data_identity(train))
+        .with("test-data", data_identity(test))
+        .with("eval-examples", cfg.eval_examples))
+}
+
 /// Runs the path from `wa` toward `wb` and the linear interpolation; writes DIR/path.csv,
-/// DIR/linear.csv, DIR/path.svg and DIR/summary.json.
+/// DIR/linear.csv, DIR/path.svg, DIR/summary.json and DIR/path.ckpt (the path's last logged
+/// point, with what [`ConnectConfig::resume`] needs).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     net: &Network,
@@ -216,6 +261,11 @@ pub fn run(
     }
     std::fs::create_dir_all(out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))?;
     net.set_train(false);
+    let settings =
+        StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
+    let record = path_record(net, wa, wb, &settings, train, test, cfg)?;
+    let checkpoint_path = out.join("path.ckpt");
+    let resumed = if cfg.resume { Some(record.resume::<1>(&checkpoint_path, net, cfg.steps, device)?) } else { None };
     let acc = |w: &Tensor| evaluate(net, w, test, cfg.eval_examples, device);
     let accuracy_a = acc(wa)?;
     let accuracy_b = acc(wb)?;
@@ -230,24 +280,29 @@ pub fn run(
     let linear_min_accuracy = line.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
 
     let start_distance = flat::norm(&ew::sub(wa, wb)?)? as f64;
+    // Where the path starts: A, or the last logged point of the run it resumes.
+    let resume_row = resumed.as_ref().map(|r| r.last_row().clone());
+    let (w_start, mut logged): (Tensor, Vec<LoggedRow<1>>) = match resumed {
+        Some(r) => (r.params, r.rows),
+        None => (wa.clone(), Vec::new()),
+    };
     let bar = if progress { ProgressBar::new(cfg.steps as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("path [{bar:30}] {pos}/{len} {msg} ({eta})").unwrap().progress_chars("=> "),
     );
-    let mut step_index = 0u64;
+    if let Some(row) = &resume_row {
+        eprintln!("resuming the path of {} at step {}", checkpoint_path.display(), row.step);
+        bar.set_position(row.step as u64);
+    }
+    let earlier_seconds = resume_row.as_ref().map_or(0.0, |r| r.seconds);
     let start = Instant::now();
-    let settings =
-        StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
-    let mut rule = |w: &Tensor, _to_b: &Tensor| -> Result<Step> {
-        step_index += 1;
-        let (x, labels) =
-            batch_of(train, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
+    let mut rule = |step: usize, w: &Tensor, _to_b: &Tensor| -> Result<Step> {
+        let (x, labels) = batch_of(train, cfg.batch, step_batch_seed(cfg.seed, step), device)?;
         let g = step_gradient(net, w, wa, wb, &x, &labels, cfg.restore, cfg.loss_weight)?;
-        let (step, _) = path_step(net, w, Reference::Params(wa), &x, &labels, &g, &settings)?;
+        let (s, _) = path_step(net, w, Reference::Params(wa), &x, &labels, &g, &settings)?;
         bar.inc(1);
-        Ok(step)
+        Ok(s)
     };
-    let mut logged: Vec<(PathRow, f64)> = Vec::new();
     let mut on_log = |step: usize, w: &Tensor, row: &PathRow| -> Result<()> {
         let a = acc(w)?;
         let line = format!(
@@ -261,15 +316,15 @@ pub fn run(
         } else {
             bar.println(line);
         }
-        logged.push((row.clone(), a));
-        Ok(())
+        logged.push((row.clone(), [a]));
+        record.save(&checkpoint_path, net, w, &logged, &[])
     };
     // Stop within one step of B; the rest is a straight segment shorter than ε.
     let path_cfg = PathConfig { steps: cfg.steps, stop_below: 0.5 * cfg.eps * cfg.eps, log_every: cfg.log_every };
     let mut objective = ToTarget { target: wb.clone() };
-    let result = integrate(wa.clone(), 0, &mut objective, &mut rule, &path_cfg, &mut on_log)?;
+    let result = integrate(w_start, resume_row.as_ref(), &mut objective, &mut rule, &path_cfg, &mut on_log)?;
     bar.finish_and_clear();
-    let seconds = start.elapsed().as_secs_f64();
+    let seconds = earlier_seconds + start.elapsed().as_secs_f64();
     let final_distance = flat::norm(&ew::sub(&result.params, wb)?)? as f64;
     // A path that stopped short of B is closed by the straight segment from its end to B,
     // evaluated like the line, so that the minimum covers a whole curve from A to B.
@@ -281,12 +336,15 @@ pub fn run(
             closing.push(((1.0 - t as f64) * final_distance, acc(&w)?));
         }
     }
-    let min_path_accuracy = logged.iter().map(|l| l.1).chain(closing.iter().map(|c| c.1)).fold(accuracy_b, f64::min);
+    let min_path_accuracy =
+        logged.iter().map(|(_, [a])| *a).chain(closing.iter().map(|c| c.1)).fold(accuracy_b, f64::min);
 
     let header = ["step", "distance_to_b", "step_norm", "functional_length", "test_accuracy", "seconds"];
     let rows: Vec<Vec<f64>> = logged
         .iter()
-        .map(|(r, a)| vec![r.step as f64, (2.0 * r.objective).sqrt(), r.step_norm, r.functional_length, *a, r.seconds])
+        .map(|(r, [a])| {
+            vec![r.step as f64, (2.0 * r.objective).sqrt(), r.step_norm, r.functional_length, *a, r.seconds]
+        })
         .collect();
     write_csv(&out.join("path.csv"), &header, &rows)?;
     write_csv(
@@ -297,7 +355,7 @@ pub fn run(
     // Both curves against the fraction of the A–B distance covered.
     let progress_of = |d: f64| 1.0 - d / start_distance.max(1e-12);
     let mut path_points: Vec<(f64, f64)> =
-        logged.iter().map(|(r, a)| (progress_of((2.0 * r.objective).sqrt()), *a)).collect();
+        logged.iter().map(|(r, [a])| (progress_of((2.0 * r.objective).sqrt()), *a)).collect();
     path_points.extend(closing.iter().map(|(d, a)| (progress_of(*d), *a)));
     path_points.push((1.0, accuracy_b));
     write_plot(

@@ -1,6 +1,7 @@
 //! The path integrator: repeated steps `w ← w + θ` where each step `θ` keeps the network's
 //! function nearly unchanged (small in the metric) while pulling toward a secondary objective
-//! `L`; with logging, checkpoints along the path, NaN/Inf detection and resumption.
+//! `L`; with logging, checkpoints along the path, NaN/Inf detection and resumption from a
+//! logged point.
 
 use crate::error::{Error, Result};
 use crate::ops::{elementwise as ew, flat};
@@ -152,7 +153,8 @@ pub struct PathRow {
     pub step_norm: f64,
     /// Accumulated `Σ sqrt(θᵀGθ)`: the functional path length so far.
     pub functional_length: f64,
-    /// Seconds since the start of this run.
+    /// Seconds spent on the path so far (for a resumed path, the seconds of the earlier runs up
+    /// to the point it resumed from included).
     pub seconds: f64,
 }
 
@@ -171,24 +173,29 @@ pub enum Ending {
 pub struct PathResult {
     /// Final (last good) parameters.
     pub params: Tensor,
-    /// Steps taken in total (including `start_step`).
+    /// Steps taken in total (for a resumed path, the earlier runs' steps included).
     pub steps: usize,
-    /// The logged rows.
+    /// The rows logged by this call (a resumed path's earlier rows are not repeated).
     pub rows: Vec<PathRow>,
     /// Why it stopped.
     pub ending: Ending,
 }
 
-/// Walks from `w` (already `start_step` steps along, for resumption) for up to `cfg.steps`
-/// steps in total: each step asks `objective` for `∇L`, `step_rule(w, ∇L)` for `θ`, and moves
-/// `w ← w + θ`. `on_log(step, w, row)` runs every `cfg.log_every` steps and at the end (write
-/// checkpoints and evaluate accuracies there). A non-finite objective, gradient or step stops
-/// the run with the last finite parameters.
+/// Walks from `w` for up to `cfg.steps` steps in total. A fresh path (`resume` is `None`)
+/// starts at step 0 and logs that point; a resumed one continues from `resume`, the last row an
+/// earlier run logged, at the point `w`: its step index, functional length, last step norm and
+/// seconds carry on, and its point is not logged again. Each step asks `objective` for `∇L`,
+/// `step_rule(step, w, ∇L)` for `θ` (`step` is the number of steps taken before this one, so
+/// that whatever the rule draws, e.g. its batch, can depend on the step index alone and a
+/// resumed path takes the steps the uninterrupted one would have), and moves `w ← w + θ`.
+/// `on_log(step, w, row)` runs every `cfg.log_every` steps and at the end (write checkpoints
+/// and evaluate accuracies there). A non-finite objective, gradient or step stops the run with
+/// the last finite parameters.
 pub fn integrate(
     w: Tensor,
-    start_step: usize,
+    resume: Option<&PathRow>,
     objective: &mut dyn Objective,
-    step_rule: &mut dyn FnMut(&Tensor, &Tensor) -> Result<Step>,
+    step_rule: &mut dyn FnMut(usize, &Tensor, &Tensor) -> Result<Step>,
     cfg: &PathConfig,
     on_log: &mut dyn FnMut(usize, &Tensor, &PathRow) -> Result<()>,
 ) -> Result<PathResult> {
@@ -196,11 +203,14 @@ pub fn integrate(
         return Err(Error::Invalid("log_every must be at least 1".into()));
     }
     let start = Instant::now();
+    let earlier_seconds = resume.map_or(0.0, |r| r.seconds);
     let mut w = w;
     let mut rows = Vec::new();
-    let mut length = 0.0f64;
-    let mut last_norm = 0.0f64;
-    let mut step = start_step;
+    let mut length = resume.map_or(0.0, |r| r.functional_length);
+    let mut last_norm = resume.map_or(0.0, |r| r.step_norm);
+    let mut step = resume.map_or(0, |r| r.step);
+    // The step of the last logged point: a resumed path's start was logged by an earlier run.
+    let mut last_logged = resume.map(|r| r.step);
     let mut ending = Ending::Steps;
     let mut log = |step: usize, w: &Tensor, objective: f64, last_norm: f64, length: f64, rows: &mut Vec<PathRow>| {
         let row = PathRow {
@@ -208,7 +218,7 @@ pub fn integrate(
             objective,
             step_norm: last_norm,
             functional_length: length,
-            seconds: start.elapsed().as_secs_f64(),
+            seconds: earlier_seconds + start.elapsed().as_secs_f64(),
         };
         on_log(step, w, &row)?;
         rows.push(row);
@@ -228,8 +238,10 @@ pub fn integrate(
             }
             break;
         }
-        if step.is_multiple_of(cfg.log_every) || step >= cfg.steps || value < cfg.stop_below {
+        let due = step.is_multiple_of(cfg.log_every) || step >= cfg.steps || value < cfg.stop_below;
+        if due && last_logged != Some(step) {
             log(step, &w, value as f64, last_norm, length, &mut rows)?;
+            last_logged = Some(step);
         }
         if value < cfg.stop_below {
             ending = Ending::Converged;
@@ -238,7 +250,7 @@ pub fn integrate(
         if step >= cfg.steps {
             break;
         }
-        let s = step_rule(&w, &grad)?;
+        let s = step_rule(step, &w, &grad)?;
         let norm = flat::norm(&s.theta)?;
         if !norm.is_finite() || !s.metric_sq.is_finite() {
             ending = Ending::NonFinite(format!("step {} has norm {norm} and metric length² {}", step + 1, s.metric_sq));
@@ -250,7 +262,7 @@ pub fn integrate(
         last_norm = norm as f64;
         length += (s.metric_sq.max(0.0) as f64).sqrt();
     }
-    if rows.last().map(|r| r.step) != Some(step) {
+    if last_logged != Some(step) {
         objective.begin_step(step);
         let (value, _) = objective.value_grad(&w)?;
         log(step, &w, value as f64, last_norm, length, &mut rows)?;

@@ -16,10 +16,15 @@
 //! 96.39%); without the last stretch it stays far below the baseline (the metric of a 200-input
 //! batch leaves most directions free and the path never sees the labels), with it the result
 //! is level with the baseline (98.30% vs 98.23% for one seed, within noise).
+//!
+//! An interrupted run continues from its DIR/path.ckpt with [`SparsifyConfig::resume`] (see
+//! [`super::resume`]): same path, same rows, same count of gradient evaluations; the last
+//! stretch and the baseline then run as usual.
 
 use super::metric::MetricKind;
 use super::path::{integrate, Ending, PathConfig, PathRow, Step, ToPruned};
-use super::step::{batch_at, batch_of, path_step, Reference, StepMethod, StepSettings};
+use super::resume::{data_identity, network_identity, LoggedRow, PathRecord};
+use super::step::{batch_at, batch_of, path_step, step_batch_seed, Reference, StepMethod, StepSettings};
 use crate::autodiff;
 use crate::checkpoint::Checkpoint;
 use crate::data::{self, Dataset};
@@ -32,6 +37,7 @@ use crate::report::{write_csv, write_plot, Series};
 use crate::tensor::Tensor;
 use crate::train::evaluate;
 use indicatif::{ProgressBar, ProgressStyle};
+use std::cell::Cell;
 use std::path::Path;
 use std::time::Instant;
 
@@ -71,6 +77,9 @@ pub struct SparsifyConfig {
     /// Gradient evaluations of the last stretch on the sparse set (masked SGD on the training
     /// loss from the hard-pruned path end; 0: none).
     pub finetune: usize,
+    /// Continue the run whose DIR/path.ckpt is in the output folder (its options and start
+    /// network must be these; `steps` may be raised to extend a finished path).
+    pub resume: bool,
 }
 
 impl Default for SparsifyConfig {
@@ -91,6 +100,7 @@ impl Default for SparsifyConfig {
             baseline_lrs: vec![0.003, 0.01, 0.03],
             ramp: 0,
             finetune: 0,
+            resume: false,
         }
     }
 }
@@ -118,13 +128,15 @@ pub struct SparsifyResult {
     pub pruned_only_test_accuracy: f64,
     /// Path steps taken.
     pub steps: usize,
-    /// Gradient evaluations (metric products) spent by the path itself.
+    /// Gradient evaluations (metric products) spent by the path itself (by all its runs, when
+    /// resumed).
     pub path_evaluations: usize,
     /// Gradient evaluations of the path and its last stretch, also given to the baseline.
     pub gradient_evaluations: usize,
     /// How the path ended.
     pub ending: String,
-    /// Seconds of the path, its last stretch included (all learning rates).
+    /// Seconds of the path, its last stretch included (all learning rates; a resumed path's
+    /// earlier runs counted up to the point it resumed from).
     pub path_seconds: f64,
     /// Seconds of the baseline (all learning rates).
     pub baseline_seconds: f64,
@@ -201,8 +213,36 @@ pub fn prune_and_finetune(
     masked_finetune(net, &start, &mask, train, validation, budget, lrs, batch, seed, device)
 }
 
+/// The command's record of the path's options, checked on resumption: the step rule's
+/// (`settings`), the
+/// target sparsity, fixed mask, ramp, batch, seed, the start network (parameters of `w0` and
+/// buffers of `net`), the data sets and the examples of the logged accuracies.
+fn path_record(
+    net: &Network,
+    w0: &Tensor,
+    settings: &StepSettings,
+    train: &Dataset,
+    test: &Dataset,
+    cfg: &SparsifyConfig,
+) -> Result<PathRecord> {
+    Ok(PathRecord::new("sparsify", settings)
+        .with("sparsity", cfg.sparsity)
+        .with("fixed-mask", cfg.fixed_mask)
+        .with("ramp", cfg.ramp)
+        .with("batch", cfg.batch)
+        .with("seed", cfg.seed)
+        .with("start-network", network_identity(w0, &net.buffers()?)?)
+        .with("training-data", data_identity(train))
+        .with("test-data", data_identity(test))
+        .with("eval-examples", cfg.eval_examples))
+}
+
+/// Metadata key of the gradient evaluations the path has spent, in DIR/path.ckpt.
+const EVALUATIONS_KEY: &str = "evaluations";
+
 /// Runs the path and the baseline; writes DIR/path.csv, DIR/path.svg, DIR/summary.json,
-/// DIR/path.ckpt (the path's last logged point) and DIR/sparse.ckpt (the hard-pruned result).
+/// DIR/path.ckpt (the path's last logged point, with what [`SparsifyConfig::resume`] needs) and
+/// DIR/sparse.ckpt (the hard-pruned result).
 #[allow(clippy::too_many_arguments)]
 pub fn run(
     net: &Network,
@@ -222,6 +262,16 @@ pub fn run(
     }
     std::fs::create_dir_all(out).map_err(|e| Error::Io(format!("{}: {e}", out.display())))?;
     net.set_train(false);
+    let settings =
+        StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
+    let record = path_record(net, w0, &settings, train, test, cfg)?;
+    let checkpoint_path = out.join("path.ckpt");
+    let resumed = if cfg.resume { Some(record.resume::<3>(&checkpoint_path, net, cfg.steps, device)?) } else { None };
+    // The gradient evaluations the path has spent (by its earlier runs, when resumed).
+    let spent = match &resumed {
+        Some(r) => r.state::<usize>(EVALUATIONS_KEY)?,
+        None => 0,
+    };
     // Hold out the last sixth of the training set to pick the baseline's learning rate.
     let n_val = train.len() / 6;
     let fit = train.subset(&(0..train.len() - n_val).collect::<Vec<_>>());
@@ -234,26 +284,33 @@ pub fn run(
     }
     let pruned_only_test_accuracy = evaluate(net, &objective.project(w0)?, test, test.len(), device)?;
 
+    // Where the path starts: w0, or the last logged point of the run it resumes.
+    let resume_row = resumed.as_ref().map(|r| r.last_row().clone());
+    let (w_start, mut logged): (Tensor, Vec<LoggedRow<3>>) = match resumed {
+        Some(r) => (r.params, r.rows),
+        None => (w0.clone(), Vec::new()),
+    };
     let bar = if progress { ProgressBar::new(cfg.steps as u64) } else { ProgressBar::hidden() };
     bar.set_style(
         ProgressStyle::with_template("path [{bar:30}] {pos}/{len} {msg} ({eta})").unwrap().progress_chars("=> "),
     );
-    let mut evaluations = 0usize;
-    let mut step_index = 0u64;
+    if let Some(row) = &resume_row {
+        eprintln!("resuming the path of {} at step {}", checkpoint_path.display(), row.step);
+        bar.set_position(row.step as u64);
+    }
+    let earlier_seconds = resume_row.as_ref().map_or(0.0, |r| r.seconds);
+    // Read by the checkpoints of `on_log` while `rule` counts: shared through a cell.
+    let evaluations = Cell::new(spent);
     let start = Instant::now();
-    let settings =
-        StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
-    let mut rule = |w: &Tensor, g: &Tensor| -> Result<Step> {
-        step_index += 1;
-        let (x, labels) = batch_of(&fit, cfg.batch, cfg.seed.wrapping_mul(1_000_003).wrapping_add(step_index), device)?;
-        let (step, products) = path_step(net, w, Reference::Params(w0), &x, &labels, g, &settings)?;
+    let mut rule = |step: usize, w: &Tensor, g: &Tensor| -> Result<Step> {
+        let (x, labels) = batch_of(&fit, cfg.batch, step_batch_seed(cfg.seed, step), device)?;
+        let (s, products) = path_step(net, w, Reference::Params(w0), &x, &labels, g, &settings)?;
         // The penalty step's gradient, plus the metric product that measures its functional
         // length: counted too, so that the baseline gets every product the path spent.
-        evaluations += products;
+        evaluations.set(evaluations.get() + products);
         bar.inc(1);
-        Ok(step)
+        Ok(s)
     };
-    let mut logged: Vec<(PathRow, f64, f64, f64)> = Vec::new();
     // With a ramp the objective starts at 0: no early stop (stop_below 0 never triggers).
     let stop_below = if cfg.ramp > 0 { 0.0 } else { 1e-10 };
     let path_cfg = PathConfig { steps: cfg.steps, stop_below, log_every: cfg.log_every };
@@ -279,18 +336,12 @@ pub fn run(
             bar.println(line);
         }
         bar.set_message(format!("pruned acc {:.2}%", 100.0 * acc_pruned));
-        logged.push((row.clone(), acc_pruned, acc_dense, zeros));
-        let ckpt = Checkpoint {
-            spec: net.spec.text.clone(),
-            params: w.to_vec()?,
-            buffers: net.buffers()?,
-            metadata: vec![("step".into(), step.to_string()), ("sparsity_target".into(), cfg.sparsity.to_string())],
-        };
-        ckpt.save(&out.join("path.ckpt"))
+        logged.push((row.clone(), [acc_pruned, acc_dense, zeros]));
+        record.save(&checkpoint_path, net, w, &logged, &[(EVALUATIONS_KEY, evaluations.get().to_string())])
     };
-    let result = integrate(w0.clone(), 0, &mut objective, &mut rule, &path_cfg, &mut on_log)?;
+    let result = integrate(w_start, resume_row.as_ref(), &mut objective, &mut rule, &path_cfg, &mut on_log)?;
     bar.finish_and_clear();
-    let path_evaluations = evaluations;
+    let path_evaluations = evaluations.get();
     let path_end = objective.project(&result.params)?;
     let path_test_accuracy = evaluate(net, &path_end, test, test.len(), device)?;
     let (sparse, finetune_lr) = if cfg.finetune > 0 {
@@ -315,7 +366,7 @@ pub fn run(
     } else {
         (path_end, 0.0)
     };
-    let path_seconds = start.elapsed().as_secs_f64();
+    let path_seconds = earlier_seconds + start.elapsed().as_secs_f64();
     let sparsity = zero_fraction(&sparse)?;
     let test_accuracy = evaluate(net, &sparse, test, test.len(), device)?;
     let meta = |k: &str, v: String| (k.to_string(), v);
@@ -363,7 +414,7 @@ pub fn run(
     ];
     let rows: Vec<Vec<f64>> = logged
         .iter()
-        .map(|(r, ap, ad, z)| {
+        .map(|(r, [ap, ad, z])| {
             vec![r.step as f64, r.objective, r.step_norm, r.functional_length, *ap, *ad, *z, r.seconds]
         })
         .collect();
@@ -377,12 +428,12 @@ pub fn run(
         &[
             Series {
                 name: "hard-pruned P(w)".into(),
-                points: logged.iter().map(|l| (l.0.step as f64, l.1)).collect(),
+                points: logged.iter().map(|(r, [pruned, _, _])| (r.step as f64, *pruned)).collect(),
                 dashed: false,
             },
             Series {
                 name: "path w".into(),
-                points: logged.iter().map(|l| (l.0.step as f64, l.2)).collect(),
+                points: logged.iter().map(|(r, [_, dense, _])| (r.step as f64, *dense)).collect(),
                 dashed: false,
             },
             Series {

@@ -39,13 +39,23 @@ impl FromStr for StepMethod {
     }
 }
 
+impl StepMethod {
+    /// The name [`FromStr`] accepts (`trust-region`, `steihaug`, `penalty`), without λ.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StepMethod::TrustRegion => "trust-region",
+            StepMethod::Steihaug => "steihaug",
+            StepMethod::Penalty { .. } => "penalty",
+        }
+    }
+}
+
 impl std::fmt::Display for StepMethod {
     /// The name [`FromStr`] accepts, with λ for the penalty step.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            StepMethod::TrustRegion => write!(f, "trust-region"),
-            StepMethod::Steihaug => write!(f, "steihaug"),
             StepMethod::Penalty { lambda } => write!(f, "penalty (lambda {lambda})"),
+            other => f.write_str(other.name()),
         }
     }
 }
@@ -110,6 +120,13 @@ pub fn path_step<M: Model + ?Sized>(
     // The penalty rule's measuring product counts as one more evaluation.
     let measuring = usize::from(matches!(s.method, StepMethod::Penalty { .. }));
     Ok((Step { theta: report.theta, metric_sq }, report.iterations.max(1) + measuring))
+}
+
+/// The seed of the metric batch of a path's step after `step` steps, for the run seed `seed`:
+/// a function of the step index alone, so that a resumed path draws the batches the
+/// uninterrupted one would have.
+pub fn step_batch_seed(seed: u64, step: usize) -> u64 {
+    seed.wrapping_mul(1_000_003).wrapping_add(step as u64 + 1)
 }
 
 /// A seeded batch of `batch` training inputs (and labels) on `device`.

@@ -1,7 +1,11 @@
-//! Shared test helpers: the GPU device, seeded random data, tolerant comparisons.
+//! Shared test helpers: the GPU device, seeded random data, tolerant comparisons, a toy data
+//! set and network.
 #![allow(dead_code)]
 
+use geopath::data::Dataset;
 use geopath::gpu::{ContextOptions, GpuContext};
+use geopath::nn::network::Network;
+use geopath::optim::{LrSchedule, Optimizer, OptimizerKind};
 use geopath::{Device, DeviceChoice, Tensor};
 use std::sync::OnceLock;
 
@@ -81,4 +85,35 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f32], rel: f32, abs: f32) {
 pub fn rand_tensor(dev: &Device, rng: &mut Rng, shape: &[usize]) -> (Tensor, Vec<f32>) {
     let v = rng.vec(shape.iter().product());
     (Tensor::from_vec(dev, shape, v.clone()).unwrap(), v)
+}
+
+/// Ten classes of 4x4 single-channel images: a bright pixel at the class's position plus noise.
+pub fn toy_dataset(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let mut images = Vec::with_capacity(n * 16);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let label = rng.below(10);
+        for p in 0..16 {
+            images.push(if p == label { 2.0 } else { 0.0 } + 0.3 * rng.uniform());
+        }
+        labels.push(label as u32);
+    }
+    Dataset { images, labels, channels: 1, height: 4, width: 4, classes: 10, name: "toy".into() }
+}
+
+/// Trains the toy network from `seed` for a few steps.
+pub fn toy_network(net: &Network, train: &Dataset, seed: u64, dev: &Device) -> Tensor {
+    let mut w = net.init_params(seed).unwrap();
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(0.1));
+    let (mut images, mut labels) = (Vec::new(), Vec::new());
+    for step in 0..150 {
+        let idx: Vec<usize> = (0..50).map(|i| (step * 50 + i) % train.len()).collect();
+        train.gather(&idx, &mut images, &mut labels);
+        let x = Tensor::from_vec(dev, &[50, 1, 4, 4], images.clone()).unwrap();
+        let y = Tensor::from_u32(dev, &[50], &labels).unwrap();
+        let (_, g) = geopath::autodiff::loss_grad(net, &w, &x, &y).unwrap();
+        w = opt.step(&w, &g).unwrap();
+    }
+    w
 }
