@@ -214,9 +214,9 @@ pub fn prune_and_finetune(
 }
 
 /// The command's record of the path's options, checked on resumption: the step rule's
-/// (`settings`), the
-/// target sparsity, fixed mask, ramp, batch, seed, the start network (parameters of `w0` and
-/// buffers of `net`), the data sets and the examples of the logged accuracies.
+/// (`settings`), the target sparsity, fixed mask, ramp, batch, seed, the start network
+/// (parameters of `w0` and buffers of `net`), the data sets and the examples of the logged
+/// accuracies.
 fn path_record(
     net: &Network,
     w0: &Tensor,
