@@ -604,11 +604,12 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 seed: path.seed,
             };
             println!(
-                "continual {} ({} scenario, {} stored inputs per class, {} epochs per task, {} steps of length {}) with {} on {}",
+                "continual {} ({} scenario, {} stored inputs per class, {} epoch{} per task, {} steps of length {}) with {} on {}",
                 sequence.as_str(),
                 cfg.scenario.as_str(),
                 buffer_per_class,
                 cfg.epochs,
+                if cfg.epochs == 1 { "" } else { "s" },
                 cfg.step.method,
                 cfg.step.eps,
                 spec.name,
