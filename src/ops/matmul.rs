@@ -1,11 +1,13 @@
-//! Matrix products (`kernels/matmul.wgsl`, `matmul_general.wgsl`, `matmul_jvp.wgsl`).
+//! Matrix products (`kernels/matmul.wgsl`, `matmul_subgroup.wgsl`, `matmul_general.wgsl`,
+//! `matmul_jvp.wgsl`, `matmul_jvp_subgroup.wgsl`, `matmul_jvp_general.wgsl`).
 //!
 //! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
 //! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work), and
 //! where the driver has 8-lane subgroups their variants in `matmul_subgroup.wgsl`, which share
 //! the operand block common to a subgroup's lanes instead of loading it in every lane; on
 //! hardware GPUs, where such tiles would spill registers, and for unaligned shapes, the strided
-//! general kernel with 4 x 4 tiles runs. The fused JVP kernel (8 x 16 tiles) serves both.
+//! general kernel with 4 x 4 tiles runs. The fused JVP kernel (16 x 8 tiles, with its own
+//! lane-sharing variant) serves both.
 
 use super::{buf, common_device, Params};
 use crate::cpu::matmul::{self as cpu, Gemm};
