@@ -231,8 +231,9 @@ enum Command {
         /// Learning rates the baselines pick from (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1")]
         lrs: Vec<f32>,
-        /// EWC λ values to pick from (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "3,10,30")]
+        /// EWC λ values to pick from (comma-separated); default: 3,10,30,100, or 300,1000,3000
+        /// for mnist-fashion.
+        #[arg(long, value_delimiter = ',', default_value = "3,10,30,100")]
         ewc_lambdas: Vec<f32>,
         /// The geodesic method's objective: the loss on the new-task batch joined by a labelled
         /// buffer batch (true), or on the new-task batch alone (false).
@@ -615,6 +616,13 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 spec.name,
                 device.name()
             );
+            let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
+            println!(
+                "baselines: {}; learning rates from {{{}}}, EWC's λ from {{{}}}",
+                cfg.baselines.iter().map(|b| b.key()).collect::<Vec<_>>().join(", "),
+                list(&cfg.lrs),
+                list(&cfg.ewc_lambdas)
+            );
             let r = continual::run(&net, &task_list, &cfg, &device, &out, true)?;
             for m in &r.methods {
                 println!(
@@ -706,7 +714,8 @@ fn default_checkpoint(
 
 /// The command line with the path options' defaults of each path command: `connect` takes
 /// steps of length 0.1; `continual` penalty steps (λ 30, length 0.1 annealed over each task, or
-/// the task sequence's own [`TaskSequence::defaults`] of these and of `--epochs`); `sparsify`
+/// the task sequence's own [`TaskSequence::defaults`] of these, `--epochs` and
+/// `--ewc-lambdas`); `sparsify`
 /// penalty steps (λ 0.1, length 0.05; with its 1000 steps, 700-step ramp and 2000-evaluation
 /// last stretch, the best setting measured on LeNet-300-100). Options given on the command line
 /// always win.
@@ -725,7 +734,7 @@ fn parse_cli() -> Cli {
         });
     let matches = command.get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let (Some(("continual", sub)), Command::Continual { tasks, epochs, path, .. }) =
+    if let (Some(("continual", sub)), Command::Continual { tasks, epochs, path, ewc_lambdas, .. }) =
         (matches.subcommand(), &mut cli.command)
     {
         // An unknown sequence is reported when the command runs.
@@ -740,6 +749,9 @@ fn parse_cli() -> Cli {
             }
             if left_out("eps") {
                 path.eps = d.eps;
+            }
+            if left_out("ewc_lambdas") {
+                *ewc_lambdas = d.ewc_lambdas.to_vec();
             }
         }
     }
