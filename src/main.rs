@@ -231,8 +231,8 @@ enum Command {
         /// Learning rates the baselines pick from (comma-separated).
         #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1")]
         lrs: Vec<f32>,
-        /// EWC λ values to pick from (comma-separated); default: 3,10,30,100, or 300,1000,3000
-        /// for mnist-fashion.
+        /// EWC λ values to pick from (comma-separated); default: 3,10,30,100, or
+        /// 1000,3000,10000 for mnist-fashion.
         #[arg(long, value_delimiter = ',', default_value = "3,10,30,100")]
         ewc_lambdas: Vec<f32>,
         /// The geodesic method's objective: the loss on the new-task batch joined by a labelled
