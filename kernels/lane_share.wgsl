@@ -29,7 +29,8 @@ fn shared_rows3(v0: vec4<f32>, v1: vec4<f32>) -> mat4x4<f32> {
     return mat4x4<f32>(subgroupBroadcast(v0, 6u), subgroupBroadcast(v1, 6u), subgroupBroadcast(v0, 7u), subgroupBroadcast(v1, 7u));
 }
 
-// The tile coordinates of this lane: x along lanes, y along subgroups.
+// The tile coordinates of this lane in a workgroup of 2 subgroups: x along lanes, y along
+// subgroups.
 fn tile_xy(wg: vec3<u32>, sg: u32, lane: u32) -> vec2<u32> {
-    return vec2<u32>(wg.x * 8u + lane, wg.y * 8u + sg);
+    return vec2<u32>(wg.x * 8u + lane, wg.y * 2u + sg);
 }

@@ -88,8 +88,12 @@ fn gemm_dims(op: &'static str, a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Re
     Ok((m, n, ka))
 }
 
-/// Rows and columns of C per workgroup of the register-tiled kernels (8 x 8 invocations).
+/// Rows or columns of C a workgroup of the register-tiled kernels covers (16 per invocation):
+/// along its 8 lanes (x), and along y, 8 invocations deep, or 2 subgroups deep in the
+/// lane-sharing kernels, whose smaller workgroups spread better over the CPU's cores (train-step
+/// 13.7 → 12.4 ms, median of five).
 const TILE_NN: (usize, usize) = (128, 128);
+const TILE_NN_SHARED: (usize, usize) = (128, 32);
 const TILE_JVP: (usize, usize) = (128, 64);
 
 /// `act(alpha * op(A) op(B) + bias + beta * cin)` with the options' transposes and epilogue.
@@ -251,8 +255,12 @@ fn gpu_matmul(
         };
         let flags = flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
         let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta);
-        let (gm, gn) = (m.div_ceil(TILE_NN.0) as u32, n.div_ceil(TILE_NN.1) as u32);
-        let groups = if rows_on_lanes { [gm, gn, 1] } else { [gn, gm, 1] };
+        let (along_x, along_y) = if shared_loads { TILE_NN_SHARED } else { TILE_NN };
+        let groups = if rows_on_lanes {
+            [m.div_ceil(along_x) as u32, n.div_ceil(along_y) as u32, 1]
+        } else {
+            [n.div_ceil(along_x) as u32, m.div_ceil(along_y) as u32, 1]
+        };
         ctx.dispatch("matmul", &KernelKey::new(family, entry), p.bytes(), &inputs, &outputs, groups)?;
     } else {
         let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
