@@ -108,8 +108,7 @@ fn split_and_permuted_mnist_tasks_come_from_the_shipped_data() {
 #[test]
 fn a_run_forgets_without_memory_and_keeps_the_first_task_with_the_buffer() {
     let Some(dev) = gpu() else { return };
-    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
-    let net = Network::new(&spec, [1, 4, 4], 4, &dev).unwrap();
+    let net = toy_mlp(&dev, 4);
     let tasks = toy_tasks();
     let out = std::env::temp_dir().join(format!("geopath-continual-{}", std::process::id()));
     let r = continual::run(&net, &tasks, &config(Scenario::Class), &dev, &out, false).unwrap();
@@ -182,8 +181,7 @@ fn mnist_then_fashion_share_a_20_way_head_if_fashion_is_installed() {
 #[test]
 fn restricted_evaluation_takes_the_best_of_the_given_classes() {
     let Some(dev) = gpu() else { return };
-    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
-    let net = Network::new(&spec, [1, 4, 4], 4, &dev).unwrap();
+    let net = toy_mlp(&dev, 4);
     let w = net.init_params(3).unwrap();
     // More than one 500-example chunk, labels of all four classes.
     let data = dataset(1200, &[0, 1, 2, 3], 5);

@@ -10,14 +10,13 @@ use geopath::data::Dataset;
 use geopath::geodesic::connect::{self, ConnectConfig};
 use geopath::geodesic::sparsify::{self, SparsifyConfig};
 use geopath::geodesic::step::StepMethod;
-use geopath::nn::{network::Network, spec};
+use geopath::nn::network::Network;
 use geopath::Device;
 use std::path::{Path, PathBuf};
 
 /// The toy network, its training and test sets.
 fn toy(dev: &Device, data_seed: u64) -> (Network, Dataset, Dataset) {
-    let spec = spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
-    let net = Network::new(&spec, [1, 4, 4], 10, dev).unwrap();
+    let net = toy_mlp(dev, 10);
     (net, toy_dataset(600, data_seed), toy_dataset(300, data_seed + 1))
 }
 

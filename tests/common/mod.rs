@@ -87,6 +87,12 @@ pub fn rand_tensor(dev: &Device, rng: &mut Rng, shape: &[usize]) -> (Tensor, Vec
     (Tensor::from_vec(dev, shape, v.clone()).unwrap(), v)
 }
 
+/// The small MLP of the generated-data tests (16 inputs, 24 hidden, `classes` outputs).
+pub fn toy_mlp(dev: &Device, classes: usize) -> Network {
+    let spec = geopath::nn::spec::parse("flatten\nlinear 24\nrelu\nlinear classes\n", "test", "toy-mlp").unwrap();
+    Network::new(&spec, [1, 4, 4], classes, dev).unwrap()
+}
+
 /// Ten classes of 4x4 single-channel images: a bright pixel at the class's position plus noise.
 pub fn toy_dataset(n: usize, seed: u64) -> Dataset {
     let mut rng = Rng::new(seed);
