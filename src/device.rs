@@ -1,43 +1,76 @@
-//! Where tensors live: on a wgpu device, or in host memory for the CPU reference.
+//! Where tensors live: on a wgpu device, or in host memory for the native CPU backend and the
+//! plain-Rust reference.
 
 use crate::error::{Error, Result};
-use crate::gpu::{ContextOptions, DeviceChoice, GpuContext};
+use crate::gpu::{self, ContextOptions, DeviceChoice, GpuContext};
 use std::sync::Arc;
 
-/// A compute device: a wgpu adapter or the plain-Rust CPU reference.
+/// A compute device: the native CPU backend, the plain-Rust reference, or a wgpu adapter.
 #[derive(Clone)]
 pub enum Device {
-    /// The CPU reference implementation (the oracle of the tests).
+    /// The plain-Rust reference loops: the oracle of the tests (`--device reference`).
+    Reference,
+    /// The native CPU backend ([`crate::cpu`]): GEMM-crate products and threads over
+    /// [`crate::cpu::threads`] cores.
     Cpu,
     /// A wgpu device.
     Gpu(Arc<GpuContext>),
 }
 
 impl Device {
-    /// Opens the device `choice` asks for. `Auto` falls back to the CPU with a warning on stderr.
+    /// Opens the device `choice` asks for (see [`DeviceChoice`]). `Auto` says on stderr which
+    /// device it took and why.
     pub fn open(choice: DeviceChoice) -> Result<Device> {
         Self::open_with(choice, ContextOptions::default())
     }
 
-    /// [`Device::open`] with the GPU device created with `options`.
+    /// [`Device::open`] with a GPU device created with `options`.
     pub fn open_with(choice: DeviceChoice, options: ContextOptions) -> Result<Device> {
         match choice {
-            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Reference => Ok(Device::Reference),
+            DeviceChoice::Cpu => {
+                crate::cpu::tune_allocator();
+                Ok(Device::Cpu)
+            }
             DeviceChoice::Gpu => Ok(Device::Gpu(GpuContext::with_options(options)?)),
-            DeviceChoice::Auto => match GpuContext::with_options(options) {
-                Ok(ctx) => Ok(Device::Gpu(ctx)),
-                Err(e) => {
-                    eprintln!("warning: {e}; falling back to the CPU reference (slow)");
-                    Ok(Device::Cpu)
+            DeviceChoice::Auto => {
+                let adapters = gpu::adapters();
+                let software: Vec<String> = adapters
+                    .iter()
+                    .map(|a| a.get_info())
+                    .filter(|i| gpu::is_software(i.device_type))
+                    .map(|i| i.name)
+                    .collect();
+                match adapters.into_iter().find(|a| !gpu::is_software(a.get_info().device_type)) {
+                    Some(adapter) => {
+                        let ctx = GpuContext::from_adapter(adapter, options)?;
+                        eprintln!("device: {} (hardware GPU)", Device::Gpu(ctx.clone()).name());
+                        Ok(Device::Gpu(ctx))
+                    }
+                    None => {
+                        let why = if software.is_empty() {
+                            "no wgpu adapter found".to_string()
+                        } else {
+                            format!(
+                                "no hardware GPU; the software adapter {} is slower than native code \
+                                 (--device gpu uses it)",
+                                software.join(", ")
+                            )
+                        };
+                        eprintln!("device: native CPU backend, {} threads ({why})", crate::cpu::threads());
+                        crate::cpu::tune_allocator();
+                        Ok(Device::Cpu)
+                    }
                 }
-            },
+            }
         }
     }
 
     /// A short human-readable name.
     pub fn name(&self) -> String {
         match self {
-            Device::Cpu => "cpu-reference".into(),
+            Device::Reference => "cpu-reference".into(),
+            Device::Cpu => format!("cpu ({} threads)", crate::cpu::threads()),
             Device::Gpu(ctx) => format!("{} ({:?})", ctx.info.name, ctx.info.backend),
         }
     }
@@ -46,22 +79,22 @@ impl Device {
     pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
         match self {
             Device::Gpu(c) => Some(c),
-            Device::Cpu => None,
+            Device::Reference | Device::Cpu => None,
         }
     }
 
-    /// Waits for all submitted GPU work (no-op on the CPU).
+    /// Waits for all submitted GPU work (no-op on the host devices).
     pub fn sync(&self) -> Result<()> {
         match self {
             Device::Gpu(c) => c.sync(),
-            Device::Cpu => Ok(()),
+            Device::Reference | Device::Cpu => Ok(()),
         }
     }
 
     /// True when both handles name the same device.
     pub fn same(&self, other: &Device) -> bool {
         match (self, other) {
-            (Device::Cpu, Device::Cpu) => true,
+            (Device::Reference, Device::Reference) | (Device::Cpu, Device::Cpu) => true,
             (Device::Gpu(a), Device::Gpu(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }

@@ -18,6 +18,7 @@ pub mod kernels;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod reference;
 pub mod report;
 pub mod tensor;
 pub mod train;

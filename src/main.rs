@@ -14,9 +14,13 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "geopath", version, about = "Weight-space geodesics for neural networks on a WGSL tensor engine")]
 struct Cli {
-    /// Compute device: auto prefers a hardware GPU, accepts a software Vulkan driver, else the CPU reference.
+    /// Compute device: auto takes a hardware GPU when there is one, else the native CPU backend;
+    /// gpu takes any wgpu adapter (software Vulkan too); reference runs the plain-Rust oracle.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto, global = true)]
     device: DeviceChoice,
+    /// Threads of the native CPU backend (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
     /// Use subgroup operations where the adapter offers them (false: every kernel takes its
     /// subgroup-free variant, e.g. to compare speeds).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, global = true)]
@@ -73,7 +77,8 @@ impl PathArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Show the adapter: name, backend, device type, driver, limits, features.
+    /// List every device geopath could use, then the chosen one: name, backend, device type,
+    /// driver, limits, features (threads and SIMD for the CPU backend).
     Info {
         /// Print one JSON object.
         #[arg(long)]
@@ -270,10 +275,19 @@ enum Command {
     },
 }
 
-/// The adapter description as a JSON object.
+/// The device description as a JSON object.
 fn adapter_json(device: &Device) -> String {
     match device {
-        Device::Cpu => "{\"name\": \"cpu-reference\", \"backend\": \"none\", \"device_type\": \"Cpu\", \"driver\": \"\", \"driver_info\": \"\"}".into(),
+        Device::Reference => "{\"name\": \"cpu-reference\", \"backend\": \"none\", \"device_type\": \"Cpu\", \"driver\": \"\", \"driver_info\": \"\"}".into(),
+        Device::Cpu => {
+            let c = geopath::cpu::describe();
+            format!(
+                "{{\"name\": \"cpu\", \"backend\": \"native\", \"device_type\": \"Cpu\", \"driver\": {}, \"driver_info\": {}, \"threads\": {}}}",
+                json_str(&c.processor),
+                json_str(&c.simd),
+                c.threads
+            )
+        }
         Device::Gpu(ctx) => {
             let i = &ctx.info;
             let l = &ctx.limits;
@@ -297,26 +311,52 @@ fn adapter_json(device: &Device) -> String {
     }
 }
 
+/// Every device this machine offers, one `(--device value, description)` per line.
+fn available_devices() -> Vec<(String, String)> {
+    let c = geopath::cpu::describe();
+    let mut rows = vec![
+        ("cpu".to_string(), format!("native CPU backend: {}, {} threads, {}", c.processor, c.threads, c.simd)),
+        ("reference".to_string(), "plain-Rust reference loops (the tests' oracle; slow)".to_string()),
+    ];
+    for a in geopath::gpu::adapters() {
+        let i = a.get_info();
+        let kind = if geopath::gpu::is_software(i.device_type) {
+            "software adapter: taken only with --device gpu"
+        } else {
+            "hardware GPU: taken by --device auto"
+        };
+        rows.push(("gpu".to_string(), format!("{} ({:?}, {:?}): {kind}", i.name, i.backend, i.device_type)));
+    }
+    rows
+}
+
 fn print_info(device: &Device, json: bool) {
+    let available = available_devices();
     if json {
-        println!("{}", adapter_json(device));
+        let rows: Vec<String> = available
+            .iter()
+            .map(|(d, what)| format!("{{\"device\": {}, \"description\": {}}}", json_str(d), json_str(what)))
+            .collect();
+        println!("{{\"chosen\": {}, \"available\": [{}]}}", adapter_json(device), rows.join(", "));
         return;
     }
-    match device {
-        Device::Cpu => println!("device: CPU reference (no wgpu adapter in use)"),
-        Device::Gpu(ctx) => {
-            let i = &ctx.info;
-            let l = &ctx.limits;
-            println!("adapter:      {}", i.name);
-            println!("backend:      {:?}", i.backend);
-            println!("device type:  {:?} ({:?} kernel variants)", i.device_type, ctx.class);
-            println!("driver:       {} {}", i.driver, i.driver_info);
-            println!("limits:       storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, {} invocations/workgroup, {} workgroups/dim, {} storage buffers/stage",
-                l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20, l.max_compute_workgroup_storage_size >> 10,
-                l.max_compute_invocations_per_workgroup, l.max_compute_workgroups_per_dimension, l.max_storage_buffers_per_shader_stage);
-            let f: Vec<&str> = ctx.adapter.features().iter_names().map(|(n, _)| n).collect();
-            println!("features:     {}", f.join(" "));
-        }
+    println!("available devices (--device):");
+    for (d, what) in &available {
+        println!("  {d:<10} {what}");
+    }
+    println!("chosen: {}", device.name());
+    if let Device::Gpu(ctx) = device {
+        let i = &ctx.info;
+        let l = &ctx.limits;
+        println!("adapter:      {}", i.name);
+        println!("backend:      {:?}", i.backend);
+        println!("device type:  {:?} ({:?} kernel variants)", i.device_type, ctx.class);
+        println!("driver:       {} {}", i.driver, i.driver_info);
+        println!("limits:       storage binding {} MiB, buffer {} MiB, workgroup memory {} KiB, {} invocations/workgroup, {} workgroups/dim, {} storage buffers/stage",
+            l.max_storage_buffer_binding_size >> 20, l.max_buffer_size >> 20, l.max_compute_workgroup_storage_size >> 10,
+            l.max_compute_invocations_per_workgroup, l.max_compute_workgroups_per_dimension, l.max_storage_buffers_per_shader_stage);
+        let f: Vec<&str> = ctx.adapter.features().iter_names().map(|(n, _)| n).collect();
+        println!("features:     {}", f.join(" "));
     }
 }
 
@@ -351,6 +391,9 @@ fn print_bench(device: &Device, results: &[BenchResult], json: bool) {
 }
 
 fn run(cli: Cli) -> geopath::Result<()> {
+    if let Some(n) = cli.threads {
+        geopath::cpu::set_threads(n)?;
+    }
     let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups })?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),

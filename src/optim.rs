@@ -13,9 +13,9 @@
 //! [`Optimizer::state`] (e.g. as named buffers of a [`crate::checkpoint::Checkpoint`]) and give
 //! them back to [`Optimizer::set_state`].
 
-use crate::cpu::optim::{AdamStep, SgdStep};
 use crate::error::{shape_err, Error, Result};
 use crate::ops::optim as ops;
+use crate::reference::optim::{AdamStep, SgdStep};
 use crate::tensor::Tensor;
 
 /// The shape of a learning-rate schedule after warmup, as a factor of the base rate.

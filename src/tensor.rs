@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 #[derive(Clone)]
 enum Storage {
-    Cpu(Arc<Vec<f32>>),
+    /// Host memory, of the native CPU backend or (`reference`) of the reference loops.
+    Host { data: Arc<Vec<f32>>, reference: bool },
     /// A buffer, its device, and the byte offset where this tensor starts in it.
     Gpu(Arc<GpuBuffer>, Arc<GpuContext>, u64),
 }
@@ -28,7 +29,8 @@ impl Tensor {
             return Err(shape_err("from_vec", format!("shape {shape:?} has {n} elements, data has {}", data.len())));
         }
         let storage = match device {
-            Device::Cpu => Storage::Cpu(Arc::new(data)),
+            Device::Cpu => Storage::Host { data: Arc::new(data), reference: false },
+            Device::Reference => Storage::Host { data: Arc::new(data), reference: true },
             Device::Gpu(ctx) => {
                 Storage::Gpu(Arc::new(ctx.upload("from_vec", bytemuck::cast_slice(&data))?), ctx.clone(), 0)
             }
@@ -51,10 +53,15 @@ impl Tensor {
         Tensor::from_vec(device, shape, vec![value; shape.iter().product()])
     }
 
-    /// Wraps host data computed by the CPU reference.
-    pub(crate) fn cpu(shape: &[usize], data: Vec<f32>) -> Tensor {
+    /// Wraps host data an op computed on `device`, a host device (CPU backend or reference).
+    pub(crate) fn host_result(device: &Device, shape: &[usize], data: Vec<f32>) -> Tensor {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Tensor { shape: shape.to_vec(), storage: Storage::Cpu(Arc::new(data)) }
+        let reference = match device {
+            Device::Reference => true,
+            Device::Cpu => false,
+            Device::Gpu(_) => unreachable!("host_result on a GPU device"),
+        };
+        Tensor { shape: shape.to_vec(), storage: Storage::Host { data: Arc::new(data), reference } }
     }
 
     /// An uninitialised device tensor for an op's output; checks the binding limit first.
@@ -77,15 +84,16 @@ impl Tensor {
     /// The device the tensor lives on.
     pub fn device(&self) -> Device {
         match &self.storage {
-            Storage::Cpu(_) => Device::Cpu,
+            Storage::Host { reference: true, .. } => Device::Reference,
+            Storage::Host { reference: false, .. } => Device::Cpu,
             Storage::Gpu(_, ctx, _) => Device::Gpu(ctx.clone()),
         }
     }
 
-    /// Host data when on the CPU device.
+    /// The data when on a host device (CPU backend or reference).
     pub(crate) fn host(&self) -> Option<&[f32]> {
         match &self.storage {
-            Storage::Cpu(v) => Some(v),
+            Storage::Host { data, .. } => Some(data),
             Storage::Gpu(..) => None,
         }
     }
@@ -100,7 +108,7 @@ impl Tensor {
                 let size = bytes.min(b.capacity() - offset);
                 Some((BufferView { buffer: b, offset: *offset, size }, ctx))
             }
-            Storage::Cpu(_) => None,
+            Storage::Host { .. } => None,
         }
     }
 
@@ -133,7 +141,7 @@ impl Tensor {
     /// Copies the values back to the host.
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
-            Storage::Cpu(v) => Ok(v.as_ref().clone()),
+            Storage::Host { data, .. } => Ok(data.as_ref().clone()),
             Storage::Gpu(..) => {
                 let (view, ctx) = self.buffer().unwrap();
                 let bytes = ctx.read(view, 4 * self.numel() as u64)?;

@@ -85,10 +85,9 @@ fn shifted(w: &[f32], v: &[f32], eps: f32) -> Vec<f32> {
     w.iter().zip(v).map(|(a, b)| a + eps * b).collect()
 }
 
+/// The reference, then every device under test.
 fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    d.extend(gpu());
-    d
+    std::iter::once(Device::Reference).chain(common::devices()).collect()
 }
 
 const EPS: f32 = 1e-3;
@@ -188,7 +187,7 @@ fn check_gauss_newton(p: &Problem, name: &str) {
 }
 
 fn check_gpu_matches_cpu(p: &Problem, name: &str) {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let v = Rng::new(16).vec(p.w.len());
     let run = |d: &Device| {
         let w = p.t(d, &p.w);
@@ -198,7 +197,7 @@ fn check_gpu_matches_cpu(p: &Problem, name: &str) {
         let gn = autodiff::gauss_newton(p.model, &w, &vv, &p.x(d)).unwrap();
         [z, jv, g, hv, gn].map(|t| t.to_vec().unwrap())
     };
-    let want = run(&Device::Cpu);
+    let want = run(&Device::Reference);
     let got = run(&dev);
     for (i, what) in ["logits", "jvp", "grad", "hvp", "gauss-newton"].iter().enumerate() {
         let scale = want[i].iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -238,15 +237,15 @@ fn gpu_autodiff_matches_the_cpu_device_on_lenet_shapes() {
 #[test]
 fn wrong_parameter_length_is_a_shape_error() {
     let mlp = Mlp::new(&[4, 3, 2]);
-    let w = Tensor::zeros(&Device::Cpu, &[7]).unwrap();
-    let x = Tensor::zeros(&Device::Cpu, &[2, 4]).unwrap();
+    let w = Tensor::zeros(&Device::Reference, &[7]).unwrap();
+    let x = Tensor::zeros(&Device::Reference, &[2, 4]).unwrap();
     let e = mlp.forward(&w, &x).unwrap_err().to_string();
     assert!(e.contains("[7]") && e.contains(&mlp.num_params().to_string()), "{e}");
 }
 
 fn spec_network(text: &str, input: [usize; 3], classes: usize) -> geopath::nn::network::Network {
     let spec = geopath::nn::spec::parse(text, "test", "test").unwrap();
-    geopath::nn::network::Network::new(&spec, input, classes, &Device::Cpu).unwrap()
+    geopath::nn::network::Network::new(&spec, input, classes, &Device::Reference).unwrap()
 }
 
 #[test]
@@ -271,11 +270,11 @@ fn spec_network_with_batchnorm_and_dropout_in_train_and_eval_mode() {
 
 #[test]
 fn spec_network_gpu_matches_cpu_with_batchnorm() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let text = "conv 4 3 pad=1\nbatchnorm\nrelu\nmaxpool 2\nconv 5 3 pad=1\nrelu\nflatten\nlinear 7\nbatchnorm\nrelu\nlinear classes\n";
     let spec = geopath::nn::spec::parse(text, "test", "test").unwrap();
     for train in [true, false] {
-        let cpu_net = geopath::nn::network::Network::new(&spec, [3, 6, 6], 4, &Device::Cpu).unwrap();
+        let cpu_net = geopath::nn::network::Network::new(&spec, [3, 6, 6], 4, &Device::Reference).unwrap();
         let gpu_net = geopath::nn::network::Network::new(&spec, [3, 6, 6], 4, &dev).unwrap();
         cpu_net.set_train(train);
         gpu_net.set_train(train);
@@ -288,7 +287,7 @@ fn spec_network_gpu_matches_cpu_with_batchnorm() {
             let (g, hv) = autodiff::loss_hvp(net, &w, &vv, &p.x(d), &p.labels(d)).unwrap();
             [z, jv, g, hv].map(|t| t.to_vec().unwrap())
         };
-        let want = run(&cpu_net, &Device::Cpu);
+        let want = run(&cpu_net, &Device::Reference);
         let got = run(&gpu_net, &dev);
         for (i, what) in ["logits", "jvp", "grad", "hvp"].iter().enumerate() {
             let scale = want[i].iter().fold(0f32, |m, v| m.max(v.abs()));

@@ -107,7 +107,7 @@ fn split_and_permuted_mnist_tasks_come_from_the_shipped_data() {
 
 #[test]
 fn a_run_forgets_without_memory_and_keeps_the_first_task_with_the_buffer() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 4);
     let tasks = toy_tasks();
     let out = std::env::temp_dir().join(format!("geopath-continual-{}", std::process::id()));
@@ -145,7 +145,7 @@ fn a_run_forgets_without_memory_and_keeps_the_first_task_with_the_buffer() {
 
 #[test]
 fn bad_options_and_mismatched_heads_are_errors() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let spec = spec::parse("flatten\nlinear classes\n", "test", "toy-linear").unwrap();
     let out = std::env::temp_dir().join(format!("geopath-continual-bad-{}", std::process::id()));
     let wide = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
@@ -180,7 +180,7 @@ fn mnist_then_fashion_share_a_20_way_head_if_fashion_is_installed() {
 
 #[test]
 fn restricted_evaluation_takes_the_best_of_the_given_classes() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 4);
     let w = net.init_params(3).unwrap();
     // More than one 500-example chunk, labels of all four classes.

@@ -58,6 +58,10 @@ const CASES: &[Case] = &[
     Case::new(2, 3, (7, 7), 5, (3, 3), 2, 0),   // 3x3 stride 2 no pad
     Case::new(1, 64, (8, 8), 64, (3, 3), 1, 1), // VGG-like
     Case::new(3, 2, (5, 11), 9, (3, 3), 1, 1),  // fast path, wide rows, O not a multiple of 8
+    // CPU backend: groups of several images per product (few pixels), a partial last group.
+    Case::new(9, 3, (5, 5), 5, (3, 3), 1, 1),
+    Case::new(9, 4, (6, 6), 3, (3, 3), 2, 1),
+    Case::new(8, 3, (4, 4), 5, (1, 1), 1, 0),
     Case::new(2, 4, (9, 6), 6, (2, 3), 1, 0),   // non-square kernel
     Case::new(1, 3, (10, 13), 7, (4, 4), 3, 1), // stride 3
     Case::new(2, 1, (1, 1), 3, (3, 3), 1, 1),   // 1x1 image through the fast path
@@ -66,11 +70,11 @@ const CASES: &[Case] = &[
 /// The same random data on the GPU device and on the CPU reference.
 fn pair(dev: &Device, rng: &mut Rng, shape: &[usize]) -> (Tensor, Tensor) {
     let v = rng.vec(shape.iter().product());
-    (Tensor::from_vec(dev, shape, v.clone()).unwrap(), Tensor::from_vec(&Device::Cpu, shape, v).unwrap())
+    (Tensor::from_vec(dev, shape, v.clone()).unwrap(), Tensor::from_vec(&Device::Reference, shape, v).unwrap())
 }
 
 fn cpu_rand(rng: &mut Rng, shape: &[usize]) -> Tensor {
-    Tensor::from_vec(&Device::Cpu, shape, rng.vec(shape.iter().product())).unwrap()
+    Tensor::from_vec(&Device::Reference, shape, rng.vec(shape.iter().product())).unwrap()
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> f64 {
@@ -82,7 +86,7 @@ fn dot(a: &Tensor, b: &Tensor) -> f64 {
 /// `a + eps * v` on the CPU.
 fn shifted(a: &Tensor, eps: f32, v: &Tensor) -> Tensor {
     let d: Vec<f32> = a.to_vec().unwrap().iter().zip(v.to_vec().unwrap()).map(|(x, y)| x + eps * y).collect();
-    Tensor::from_vec(&Device::Cpu, a.shape(), d).unwrap()
+    Tensor::from_vec(&Device::Reference, a.shape(), d).unwrap()
 }
 
 fn assert_near(what: &str, got: f64, want: f64, tol: f64) {
@@ -157,7 +161,7 @@ fn check(what: &str, got: &Tensor, want: &Tensor, len: usize) {
 
 #[test]
 fn conv2d_forward_matches_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(21);
     for case in CASES {
         let (x, xc) = pair(&dev, &mut rng, &case.x());
@@ -175,7 +179,7 @@ fn conv2d_forward_matches_cpu_reference() {
 
 #[test]
 fn conv2d_jvp_matches_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(22);
     for case in CASES {
         let (x, xc) = pair(&dev, &mut rng, &case.x());
@@ -202,7 +206,7 @@ fn conv2d_jvp_matches_cpu_reference() {
 
 #[test]
 fn conv2d_backward_matches_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(23);
     // The extra cases have few channels and many rows, so the weight and bias gradients take
     // the split-reduction path.
@@ -228,7 +232,7 @@ fn conv2d_backward_matches_cpu_reference() {
 #[test]
 fn gpu_conv2d_vjp_is_the_transpose_of_the_jvp() {
     // <gy, J [dx, dw, db]> = <J^T gy, [dx, dw, db]>, all on the GPU.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(24);
     for case in CASES {
         let t = |rng: &mut Rng, s: &[usize]| rand_tensor(&dev, rng, s).0;
@@ -248,7 +252,7 @@ fn gpu_conv2d_vjp_is_the_transpose_of_the_jvp() {
 fn conv2d_on_large_activations_matches_cpu_reference() {
     // N = 200, C = 64, 32 x 32 activations: 13 M elements, more than 65535 workgroups' worth of
     // per-element invocations. Few output channels keep the reference fast.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(25);
     let case = Case::new(200, 64, (32, 32), 2, (3, 3), 1, 1);
     let (x, xc) = pair(&dev, &mut rng, &case.x());
@@ -264,7 +268,7 @@ fn conv2d_on_large_activations_matches_cpu_reference() {
 
 #[test]
 fn conv2d_shape_errors_name_both_shapes() {
-    let dev = gpu().unwrap_or(Device::Cpu);
+    let dev = test_device().unwrap_or(Device::Reference);
     let z = |s: &[usize]| Tensor::zeros(&dev, s).unwrap();
     let g = Conv2dGeometry { stride: 1, pad: 1 };
     let msg = |r: geopath::Result<Tensor>| r.unwrap_err().to_string();
@@ -318,8 +322,8 @@ fn conv_tile_specialisations_validate() {
 
 #[test]
 fn conv2d_with_an_empty_batch_gives_empty_outputs_and_zero_gradients() {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu());
+    let mut devices = vec![Device::Reference];
+    devices.extend(test_device());
     let g = Conv2dGeometry { stride: 1, pad: 1 };
     for dev in &devices {
         let z = |s: &[usize]| Tensor::zeros(dev, s).unwrap();
@@ -362,7 +366,7 @@ const CHUNKED_CASES: &[Case] = &[
 
 #[test]
 fn lowered_and_chunked_convolutions_match_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(26);
     for case in LOWERED_CASES.iter().chain(CHUNKED_CASES) {
         let what = format!("{case:?}");

@@ -3,8 +3,8 @@
 
 mod common;
 use common::*;
-use geopath::cpu::flat::prune_count;
 use geopath::ops::flat::{axpy, count_zeros, dot_value, magnitude_threshold, mask, norm, prune, prune_mask};
+use geopath::reference::flat::prune_count;
 use geopath::{Device, Tensor};
 
 /// Sorted magnitudes, the oracle of `magnitude_threshold`.
@@ -52,7 +52,7 @@ const FRACTIONS: [f32; 9] = [0.0, 1e-6, 0.1, 0.2, 0.5, 0.7, 0.9, 0.999, 1.0];
 
 #[test]
 fn cpu_reference_matches_sorting_and_formulas() {
-    let cpu = Device::Cpu;
+    let cpu = Device::Reference;
     let mut rng = Rng::new(30);
     for &n in &[1usize, 2, 7, 10, 1000] {
         let x = tied_data(&mut rng, n);
@@ -79,12 +79,12 @@ fn cpu_reference_matches_sorting_and_formulas() {
 
 #[test]
 fn gpu_magnitude_threshold_is_exact_on_tied_data() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(31);
     for &n in &[1usize, 7, 1000, 100_003] {
         let x = tied_data(&mut rng, n);
         let xg = Tensor::from_vec(&dev, &[n], x.clone()).unwrap();
-        let xc = Tensor::from_vec(&Device::Cpu, &[n], x.clone()).unwrap();
+        let xc = Tensor::from_vec(&Device::Reference, &[n], x.clone()).unwrap();
         for &f in &FRACTIONS {
             let t = magnitude_threshold(&xg, f).unwrap();
             check_threshold(&format!("gpu n={n}"), &x, f, t);
@@ -95,7 +95,7 @@ fn gpu_magnitude_threshold_is_exact_on_tied_data() {
 
 #[test]
 fn gpu_magnitude_threshold_on_three_million_weights_and_extreme_values() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(32);
     let n = 3_000_017;
     let x: Vec<f32> = (0..n).map(|_| rng.uniform() * 0.05).collect();
@@ -126,14 +126,14 @@ fn gpu_magnitude_threshold_on_three_million_weights_and_extreme_values() {
 
 #[test]
 fn gpu_flat_ops_match_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(33);
     for &n in &[1usize, 3, 255, 257, 1000, 65_537] {
         let x = tied_data(&mut rng, n);
         let y = rng.vec(n);
         let m: Vec<f32> = (0..n).map(|_| (rng.below(2)) as f32).collect();
         let g = |v: &Vec<f32>| Tensor::from_vec(&dev, &[n], v.clone()).unwrap();
-        let c = |v: &Vec<f32>| Tensor::from_vec(&Device::Cpu, &[n], v.clone()).unwrap();
+        let c = |v: &Vec<f32>| Tensor::from_vec(&Device::Reference, &[n], v.clone()).unwrap();
         let v = |t: Tensor| t.to_vec().unwrap();
         let what = |op: &str| format!("{op} n={n}");
         assert_close(
@@ -171,7 +171,7 @@ fn gpu_flat_ops_match_cpu_reference() {
 
 #[test]
 fn bad_arguments_are_errors() {
-    for dev in [Some(Device::Cpu), gpu()].into_iter().flatten() {
+    for dev in [Some(Device::Reference), test_device()].into_iter().flatten() {
         let x = Tensor::zeros(&dev, &[4]).unwrap();
         for f in [-0.1f32, 1.01, f32::NAN, f32::INFINITY] {
             assert!(magnitude_threshold(&x, f).is_err(), "fraction {f}");

@@ -11,10 +11,9 @@ use geopath::geodesic::{
 use geopath::nn::mlp::Mlp;
 use geopath::{Device, Error, Result, Tensor};
 
+/// The reference, then every device under test.
 fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    d.extend(gpu());
-    d
+    std::iter::once(Device::Reference).chain(common::devices()).collect()
 }
 
 fn t(dev: &Device, v: &[f32]) -> Tensor {
@@ -191,7 +190,7 @@ fn metric_products_match_explicit_matrices() {
 fn fisher_is_the_second_order_form_of_the_bhattacharyya_distance() {
     // Σ_x BD(p(w + s v), p(w)) = (s² / 8) B vᵀ F v + O(s³).
     let net = Net::new(3);
-    let dev = Device::Cpu;
+    let dev = Device::Reference;
     let v = Rng::new(4).vec(net.n());
     let vfv = net.metric(&dev, MetricKind::Fisher, 0.0).quadratic(&t(&dev, &v)).unwrap() as f64;
     let z0 = net.logits(&dev, &net.w);
@@ -215,7 +214,7 @@ fn metric_kind_parses_and_displays() {
 #[test]
 fn metric_and_solver_argument_errors() {
     let net = Net::new(5);
-    let dev = Device::Cpu;
+    let dev = Device::Reference;
     let w = t(&dev, &net.w);
     let err = Metric::new(&net.mlp, w.clone(), net.x(&dev), None, MetricKind::Hessian, 0.0).err().unwrap();
     assert!(matches!(err, Error::Invalid(ref m) if m.contains("labels")), "{err}");
@@ -240,7 +239,8 @@ fn metric_and_solver_argument_errors() {
         assert!(matches!(steihaug_cg(&id, &g, 1.0, eps, 10, 1e-6), Err(Error::Invalid(_))), "{eps}");
         assert!(matches!(trust_region_multiplier(&id, &g, 1.0, eps, 10, 1e-6, 20), Err(Error::Invalid(_))));
     }
-    let wrong = |_: &Tensor| -> Result<Tensor> { Ok(Tensor::from_vec(&Device::Cpu, &[3], vec![0.0; 3]).unwrap()) };
+    let wrong =
+        |_: &Tensor| -> Result<Tensor> { Ok(Tensor::from_vec(&Device::Reference, &[3], vec![0.0; 3]).unwrap()) };
     assert!(matches!(steihaug_cg(&wrong, &g, 1.0, 1.0, 10, 1e-6), Err(Error::Shape { .. })));
     assert!(matches!(trust_region_multiplier(&wrong, &g, 1.0, 1.0, 10, 1e-6, 20), Err(Error::Shape { .. })));
 
@@ -430,7 +430,7 @@ fn multiplier_form_matches_the_dense_solution_and_kkt() {
         for eps in radii {
             let ex = exact_trust_region(&gm, &g, beta, eps);
             let op = dense_op(&gm);
-            let r = trust_region_multiplier(&op, &t(&Device::Cpu, &g), beta as f32, eps as f32, 4 * n, 1e-6, 60)
+            let r = trust_region_multiplier(&op, &t(&Device::Reference, &g), beta as f32, eps as f32, 4 * n, 1e-6, 60)
                 .unwrap_or_else(|e| panic!("{name} eps {eps}: {e}"));
             let th = to64(&r);
             let what = format!("{name} eps {eps} (lambda_min {:.3}, exact mu {:.5})", ex.lambda_min, ex.mu);
@@ -483,7 +483,7 @@ fn steihaug_stays_in_the_ball_and_decreases_the_model() {
         for eps in radii {
             let ex = exact_trust_region(&gm, &g, beta, eps);
             let max_iter = 4 * n;
-            let r = steihaug_cg(&op, &t(&Device::Cpu, &g), beta as f32, eps as f32, max_iter, 1e-6).unwrap();
+            let r = steihaug_cg(&op, &t(&Device::Reference, &g), beta as f32, eps as f32, max_iter, 1e-6).unwrap();
             let th = to64(&r);
             let what = format!("{name} eps {eps}");
             let nrm = th.iter().map(|v| v * v).sum::<f64>().sqrt();
@@ -521,7 +521,7 @@ fn steihaug_stays_in_the_ball_and_decreases_the_model() {
     }
     // The first iterate is the Cauchy point: one iteration gives it exactly.
     let (_, gm, g) = &problems()[0];
-    let r = steihaug_cg(&dense_op(gm), &t(&Device::Cpu, g), 1.0, 10.0, 1, 0.0).unwrap();
+    let r = steihaug_cg(&dense_op(gm), &t(&Device::Reference, g), 1.0, 10.0, 1, 0.0).unwrap();
     assert_eq!(r.iterations, 1);
     let gg = dot64(g, g);
     let ggg = dot64(g, &matvec(gm, g)) * 2.0;
@@ -533,11 +533,11 @@ fn steihaug_stays_in_the_ball_and_decreases_the_model() {
 fn solvers_give_zero_steps_for_a_zero_gradient() {
     let (_, gm, g) = &problems()[0];
     let op = dense_op(gm);
-    let zero = t(&Device::Cpu, &vec![0.0; g.len()]);
+    let zero = t(&Device::Reference, &vec![0.0; g.len()]);
     for r in [
         steihaug_cg(&op, &zero, 1.0, 1.0, 10, 1e-6).unwrap(),
         trust_region_multiplier(&op, &zero, 1.0, 1.0, 10, 1e-6, 20).unwrap(),
-        steihaug_cg(&op, &t(&Device::Cpu, g), 0.0, 1.0, 10, 1e-6).unwrap(),
+        steihaug_cg(&op, &t(&Device::Reference, g), 0.0, 1.0, 10, 1e-6).unwrap(),
     ] {
         assert_eq!(r.norm, 0.0);
         assert!(!r.boundary);
@@ -547,7 +547,7 @@ fn solvers_give_zero_steps_for_a_zero_gradient() {
 
 #[test]
 fn solvers_on_the_gpu_match_the_cpu_device() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let (_, gm, g) = problems().into_iter().find(|p| p.0 == "rank3-9").unwrap();
     let op = dense_op(&gm);
     let run = |d: &Device| {
@@ -557,7 +557,7 @@ fn solvers_on_the_gpu_match_the_cpu_device() {
         assert!(a.theta.device().same(d) && b.theta.device().same(d));
         (a, b)
     };
-    let (ca, cb) = run(&Device::Cpu);
+    let (ca, cb) = run(&Device::Reference);
     let (ga, gb) = run(&dev);
     assert_close("multiplier theta gpu", &ga.theta.to_vec().unwrap(), &ca.theta.to_vec().unwrap(), 1e-3, 1e-5);
     assert!((ga.multiplier - ca.multiplier).abs() <= 1e-3 * ca.multiplier.max(0.1));
@@ -599,7 +599,7 @@ fn bd_host(z: &[f32], z0: &[f32]) -> f64 {
 #[test]
 fn bhattacharyya_value_and_logit_gradient() {
     let mut rng = Rng::new(10);
-    let dev = Device::Cpu;
+    let dev = Device::Reference;
     let z: Vec<f32> = rng.vec(B * K).into_iter().map(|v| 2.0 * v).collect();
     let z0: Vec<f32> = rng.vec(B * K).into_iter().map(|v| 2.0 * v).collect();
     let zt = |v: &[f32]| Tensor::from_vec(&dev, &[B, K], v.to_vec()).unwrap();

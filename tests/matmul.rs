@@ -24,10 +24,10 @@ fn check(
     let (bg, b) = rand_tensor(dev, rng, &bshape);
     let (biasg, biasv) = rand_tensor(dev, rng, &[n]);
     let (cing, cinv) = rand_tensor(dev, rng, &[m, n]);
-    let ac = Tensor::from_vec(&Device::Cpu, &ashape, a).unwrap();
-    let bc = Tensor::from_vec(&Device::Cpu, &bshape, b).unwrap();
-    let biasc = Tensor::from_vec(&Device::Cpu, &[n], biasv).unwrap();
-    let cinc = Tensor::from_vec(&Device::Cpu, &[m, n], cinv).unwrap();
+    let ac = Tensor::from_vec(&Device::Reference, &ashape, a).unwrap();
+    let bc = Tensor::from_vec(&Device::Reference, &bshape, b).unwrap();
+    let biasc = Tensor::from_vec(&Device::Reference, &[n], biasv).unwrap();
+    let cinc = Tensor::from_vec(&Device::Reference, &[m, n], cinv).unwrap();
     let go = MatmulOpts {
         trans_a: ta,
         trans_b: tb,
@@ -59,7 +59,7 @@ fn check(
 
 #[test]
 fn matmul_matches_cpu_reference_on_odd_and_aligned_shapes() {
-    for dev in gpus() {
+    for dev in devices() {
         matmul_matches_cpu_reference_on(&dev);
     }
 }
@@ -100,7 +100,7 @@ fn matmul_matches_cpu_reference_on(dev: &Device) {
 
 #[test]
 fn fused_matmul_jvp_matches_cpu_reference() {
-    for dev in gpus() {
+    for dev in devices() {
         fused_matmul_jvp_matches_cpu_reference_on(&dev);
     }
 }
@@ -113,7 +113,7 @@ fn fused_matmul_jvp_matches_cpu_reference_on(dev: &Device) {
         {
             let mk = |rng: &mut Rng, s: &[usize]| {
                 let v = rng.vec(s.iter().product());
-                (Tensor::from_vec(dev, s, v.clone()).unwrap(), Tensor::from_vec(&Device::Cpu, s, v).unwrap())
+                (Tensor::from_vec(dev, s, v.clone()).unwrap(), Tensor::from_vec(&Device::Reference, s, v).unwrap())
             };
             let (a, ac) = mk(&mut rng, &[m, k]);
             let (da, dac) = mk(&mut rng, &[m, k]);
@@ -134,7 +134,7 @@ fn fused_matmul_jvp_matches_cpu_reference_on(dev: &Device) {
 
 #[test]
 fn masked_matmul_matches_cpu_reference() {
-    for dev in gpus() {
+    for dev in devices() {
         masked_matmul_matches_cpu_reference_on(&dev);
     }
 }
@@ -147,9 +147,9 @@ fn masked_matmul_matches_cpu_reference_on(dev: &Device) {
             let (ag, a) = rand_tensor(dev, &mut rng, &[m, k]);
             let (bg, b) = rand_tensor(dev, &mut rng, &bshape);
             let (maskg, mask) = rand_tensor(dev, &mut rng, &[m, n]);
-            let ac = Tensor::from_vec(&Device::Cpu, &[m, k], a).unwrap();
-            let bc = Tensor::from_vec(&Device::Cpu, &bshape, b).unwrap();
-            let maskc = Tensor::from_vec(&Device::Cpu, &[m, n], mask.clone()).unwrap();
+            let ac = Tensor::from_vec(&Device::Reference, &[m, k], a).unwrap();
+            let bc = Tensor::from_vec(&Device::Reference, &bshape, b).unwrap();
+            let maskc = Tensor::from_vec(&Device::Reference, &[m, n], mask.clone()).unwrap();
             let go = MatmulOpts { trans_b: tb, mask: Some(&maskg), ..Default::default() };
             let co = MatmulOpts { trans_b: tb, mask: Some(&maskc), ..Default::default() };
             let got = matmul_ex(&ag, &bg, go).unwrap().to_vec().unwrap();
@@ -163,7 +163,7 @@ fn masked_matmul_matches_cpu_reference_on(dev: &Device) {
 
 #[test]
 fn linear_param_grads_match_cpu_reference() {
-    for dev in gpus() {
+    for dev in devices() {
         linear_param_grads_match_cpu_reference_on(&dev);
     }
 }
@@ -177,8 +177,8 @@ fn linear_param_grads_match_cpu_reference_on(dev: &Device) {
     {
         let (xg, x) = rand_tensor(dev, &mut rng, &[b, i]);
         let (gg, g) = rand_tensor(dev, &mut rng, &[b, o]);
-        let xc = Tensor::from_vec(&Device::Cpu, &[b, i], x).unwrap();
-        let gc = Tensor::from_vec(&Device::Cpu, &[b, o], g).unwrap();
+        let xc = Tensor::from_vec(&Device::Reference, &[b, i], x).unwrap();
+        let gc = Tensor::from_vec(&Device::Reference, &[b, o], g).unwrap();
         let (dw, db) = linear_param_grads(&xg, &gg).unwrap();
         let (dwc, dbc) = linear_param_grads(&xc, &gc).unwrap();
         let what = format!("linear_param_grads in={i} out={o} batch={b}");
@@ -192,7 +192,7 @@ fn linear_param_grads_match_cpu_reference_on(dev: &Device) {
 
 #[test]
 fn matmul_shape_mismatch_is_an_error_naming_both_shapes() {
-    let dev = gpu().unwrap_or(Device::Cpu);
+    let dev = test_device().unwrap_or(Device::Reference);
     let a = Tensor::zeros(&dev, &[3, 4]).unwrap();
     let b = Tensor::zeros(&dev, &[5, 6]).unwrap();
     let e = geopath::ops::matmul::matmul(&a, &b).unwrap_err().to_string();

@@ -91,7 +91,7 @@ fn dot64(a: &[f64], b: &[f64]) -> f64 {
 }
 
 fn cpu(shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_vec(&Device::Cpu, shape, v.to_vec()).unwrap()
+    Tensor::from_vec(&Device::Reference, shape, v.to_vec()).unwrap()
 }
 
 fn host(t: &Tensor) -> Vec<f32> {
@@ -388,7 +388,7 @@ fn running_stats_update_formula() {
     let e = batchnorm_update_running(&cpu(&[c], &rm), &cpu(&[c], &rv), &m, &is, 1, 0.1, eps);
     assert!(matches!(e, Err(Error::Invalid(_))), "{e:?}");
     // GPU against CPU.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let up = |t: &[f32]| Tensor::from_vec(&dev, &[c], t.to_vec()).unwrap();
     let (gm, gv) =
         batchnorm_update_running(&up(&rm), &up(&rv), &up(&host(&m)), &up(&host(&is)), count, momentum, eps).unwrap();
@@ -409,7 +409,7 @@ fn eval_mode_matches_definition_and_gpu() {
             let t = |s: &[usize], v: &[f32]| Tensor::from_vec(dev, s, v.to_vec()).unwrap();
             (t(shape, &d.x), t(&[c], &d.gamma), t(&[c], &d.beta), t(&[c], &rm), t(&[c], &rv), t(shape, &d.gy))
         };
-        let (x, g, b, m, v, gy) = args(&Device::Cpu);
+        let (x, g, b, m, v, gy) = args(&Device::Reference);
         let y = host(&batchnorm_eval(&x, &g, &b, &m, &v, eps).unwrap());
         let (gx, gg, gb) = batchnorm_eval_backward(&gy, &x, &g, &m, &v, eps).unwrap();
         let (mut wy, mut wgx) = (vec![0.0f32; d.x.len()], vec![0.0f32; d.x.len()]);
@@ -435,7 +435,7 @@ fn eval_mode_matches_definition_and_gpu() {
         let ye = batchnorm_eval(&x, &g, &b, &bm, &cpu(&[c], &bvar), eps).unwrap();
         assert_close(&format!("eval = train {what}"), &host(&ye), &host(&yt), 1e-4, 1e-4);
 
-        let Some(dev) = gpu() else { continue };
+        let Some(dev) = test_device() else { continue };
         let (x2, g2, b2, m2, v2, gy2) = args(&dev);
         let y2 = host(&batchnorm_eval(&x2, &g2, &b2, &m2, &v2, eps).unwrap());
         assert_close(&format!("gpu eval y {what}"), &y2, &y, 1e-5, 1e-5);
@@ -476,7 +476,7 @@ fn run_all(dev: &Device, d: &Data, eps: f32) -> Vec<(&'static str, Vec<f32>)> {
 
 #[test]
 fn gpu_batchnorm_kernels_match_cpu() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(8);
     let cases: &[(&[usize], f32)] = &[
         (&[3, 5, 7, 7], 0.0),
@@ -490,7 +490,7 @@ fn gpu_batchnorm_kernels_match_cpu() {
     for &(shape, offset) in cases {
         let eps = 1e-5f32;
         let d = Data::new(&mut rng, shape, offset);
-        let want = run_all(&Device::Cpu, &d, eps);
+        let want = run_all(&Device::Reference, &d, eps);
         let got = run_all(&dev, &d, eps);
         for ((name, g), (_, w)) in got.iter().zip(&want) {
             let what = format!("gpu {name} {shape:?} offset {offset}");
@@ -553,7 +553,7 @@ fn dropout_seeds_and_gpu_match_cpu() {
             "seed {seed}: {differ} of the positions differ from seed 1, want about {want}"
         );
     }
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     for (shape, seed, p) in [
         (vec![n], 1u64, 0.3f32),
         (vec![3, 5, 7, 7], 0xdead_beef_0123_4567, 0.5),
@@ -577,7 +577,7 @@ fn dropout_rejects_p_out_of_range() {
         let e = dropout(&xt, p, 0);
         assert!(matches!(e, Err(Error::Invalid(_))), "p {p}: {e:?}");
     }
-    if let Some(dev) = gpu() {
+    if let Some(dev) = test_device() {
         let x = Tensor::from_vec(&dev, &[4], vec![1.0; 4]).unwrap();
         assert!(dropout(&x, 1.0, 0).is_err());
     }
@@ -626,7 +626,7 @@ fn batchnorm_shape_errors_name_both_shapes() {
 #[test]
 #[ignore]
 fn bench_batchnorm_timings() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(10);
     for shape in [&[128usize, 64, 16, 16][..], &[200, 16, 32, 32], &[200, 512]] {
         let d = Data::new(&mut rng, shape, 0.0);

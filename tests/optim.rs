@@ -55,14 +55,14 @@ fn run(
 
 #[test]
 fn gpu_kernels_match_the_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let sched = LrSchedule { base: 0.05, schedule: Schedule::Constant, warmup: 2 };
     for n in [1usize, 7, 1000, 100_003] {
         let mut rng = Rng::new(n as u64);
         let w0 = rng.vec(n);
         let grads: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(n)).collect();
         for (name, kind) in kinds() {
-            let cpu = run(&Device::Cpu, kind, sched, &w0, &grads);
+            let cpu = run(&Device::Reference, kind, sched, &w0, &grads);
             let gpu = run(&dev, kind, sched, &w0, &grads);
             for (step, ((cw, cs), (gw, gs))) in cpu.iter().zip(&gpu).enumerate() {
                 let what = format!("{name}, n = {n}, step {step}");
@@ -82,14 +82,14 @@ fn gpu_adam_on_a_vector_wider_than_one_dispatch_row() {
     // 65535 workgroups of 256 is the most one row of the dispatch grid holds: this vector
     // (~16.8 M parameters, above the ~15 M networks the optimisers are meant for) needs a
     // second row.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let n = 65_535 * 256 + 7;
     let mut rng = Rng::new(7);
     let w0 = rng.vec(n);
     let grads: Vec<Vec<f32>> = (0..2).map(|_| rng.vec(n)).collect();
     let kind = OptimizerKind::adamw(0.01);
     let sched = LrSchedule::constant(1e-3);
-    let cpu = run(&Device::Cpu, kind, sched, &w0, &grads);
+    let cpu = run(&Device::Reference, kind, sched, &w0, &grads);
     let gpu = run(&dev, kind, sched, &w0, &grads);
     let (cw, cs) = &cpu[1];
     let (gw, gs) = &gpu[1];
@@ -181,7 +181,7 @@ fn cpu_reference_matches_pytorch_formulas_over_three_steps() {
     // A schedule whose rate changes every step (warmup), to check the per-step rate too.
     let sched = LrSchedule { base: 0.1, schedule: Schedule::Constant, warmup: 3 };
     for (name, kind) in kinds() {
-        let ours = run(&Device::Cpu, kind, sched, &w0, &grads);
+        let ours = run(&Device::Reference, kind, sched, &w0, &grads);
         let mut w = f64s(&w0);
         let mut buf = None;
         let (mut m, mut v) = (vec![0.0; n], vec![0.0; n]);
@@ -228,7 +228,7 @@ fn first_adam_step_moves_each_weight_by_about_lr() {
     // A known property of bias-corrected Adam: the first step is lr * sign(g) (for |g| >> ε).
     let w0 = vec![1.0f32, -2.0, 0.5];
     let g = vec![3.0f32, -0.01, 1e3];
-    let out = run(&Device::Cpu, OptimizerKind::adam(), LrSchedule::constant(0.01), &w0, &[g]);
+    let out = run(&Device::Reference, OptimizerKind::adam(), LrSchedule::constant(0.01), &w0, &[g]);
     assert_close("w", &out[0].0, &[0.99, -1.99, 0.49], 1e-6, 1e-6);
 }
 
@@ -275,8 +275,8 @@ fn warmup_ramps_linearly_then_hands_over_to_the_schedule() {
 fn optimizer_reports_the_rate_of_the_next_step_and_counts_steps() {
     let sched = LrSchedule { base: 1.0, schedule: Schedule::Constant, warmup: 2 };
     let mut opt = Optimizer::new(OptimizerKind::sgd(0.0), sched);
-    let w = Tensor::from_vec(&Device::Cpu, &[1], vec![0.0]).unwrap();
-    let g = Tensor::from_vec(&Device::Cpu, &[1], vec![1.0]).unwrap();
+    let w = Tensor::from_vec(&Device::Reference, &[1], vec![0.0]).unwrap();
+    let g = Tensor::from_vec(&Device::Reference, &[1], vec![1.0]).unwrap();
     assert_eq!((opt.steps(), opt.lr()), (0, 0.5));
     let w1 = opt.step(&w, &g).unwrap();
     assert_eq!(w1.to_vec().unwrap(), vec![-0.5]);
@@ -308,8 +308,8 @@ fn minimise_quadratic(dev: &Device, kind: OptimizerKind, sched: LrSchedule, step
 
 #[test]
 fn sgd_minimises_a_quadratic() {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu());
+    let mut devices = vec![Device::Reference];
+    devices.extend(test_device());
     for dev in &devices {
         let start = minimise_quadratic(dev, OptimizerKind::sgd(0.0), LrSchedule::constant(0.0), 1);
         assert!(start > 1.0, "initial distance {start}");
@@ -331,8 +331,8 @@ fn sgd_minimises_a_quadratic() {
 fn nan_in_the_gradient_propagates_and_is_not_ignored() {
     // Documented behaviour: the optimiser neither skips nor sanitises a non-finite gradient;
     // the NaN reaches the parameters (and the state, so later steps keep it). Callers check.
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu());
+    let mut devices = vec![Device::Reference];
+    devices.extend(test_device());
     for dev in &devices {
         for (name, kind) in kinds() {
             let mut g0 = vec![0.5f32; 8];
@@ -357,8 +357,8 @@ fn nan_in_the_gradient_propagates_and_is_not_ignored() {
 
 #[test]
 fn shape_mismatches_are_errors_that_leave_the_optimizer_unchanged() {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu());
+    let mut devices = vec![Device::Reference];
+    devices.extend(test_device());
     for dev in &devices {
         for (name, kind) in kinds() {
             let mut opt = Optimizer::new(kind, LrSchedule::constant(0.1));
@@ -388,9 +388,9 @@ fn shape_mismatches_are_errors_that_leave_the_optimizer_unchanged() {
 
 #[test]
 fn operands_on_different_devices_are_an_error() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut opt = Optimizer::new(OptimizerKind::adam(), LrSchedule::constant(0.1));
-    let w = Tensor::zeros(&Device::Cpu, &[4]).unwrap();
+    let w = Tensor::zeros(&Device::Reference, &[4]).unwrap();
     let g = Tensor::zeros(&dev, &[4]).unwrap();
     assert!(matches!(opt.step(&w, &g).unwrap_err(), Error::DeviceMismatch(_)));
     assert_eq!(opt.steps(), 0);
@@ -404,7 +404,7 @@ fn invalid_hyperparameters_are_errors() {
         OptimizerKind::Adam { beta1: 1.0, beta2: 0.999, eps: 1e-8, weight_decay: 0.0, decoupled: false },
         OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: f32::NAN, weight_decay: 0.0, decoupled: true },
     ];
-    let w = Tensor::zeros(&Device::Cpu, &[2]).unwrap();
+    let w = Tensor::zeros(&Device::Reference, &[2]).unwrap();
     for kind in bad {
         let mut opt = Optimizer::new(kind, LrSchedule::constant(0.1));
         let err = opt.step(&w, &w).unwrap_err();
@@ -422,14 +422,14 @@ fn state_survives_a_checkpoint_round_trip_and_a_device_change() {
     let grads: Vec<Vec<f32>> = (0..3).map(|_| rng.vec(n)).collect();
     let sched = LrSchedule { base: 0.01, schedule: Schedule::Cosine { total: 5, min_factor: 0.1 }, warmup: 1 };
     // The second device: the GPU when there is one (state moves CPU -> GPU), else the CPU.
-    let resume_dev = gpu().unwrap_or(Device::Cpu);
+    let resume_dev = test_device().unwrap_or(Device::Reference);
     for (name, kind) in kinds() {
-        let want = run(&Device::Cpu, kind, sched, &w0, &grads);
+        let want = run(&Device::Reference, kind, sched, &w0, &grads);
         // Two steps on the CPU ...
         let mut opt = Optimizer::new(kind, sched);
-        let mut w = Tensor::from_vec(&Device::Cpu, &[n], w0.clone()).unwrap();
+        let mut w = Tensor::from_vec(&Device::Reference, &[n], w0.clone()).unwrap();
         for g in &grads[..2] {
-            w = opt.step(&w, &Tensor::from_vec(&Device::Cpu, &[n], g.clone()).unwrap()).unwrap();
+            w = opt.step(&w, &Tensor::from_vec(&Device::Reference, &[n], g.clone()).unwrap()).unwrap();
         }
         // ... saved in a checkpoint ...
         let ck = Checkpoint {
@@ -447,7 +447,7 @@ fn state_survives_a_checkpoint_round_trip_and_a_device_change() {
             .iter()
             .map(|(k, v)| {
                 let name = k.strip_prefix("optim.").unwrap().to_string();
-                (name, Tensor::from_vec(&Device::Cpu, &[n], v.clone()).unwrap())
+                (name, Tensor::from_vec(&Device::Reference, &[n], v.clone()).unwrap())
             })
             .collect();
         resumed.set_state(ck.meta("optim.steps").unwrap().parse().unwrap(), state).unwrap();
@@ -462,7 +462,7 @@ fn state_survives_a_checkpoint_round_trip_and_a_device_change() {
 
 #[test]
 fn set_state_rejects_missing_or_unknown_tensors() {
-    let t = Tensor::zeros(&Device::Cpu, &[3]).unwrap();
+    let t = Tensor::zeros(&Device::Reference, &[3]).unwrap();
     let mut adam = Optimizer::new(OptimizerKind::adam(), LrSchedule::constant(0.1));
     let err = adam.set_state(5, vec![("exp_avg".into(), t.clone())]).unwrap_err();
     assert!(err.to_string().contains("exp_avg_sq"), "{err}");
@@ -477,7 +477,7 @@ fn set_state_rejects_missing_or_unknown_tensors() {
         )
         .unwrap_err();
     assert!(err.to_string().contains("momentum_buffer"), "{err}");
-    let t4 = Tensor::zeros(&Device::Cpu, &[4]).unwrap();
+    let t4 = Tensor::zeros(&Device::Reference, &[4]).unwrap();
     let err = adam.set_state(5, vec![("exp_avg".into(), t.clone()), ("exp_avg_sq".into(), t4)]).unwrap_err();
     assert!(matches!(err, Error::Shape { .. }), "{err}");
     assert_eq!(adam.steps(), 0, "failed set_state changes nothing");

@@ -17,10 +17,9 @@ fn euclidean(eps: f32) -> impl FnMut(usize, &Tensor, &Tensor) -> geopath::Result
     }
 }
 
+/// The reference, then every device under test.
 fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu];
-    d.extend(gpu());
-    d
+    std::iter::once(Device::Reference).chain(common::devices()).collect()
 }
 
 #[test]
@@ -66,7 +65,7 @@ fn the_pruning_objective_measures_the_distance_to_the_hard_pruned_network() {
 
 #[test]
 fn a_ramped_pruning_objective_follows_the_cubic_schedule_along_the_path() {
-    let dev = Device::Cpu;
+    let dev = Device::Reference;
     let mut obj = ToPruned::gradual(0.8, 4);
     // p_t = 0.8 (1 − (1 − t/4)³): 0, 0.4625, 0.7, 0.7875, then 0.8 from step 4 on.
     let expected = [0.0, 0.4625, 0.7, 0.7875, 0.8, 0.8];
@@ -101,7 +100,7 @@ fn a_ramped_pruning_objective_follows_the_cubic_schedule_along_the_path() {
 
 #[test]
 fn a_non_finite_step_stops_the_run_with_the_last_good_parameters() {
-    let dev = Device::Cpu;
+    let dev = Device::Reference;
     let w0 = Tensor::from_vec(&dev, &[2], vec![0.0, 0.0]).unwrap();
     let mut obj = ToTarget { target: Tensor::from_vec(&dev, &[2], vec![10.0, 0.0]).unwrap() };
     let cfg = PathConfig { steps: 50, stop_below: 0.0, log_every: 1 };
@@ -136,7 +135,7 @@ fn shrinking(eps: f32) -> impl FnMut(usize, &Tensor, &Tensor) -> geopath::Result
 
 #[test]
 fn a_resumed_run_continues_exactly_where_it_stopped() {
-    let dev = Device::Cpu;
+    let dev = Device::Reference;
     let w0 = Tensor::from_vec(&dev, &[4], vec![1.0, -2.0, 0.5, 3.0]).unwrap();
     let target = Tensor::from_vec(&dev, &[4], vec![-4.0, 6.0, 2.0, 0.0]).unwrap();
     let cfg10 = PathConfig { steps: 10, stop_below: 0.0, log_every: 2 };

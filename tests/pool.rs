@@ -43,7 +43,7 @@ fn cpu_maxpool_backward_and_jvp_match_finite_differences() {
         let xv = distinct(&mut rng, n);
         let v = rng.vec(n);
         let gy = rng.vec(out_shape(&shape, k, s).iter().product());
-        let cpu = |d: Vec<f32>| Tensor::from_vec(&Device::Cpu, &shape, d).unwrap();
+        let cpu = |d: Vec<f32>| Tensor::from_vec(&Device::Reference, &shape, d).unwrap();
         let pool = |sign: f32| {
             let shifted: Vec<f32> = xv.iter().zip(&v).map(|(x, d)| x + sign * eps * d).collect();
             maxpool2d(&cpu(shifted), k, s).unwrap().0.to_vec().unwrap()
@@ -56,7 +56,7 @@ fn cpu_maxpool_backward_and_jvp_match_finite_differences() {
         let (y2, idx2) = maxpool2d(&cpu(xv.clone()), k, s).unwrap();
         assert_eq!(y.to_vec().unwrap(), y2.to_vec().unwrap());
         assert_eq!(idx.to_u32().unwrap(), idx2.to_u32().unwrap());
-        let gyt = Tensor::from_vec(&Device::Cpu, idx.shape(), gy.clone()).unwrap();
+        let gyt = Tensor::from_vec(&Device::Reference, idx.shape(), gy.clone()).unwrap();
         let gx = maxpool2d_backward(&gyt, &idx, &shape).unwrap().to_vec().unwrap();
         let (lhs, rhs) = (dot(&gx, &v), dot(&gy, &fd));
         assert!((lhs - rhs).abs() <= 1e-3 * (1.0 + rhs.abs()), "backward {what}: {lhs} vs {rhs}");
@@ -69,8 +69,8 @@ fn maxpool2d_indices_are_flat_input_offsets_of_the_first_maximum() {
         1.0, 5.0, 2.0, 2.0, /* row 1 */ 5.0, 0.0, 2.0, -1.0, /* plane 2 */ 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 3.0,
         0.0,
     ];
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu());
+    let mut devices = vec![Device::Reference];
+    devices.extend(test_device());
     for dev in &devices {
         let xt = Tensor::from_vec(dev, &[1, 2, 2, 4], x.to_vec()).unwrap();
         let (y, idx) = maxpool2d(&xt, 2, 2).unwrap();
@@ -95,8 +95,8 @@ fn check_gpu(dev: &Device, rng: &mut Rng, shape: &[usize; 4], k: usize, s: usize
     let dxv = rng.vec(n);
     let x = Tensor::from_vec(dev, shape, xv.clone()).unwrap();
     let dx = Tensor::from_vec(dev, shape, dxv.clone()).unwrap();
-    let xc = Tensor::from_vec(&Device::Cpu, shape, xv).unwrap();
-    let dxc = Tensor::from_vec(&Device::Cpu, shape, dxv).unwrap();
+    let xc = Tensor::from_vec(&Device::Reference, shape, xv).unwrap();
+    let dxc = Tensor::from_vec(&Device::Reference, shape, dxv).unwrap();
     let (y, idx) = maxpool2d(&x, k, s).unwrap();
     let (yc, idxc) = maxpool2d(&xc, k, s).unwrap();
     assert_eq!(y.shape(), out_shape(shape, k, s));
@@ -109,7 +109,7 @@ fn check_gpu(dev: &Device, rng: &mut Rng, shape: &[usize; 4], k: usize, s: usize
     assert_eq!(dy.to_vec().unwrap(), dyc.to_vec().unwrap(), "maxpool2d_jvp tangent {what}");
     let gyv = rng.vec(y.numel());
     let gy = Tensor::from_vec(dev, y.shape(), gyv.clone()).unwrap();
-    let gyc = Tensor::from_vec(&Device::Cpu, y.shape(), gyv).unwrap();
+    let gyc = Tensor::from_vec(&Device::Reference, y.shape(), gyv).unwrap();
     let gx = maxpool2d_backward(&gy, &idx, shape).unwrap();
     let gxc = maxpool2d_backward(&gyc, &idxc, shape).unwrap();
     assert_eq!(gx.shape(), shape);
@@ -119,7 +119,7 @@ fn check_gpu(dev: &Device, rng: &mut Rng, shape: &[usize; 4], k: usize, s: usize
 
 #[test]
 fn maxpool2d_kernels_match_cpu_reference_with_overlapping_windows() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(32);
     for &(shape, k, s) in CASES {
         let n = shape.iter().product();
@@ -136,7 +136,7 @@ fn maxpool2d_kernels_match_cpu_reference_with_overlapping_windows() {
 fn maxpool2d_on_large_activations_matches_cpu_reference() {
     // N = 200, C = 64, 32 x 32: 13 M input elements, over 65535 workgroups per dimension for
     // per-element dispatches.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(33);
     let shape = [200, 64, 32, 32];
     let xv = rng.vec(shape.iter().product());
@@ -145,7 +145,7 @@ fn maxpool2d_on_large_activations_matches_cpu_reference() {
 
 #[test]
 fn maxpool2d_shape_errors_name_the_shapes() {
-    let dev = gpu().unwrap_or(Device::Cpu);
+    let dev = test_device().unwrap_or(Device::Reference);
     let z = |s: &[usize]| Tensor::zeros(&dev, s).unwrap();
     let e = maxpool2d(&z(&[2, 3, 7]), 2, 2).unwrap_err().to_string();
     assert!(e.contains("[2, 3, 7]"), "{e}");
@@ -166,8 +166,8 @@ fn maxpool2d_shape_errors_name_the_shapes() {
 
 #[test]
 fn maxpool2d_with_an_empty_batch_gives_empty_outputs() {
-    let mut devices = vec![Device::Cpu];
-    devices.extend(gpu());
+    let mut devices = vec![Device::Reference];
+    devices.extend(test_device());
     for dev in &devices {
         let x = Tensor::zeros(dev, &[0, 3, 6, 6]).unwrap();
         let (y, idx) = maxpool2d(&x, 2, 2).unwrap();

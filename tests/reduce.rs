@@ -16,7 +16,7 @@ fn f64_sum(x: &[f32]) -> f64 {
 
 #[test]
 fn cpu_reference_matches_f64_formulas() {
-    let cpu = Device::Cpu;
+    let cpu = Device::Reference;
     let mut rng = Rng::new(10);
     let (x, xv) = rand_tensor(&cpu, &mut rng, &[7, 13]);
     let (y, yv) = rand_tensor(&cpu, &mut rng, &[7, 13]);
@@ -45,7 +45,7 @@ fn cpu_reference_matches_f64_formulas() {
 
 #[test]
 fn whole_tensor_reductions_match_f64_on_odd_sizes_up_to_three_million() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(11);
     for &n in &[1usize, 3, 255, 257, 1000, 4097, 65_537, 3_000_017] {
         let (x, xv) = rand_tensor(&dev, &mut rng, &[n]);
@@ -75,7 +75,7 @@ fn whole_tensor_reductions_match_f64_on_odd_sizes_up_to_three_million() {
 #[test]
 fn sum_of_a_large_constant_vector_is_accurate() {
     // A serial f32 sum of 3 M copies of 0.1 drifts by ~1e-2 relative; the tree order must not.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let n = 3_000_001;
     let x = Tensor::full(&dev, &[n], 0.1).unwrap();
     let got = scalar(sum(&x).unwrap()) as f64;
@@ -85,12 +85,12 @@ fn sum_of_a_large_constant_vector_is_accurate() {
 
 #[test]
 fn sum_rows_and_argmax_rows_match_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(12);
     for &(r, c) in &[(1, 1), (3, 5), (255, 10), (257, 3), (1000, 17), (65, 300), (4097, 7), (1, 1000)] {
         let v: Vec<f32> = (0..r * c).map(|_| (rng.uniform() * 4.0).round()).collect(); // ties
         let x = Tensor::from_vec(&dev, &[r, c], v.clone()).unwrap();
-        let xc = Tensor::from_vec(&Device::Cpu, &[r, c], v).unwrap();
+        let xc = Tensor::from_vec(&Device::Reference, &[r, c], v).unwrap();
         let got = sum_rows(&x).unwrap();
         assert_eq!(got.shape(), [c]);
         let want = sum_rows(&xc).unwrap().to_vec().unwrap();
@@ -103,7 +103,7 @@ fn sum_rows_and_argmax_rows_match_cpu_reference() {
 
 #[test]
 fn empty_inputs_and_shape_errors() {
-    for dev in [Some(Device::Cpu), gpu()].into_iter().flatten() {
+    for dev in [Some(Device::Reference), test_device()].into_iter().flatten() {
         let e = Tensor::zeros(&dev, &[0]).unwrap();
         assert_eq!(scalar(sum(&e).unwrap()), 0.0);
         assert_eq!(scalar(sqnorm(&e).unwrap()), 0.0);

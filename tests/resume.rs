@@ -40,7 +40,7 @@ fn params(dir: &Path, file: &str) -> Vec<f32> {
 
 #[test]
 fn a_sparsify_run_stopped_after_some_steps_resumes_to_the_uninterrupted_path() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let (net, train, test) = toy(&dev, 1);
     let w = toy_network(&net, &train, 3, &dev);
     // Penalty steps (two gradient evaluations each, measured against the start network) with
@@ -124,7 +124,7 @@ fn a_sparsify_run_stopped_after_some_steps_resumes_to_the_uninterrupted_path() {
 
 #[test]
 fn a_connect_run_stopped_after_some_steps_resumes_to_the_uninterrupted_path() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let (net, train, test) = toy(&dev, 4);
     let wa = toy_network(&net, &train, 11, &dev);
     let wb = toy_network(&net, &train, 12, &dev);

@@ -9,7 +9,7 @@ use geopath::ops::softmax::{
 use geopath::{Device, Tensor};
 
 fn cpu_t(shape: &[usize], v: &[f32]) -> Tensor {
-    Tensor::from_vec(&Device::Cpu, shape, v.to_vec()).unwrap()
+    Tensor::from_vec(&Device::Reference, shape, v.to_vec()).unwrap()
 }
 
 fn labels_for(rng: &mut Rng, rows: usize, cols: usize) -> Vec<u32> {
@@ -32,7 +32,7 @@ fn cpu_reference_matches_f64_formulas() {
     let z = logits(&mut rng, b * c, 4.0);
     let l = labels_for(&mut rng, b, c);
     let zt = cpu_t(&[b, c], &z);
-    let lt = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
+    let lt = Tensor::from_u32(&Device::Reference, &[b], &l).unwrap();
     let p = softmax(&zt).unwrap().to_vec().unwrap();
     let lp = log_softmax(&zt).unwrap().to_vec().unwrap();
     let mut loss = 0.0f64;
@@ -62,7 +62,7 @@ fn cross_entropy_backward_matches_finite_differences() {
     let (b, c) = (4, 6);
     let z = logits(&mut rng, b * c, 3.0);
     let l = labels_for(&mut rng, b, c);
-    let lt = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
+    let lt = Tensor::from_u32(&Device::Reference, &[b], &l).unwrap();
     let g = cross_entropy_backward(&cpu_t(&[b, c], &z), &lt, 1.0 / b as f32).unwrap().to_vec().unwrap();
     let h = 1e-2f32;
     for i in 0..b * c {
@@ -82,7 +82,7 @@ fn cross_entropy_backward_jvp_matches_finite_differences_along_dz() {
     let z = logits(&mut rng, b * c, 3.0);
     let dz = rng.vec(b * c);
     let l = labels_for(&mut rng, b, c);
-    let lt = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
+    let lt = Tensor::from_u32(&Device::Reference, &[b], &l).unwrap();
     let scale = 0.7;
     let (g, dg) = cross_entropy_backward_jvp(&cpu_t(&[b, c], &z), &cpu_t(&[b, c], &dz), &lt, scale).unwrap();
     let g0 = cross_entropy_backward(&cpu_t(&[b, c], &z), &lt, scale).unwrap().to_vec().unwrap();
@@ -110,7 +110,7 @@ fn cross_entropy_backward_jvp_matches_finite_differences_along_dz() {
 
 #[test]
 fn gpu_kernels_match_cpu_reference() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let mut rng = Rng::new(23);
     for &(b, c) in &[(1, 1), (1, 3), (3, 10), (255, 10), (257, 7), (1000, 10), (64, 1000), (65_537, 3)] {
         let z = logits(&mut rng, b * c, 30.0);
@@ -120,7 +120,7 @@ fn gpu_kernels_match_cpu_reference() {
             (Tensor::from_vec(&dev, &[b, c], z.clone()).unwrap(), Tensor::from_vec(&dev, &[b, c], dz.clone()).unwrap());
         let (zc, dzc) = (cpu_t(&[b, c], &z), cpu_t(&[b, c], &dz));
         let lg = Tensor::from_u32(&dev, &[b], &l).unwrap();
-        let lc = Tensor::from_u32(&Device::Cpu, &[b], &l).unwrap();
+        let lc = Tensor::from_u32(&Device::Reference, &[b], &l).unwrap();
         let what = |op: &str| format!("{op} [{b}, {c}]");
         let v = |t: Tensor| t.to_vec().unwrap();
         assert_close(&what("softmax"), &v(softmax(&zg).unwrap()), &v(softmax(&zc).unwrap()), 1e-4, 1e-6);
@@ -154,7 +154,7 @@ fn gpu_kernels_match_cpu_reference() {
 
 #[test]
 fn bad_labels_and_shapes_are_errors() {
-    let cpu = Device::Cpu;
+    let cpu = Device::Reference;
     let z = Tensor::zeros(&cpu, &[2, 3]).unwrap();
     let bad = Tensor::from_u32(&cpu, &[2], &[1, 3]).unwrap();
     for e in [
@@ -166,7 +166,7 @@ fn bad_labels_and_shapes_are_errors() {
     }
     let huge = Tensor::from_u32(&cpu, &[2], &[0, u32::MAX]).unwrap();
     assert!(cross_entropy(&z, &huge).is_err());
-    for dev in [Some(cpu.clone()), gpu()].into_iter().flatten() {
+    for dev in [Some(cpu.clone()), test_device()].into_iter().flatten() {
         let z = Tensor::zeros(&dev, &[2, 3]).unwrap();
         let l3 = Tensor::from_u32(&dev, &[3], &[0, 1, 2]).unwrap();
         let e = cross_entropy(&z, &l3).unwrap_err().to_string();
@@ -186,11 +186,11 @@ fn bad_labels_and_shapes_are_errors() {
 #[test]
 fn gpu_labels_out_of_range_are_clamped_not_read_out_of_bounds() {
     // Documented behaviour: GPU labels are not read back; a label >= cols acts as cols - 1.
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let z = [0.5f32, -1.0, 2.0, 0.0, 3.0, 1.0];
     let zg = Tensor::from_vec(&dev, &[2, 3], z.to_vec()).unwrap();
     let bad = Tensor::from_u32(&dev, &[2], &[7, u32::MAX]).unwrap();
-    let clamped = Tensor::from_u32(&Device::Cpu, &[2], &[2, 2]).unwrap();
+    let clamped = Tensor::from_u32(&Device::Reference, &[2], &[2, 2]).unwrap();
     let got = cross_entropy(&zg, &bad).unwrap().to_vec().unwrap();
     let want = cross_entropy(&cpu_t(&[2, 3], &z), &clamped).unwrap().to_vec().unwrap();
     assert_close("clamped loss", &got, &want, 1e-5, 1e-6);

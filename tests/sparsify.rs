@@ -11,7 +11,7 @@ use geopath::Tensor;
 
 #[test]
 fn sparsify_reaches_the_target_and_writes_every_output() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 10);
     let train = toy_dataset(600, 1);
     let test = toy_dataset(300, 2);
@@ -56,7 +56,7 @@ fn sparsify_reaches_the_target_and_writes_every_output() {
 
 #[test]
 fn a_ramped_path_with_a_last_stretch_counts_the_stretch_in_the_baselines_budget() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 10);
     let train = toy_dataset(600, 1);
     let test = toy_dataset(300, 2);
@@ -99,7 +99,7 @@ fn a_ramped_path_with_a_last_stretch_counts_the_stretch_in_the_baselines_budget(
 
 #[test]
 fn masked_finetuning_keeps_the_pruned_weights_at_zero_and_lowers_the_loss() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 10);
     let train = toy_dataset(600, 6);
     let w = net.init_params(5).unwrap();
@@ -120,7 +120,7 @@ fn masked_finetuning_keeps_the_pruned_weights_at_zero_and_lowers_the_loss() {
 
 #[test]
 fn bad_sparsify_options_are_errors() {
-    let dev = geopath::Device::Cpu;
+    let dev = geopath::Device::Reference;
     let spec = spec::parse("flatten\nlinear classes\n", "test", "tiny").unwrap();
     let net = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
     let w = net.init_params(1).unwrap();
@@ -136,7 +136,7 @@ fn bad_sparsify_options_are_errors() {
 #[test]
 fn connect_walks_from_a_to_b_and_reports_the_line_beside_the_path() {
     use geopath::geodesic::connect::{self, ConnectConfig};
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 10);
     let train = toy_dataset(600, 4);
     let test = toy_dataset(300, 5);
@@ -187,7 +187,7 @@ fn connect_step_gradient_matches_a_finite_difference() {
     use geopath::geodesic::bhattacharyya;
     use geopath::geodesic::connect::{mixture_logits, step_gradient, Restore};
     use geopath::ops::{elementwise as ew, flat};
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 10);
     let train = toy_dataset(600, 4);
     let wa = toy_network(&net, &train, 11, &dev);

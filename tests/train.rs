@@ -42,7 +42,7 @@ fn write_split(dir: &Path, prefix: &str, n: usize, seed: u64) {
 
 #[test]
 fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let root = std::env::temp_dir().join(format!("geopath-train-{}", std::process::id()));
     let data = root.join("data");
     std::fs::create_dir_all(&data).unwrap();
@@ -75,9 +75,9 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
         assert!(json.contains(key), "summary.json lacks {key}: {json}");
     }
     // Reload on the CPU reference and evaluate: the same accuracy.
-    let (net, params, _) = train::load_checkpoint(&out.join("model.ckpt"), &geopath::Device::Cpu).unwrap();
+    let (net, params, _) = train::load_checkpoint(&out.join("model.ckpt"), &geopath::Device::Reference).unwrap();
     let test = geopath::data::load(DatasetName::Mnist, false, Some(&data)).unwrap();
-    let acc = train::evaluate(&net, &params, &test, test.len(), &geopath::Device::Cpu).unwrap();
+    let acc = train::evaluate(&net, &params, &test, test.len(), &geopath::Device::Reference).unwrap();
     assert!((acc - summary.test_accuracy).abs() < 1e-9, "{acc} vs {}", summary.test_accuracy);
 
     // A truncated checkpoint and one of another model are clear errors.
@@ -95,7 +95,7 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
 
 #[test]
 fn cifar_style_network_with_batchnorm_trains_and_round_trips_its_running_statistics() {
-    let Some(dev) = gpu() else { return };
+    let Some(dev) = test_device() else { return };
     let spec = geopath::nn::spec::parse(
         "conv 4 3 pad=1\nbatchnorm\nrelu\nmaxpool 2\nflatten\nlinear classes\n",
         "test",

@@ -1,28 +1,31 @@
-//! CPU reference of the elementwise ops (`kernels/elementwise.wgsl`).
+//! Elementwise ops of the CPU backend: the reference formulas over zipped slices (so that the
+//! compiler vectorises them), split over threads for large arrays.
+
+use super::parallel::{map2, map_slice};
 
 /// `alpha * a + beta * b`.
 pub fn axpby(alpha: f32, a: &[f32], beta: f32, b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| alpha * x + beta * y).collect()
+    map2(a, b, |x, y| alpha * x + beta * y)
 }
 
 /// `a * b` elementwise.
 pub fn mul(a: &[f32], b: &[f32]) -> Vec<f32> {
-    a.iter().zip(b).map(|(x, y)| x * y).collect()
+    map2(a, b, |x, y| x * y)
 }
 
 /// `alpha * a`.
 pub fn scale(alpha: f32, a: &[f32]) -> Vec<f32> {
-    a.iter().map(|x| alpha * x).collect()
+    map_slice(a, |x| alpha * x)
 }
 
 /// `max(a, 0)`.
 pub fn relu(a: &[f32]) -> Vec<f32> {
-    a.iter().map(|&x| x.max(0.0)).collect()
+    map_slice(a, |x| x.max(0.0))
 }
 
 /// `g * [x > 0]`.
 pub fn relu_backward(g: &[f32], x: &[f32]) -> Vec<f32> {
-    g.iter().zip(x).map(|(&g, &x)| if x > 0.0 { g } else { 0.0 }).collect()
+    map2(g, x, |g, x| if x > 0.0 { g } else { 0.0 })
 }
 
 /// Primal and tangent of ReLU.
@@ -32,27 +35,16 @@ pub fn relu_jvp(x: &[f32], dx: &[f32]) -> (Vec<f32>, Vec<f32>) {
 
 /// `x[r, c] + b[c]`, then ReLU when `relu`.
 pub fn add_bias(x: &[f32], b: &[f32], relu: bool) -> Vec<f32> {
-    x.iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let s = v + b[i % b.len()];
+    let mut out = x.to_vec();
+    super::parallel::rows_mut(&mut out, b.len().max(1), |_, row| {
+        for (v, &bias) in row.iter_mut().zip(b) {
+            *v += bias;
             if relu {
-                s.max(0.0)
-            } else {
-                s
+                *v = v.max(0.0);
             }
-        })
-        .collect()
+        }
+    });
+    out
 }
 
-/// Splits a flat vector into consecutive pieces of the given lengths.
-pub fn split(flat: &[f32], lens: &[usize]) -> Vec<Vec<f32>> {
-    let mut off = 0;
-    lens.iter()
-        .map(|&n| {
-            let piece = flat[off..off + n].to_vec();
-            off += n;
-            piece
-        })
-        .collect()
-}
+pub use crate::reference::elementwise::split;

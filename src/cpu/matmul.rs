@@ -1,65 +1,94 @@
-//! CPU reference of the matrix products (`kernels/matmul*.wgsl`).
+//! Matrix products of the CPU backend on the `gemm` crate (packed, cache-blocked, SIMD
+//! micro-kernels, threads over rayon), with the epilogues of the GPU kernels applied in place.
 
-/// Layout and epilogue of one product `C = act(alpha * op(A) op(B) + bias + beta * cin)`.
-#[derive(Debug, Clone, Copy)]
-pub struct Gemm {
-    /// Rows of op(A) and C.
-    pub m: usize,
-    /// Columns of op(B) and C.
-    pub n: usize,
-    /// Inner dimension.
-    pub k: usize,
-    /// A is stored `[K, M]` (C = Aᵀ B).
-    pub trans_a: bool,
-    /// B is stored `[N, K]` (C = A Bᵀ).
-    pub trans_b: bool,
-    /// Scale of the product.
-    pub alpha: f32,
-    /// Apply ReLU last.
-    pub relu: bool,
+use super::parallel::{self, zeros};
+use crate::reference::matmul::Gemm;
+use gemm::Parallelism;
+
+/// `c = alpha op(A) op(B)`, or `c += alpha op(A) op(B)` with `accumulate`; `c` is row-major
+/// `[g.m, g.n]` (the relu flag of `g` is not applied here). Threads over the whole machine
+/// when `threaded`; single-threaded inside an outer parallel loop.
+pub fn product_into(c: &mut [f32], g: &Gemm, a: &[f32], b: &[f32], accumulate: bool, threaded: bool) {
+    let (m, n, k) = (g.m, g.n, g.k);
+    debug_assert_eq!(c.len(), m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c.fill(0.0);
+        }
+        return;
+    }
+    assert!(a.len() >= m * k && b.len() >= k * n, "gemm operands shorter than their shapes");
+    // (row, column) strides of op(A) [m, k] and op(B) [k, n]; transposed operands are stored
+    // [k, m] and [n, k].
+    let (a_rs, a_cs) = if g.trans_a { (1, m as isize) } else { (k as isize, 1) };
+    let (b_rs, b_cs) = if g.trans_b { (1, k as isize) } else { (n as isize, 1) };
+    let par = if threaded { Parallelism::Rayon(super::threads()) } else { Parallelism::None };
+    // SAFETY: the pointers cover m*k, k*n and m*n elements at the given strides (checked above),
+    // and `c` does not alias `a` or `b` (it is borrowed mutably).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            1.0,
+            g.alpha,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
 }
 
-/// `act(alpha * op(A) op(B) + bias + beta * cin)`.
-pub fn matmul(g: &Gemm, a: &[f32], b: &[f32], bias: Option<&[f32]>, cin: Option<(f32, &[f32])>) -> Vec<f32> {
-    let (m, n, k) = (g.m, g.n, g.k);
-    let mut c = vec![0f32; m * n];
-    for i in 0..m {
-        let row = &mut c[i * n..(i + 1) * n];
-        for p in 0..k {
-            let av = if g.trans_a { a[p * m + i] } else { a[i * k + p] };
-            if av == 0.0 {
-                continue;
-            }
-            if g.trans_b {
-                for (j, r) in row.iter_mut().enumerate() {
-                    *r += av * b[j * k + p];
-                }
-            } else {
-                for (r, bv) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                    *r += av * bv;
-                }
-            }
-        }
-    }
-    for i in 0..m {
-        for j in 0..n {
-            let mut v = g.alpha * c[i * n + j];
+/// `act(alpha op(A) op(B) + bias + beta cin)`, then zeroed where `mask` is not positive (the
+/// ReLU backward rule); the same contract as the GPU kernels and the reference.
+pub fn matmul(
+    g: &Gemm,
+    a: &[f32],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    cin: Option<(f32, &[f32])>,
+    mask: Option<&[f32]>,
+) -> Vec<f32> {
+    let (m, n) = (g.m, g.n);
+    let mut c = zeros(m * n);
+    let seeded = bias.is_some() || cin.is_some();
+    if seeded {
+        parallel::rows_mut(&mut c, n.max(1), |i, row| {
             if let Some(bias) = bias {
-                v += bias[j];
+                row.copy_from_slice(bias);
             }
             if let Some((beta, cin)) = cin {
-                v += beta * cin[i * n + j];
+                for (r, x) in row.iter_mut().zip(&cin[i * n..(i + 1) * n]) {
+                    *r += beta * x;
+                }
             }
-            if g.relu {
-                v = v.max(0.0);
-            }
-            c[i * n + j] = v;
-        }
+        });
+    }
+    product_into(&mut c, g, a, b, seeded, true);
+    if g.relu {
+        parallel::map_inplace(&mut c, |v| v.max(0.0));
+    }
+    if let Some(mask) = mask {
+        parallel::zip_inplace(&mut c, mask, |v, x| if x > 0.0 { v } else { 0.0 });
     }
     c
 }
 
-/// Forward mode of `act(A B + bias)`: returns `(C, dC)` with `dC = act'·(dA B + A dB + dbias)`.
+/// Forward mode of `act(A B + bias)`: `(C, dC)` with `dC = act'·(dA B + A dB + dbias)`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_jvp(
     m: usize,
@@ -73,18 +102,17 @@ pub fn matmul_jvp(
     relu: bool,
 ) -> (Vec<f32>, Vec<f32>) {
     let g = Gemm { m, n, k, trans_a: false, trans_b: false, alpha: 1.0, relu: false };
-    let mut c = matmul(&g, a, b, bias.map(|(b, _)| b), None);
-    let mut dc = matmul(&g, a, db, bias.map(|(_, db)| db), None);
+    let mut c = matmul(&g, a, b, bias.map(|(b, _)| b), None, None);
+    let mut dc = matmul(&g, a, db, bias.map(|(_, db)| db), None, None);
     if let Some(da) = da {
-        dc = matmul(&g, da, b, None, Some((1.0, &dc)));
+        product_into(&mut dc, &g, da, b, true, true);
     }
     if relu {
-        for (v, t) in c.iter_mut().zip(dc.iter_mut()) {
+        parallel::zip2_inplace(&mut c, &mut dc, |v, t| {
             if *v <= 0.0 {
-                *v = 0.0;
-                *t = 0.0;
+                (*v, *t) = (0.0, 0.0)
             }
-        }
+        });
     }
     (c, dc)
 }

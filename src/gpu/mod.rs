@@ -31,15 +31,34 @@ pub enum AdapterClass {
     Hardware,
 }
 
-/// Which adapter `--device` asks for.
+/// Which device `--device` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
-    /// Prefer a hardware GPU, accept a software Vulkan driver, else fall back to the CPU reference.
+    /// A hardware GPU when there is one, otherwise the native CPU backend; a software Vulkan
+    /// driver (lavapipe) is never picked here: the CPU backend is several times faster.
     Auto,
-    /// Any wgpu adapter (hardware or software); an error if there is none.
+    /// Any wgpu adapter, hardware before software (lavapipe included); an error if there is none.
     Gpu,
-    /// The plain-Rust CPU reference implementation.
+    /// The native CPU backend (GEMM crate, threads).
     Cpu,
+    /// The plain-Rust reference loops (the tests' oracle; slow).
+    Reference,
+}
+
+/// Whether an adapter of this type is a CPU emulation (lavapipe/llvmpipe, WARP, SwiftShader).
+pub fn is_software(t: wgpu::DeviceType) -> bool {
+    t == wgpu::DeviceType::Cpu
+}
+
+/// Every wgpu adapter of the system, hardware first, software last.
+pub fn adapters() -> Vec<wgpu::Adapter> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    adapters.sort_by_key(|a| adapter_rank(a.get_info().device_type));
+    adapters
 }
 
 /// Choices made when a device is created.
@@ -111,11 +130,7 @@ impl GpuContext {
 
     /// [`GpuContext::new`] with `options`.
     pub fn with_options(options: ContextOptions) -> Result<Arc<GpuContext>> {
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let mut adapters = adapters();
         if adapters.is_empty() {
             return Err(Error::NoAdapter(
                 "wgpu found no Vulkan/Metal/DX12 adapter (install a GPU driver, or \
@@ -123,9 +138,7 @@ impl GpuContext {
                     .into(),
             ));
         }
-        adapters.sort_by_key(|a| adapter_rank(a.get_info().device_type));
-        let adapter = adapters.swap_remove(0);
-        Self::from_adapter(adapter, options)
+        Self::from_adapter(adapters.swap_remove(0), options)
     }
 
     /// Creates the device on `adapter` with the adapter's own limits.
@@ -147,8 +160,7 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("geopath: uncaptured wgpu error: {e}");
         }));
-        let class =
-            if info.device_type == wgpu::DeviceType::Cpu { AdapterClass::Software } else { AdapterClass::Hardware };
+        let class = if is_software(info.device_type) { AdapterClass::Software } else { AdapterClass::Hardware };
         let lane_sharing = class == AdapterClass::Software
             && features.contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == 8

@@ -24,11 +24,11 @@
 //! split their reduction over `(n, oy)` rows into partial sums (then one summing dispatch) when
 //! the gradient alone would give too few invocations.
 
-use super::{buf, common_device, groups_1d, Params};
-use crate::cpu::conv::{self as cpu, ConvShape};
+use super::{buf, common_device, groups_1d, host_impl, Params};
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::reference::conv::ConvShape;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -216,9 +216,16 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2dGeometry, 
     let mut all = vec![x, w];
     all.extend(bias);
     match common_device(OP, &all)? {
-        Device::Cpu => Ok(Tensor::cpu(
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
             &s.y_shape(),
-            cpu::conv2d(&s, x.host().unwrap(), w.host().unwrap(), bias.map(|b| b.host().unwrap()), relu),
+            host_impl!(dev, conv::conv2d)(
+                &s,
+                x.host().unwrap(),
+                w.host().unwrap(),
+                bias.map(|b| b.host().unwrap()),
+                relu,
+            ),
         )),
         Device::Gpu(ctx) => Ok(gpu_forward(&ctx, OP, &s, x, w, bias, None, relu)?.0),
     }
@@ -248,9 +255,11 @@ pub fn conv2d_backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: Conv2
     let s = conv_shape(OP, x_shape, w.shape(), g)?;
     check_gy(OP, gy, &s)?;
     match common_device(OP, &[gy, w])? {
-        Device::Cpu => {
-            Ok(Tensor::cpu(&s.x_shape(), cpu::conv2d_backward_data(&s, gy.host().unwrap(), w.host().unwrap())))
-        }
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            &s.x_shape(),
+            host_impl!(dev, conv::conv2d_backward_data)(&s, gy.host().unwrap(), w.host().unwrap()),
+        )),
         Device::Gpu(ctx) if is_fast_3x3(&s) || flipped_backward_data(&ctx, &s).is_some() => {
             // Stride 1: gx = conv(gy, w rotated by 180 degrees and transposed to
             // [C, O, KH, KW], padded by K - 1 - pad), through the forward paths (the 3x3 fast
@@ -311,9 +320,11 @@ pub fn conv2d_backward_weight(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: Con
     let s = conv_shape(OP, x.shape(), w_shape, g)?;
     check_gy(OP, gy, &s)?;
     match common_device(OP, &[x, gy])? {
-        Device::Cpu => {
-            Ok(Tensor::cpu(&s.w_shape(), cpu::conv2d_backward_weight(&s, x.host().unwrap(), gy.host().unwrap())))
-        }
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            &s.w_shape(),
+            host_impl!(dev, conv::conv2d_backward_weight)(&s, x.host().unwrap(), gy.host().unwrap()),
+        )),
         Device::Gpu(ctx) if lowering(&ctx, &s).is_some() => {
             let l = lowering(&ctx, &s).expect("checked");
             lowered_backward_weight(&ctx, OP, &s, &l, x, gy)
@@ -355,7 +366,11 @@ pub fn conv2d_backward_bias(gy: &Tensor) -> Result<Tensor> {
         return Err(shape_err(OP, format!("needs a 4-D gy [N, O, OH, OW], got {:?}", gy.shape())));
     };
     match gy.device() {
-        Device::Cpu => Ok(Tensor::cpu(&[o], cpu::conv2d_backward_bias(n, o, oh * ow, gy.host().unwrap()))),
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            &[o],
+            host_impl!(dev, conv::conv2d_backward_bias)(n, o, oh * ow, gy.host().unwrap()),
+        )),
         Device::Gpu(ctx) => {
             // Only n, o, oh, ow of the geometry are read by the bias kernels.
             let s = ConvShape { n, c: 0, h: 0, w: 0, o, kh: 0, kw: 0, stride: 1, pad: 0, oh, ow };
@@ -406,8 +421,8 @@ pub fn conv2d_jvp(
         all.push(db);
     }
     match common_device(OP, &all)? {
-        Device::Cpu => {
-            let (y, dy) = cpu::conv2d_jvp(
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, dy) = host_impl!(dev, conv::conv2d_jvp)(
                 &s,
                 x.host().unwrap(),
                 dx.map(|t| t.host().unwrap()),
@@ -416,7 +431,7 @@ pub fn conv2d_jvp(
                 bias.map(|(b, db)| (b.host().unwrap(), db.host().unwrap())),
                 relu,
             );
-            Ok((Tensor::cpu(&s.y_shape(), y), Tensor::cpu(&s.y_shape(), dy)))
+            Ok((Tensor::host_result(&dev, &s.y_shape(), y), Tensor::host_result(&dev, &s.y_shape(), dy)))
         }
         Device::Gpu(ctx) => {
             let tangent = Some((dx, dw, bias.map(|(_, db)| db)));

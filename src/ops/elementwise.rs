@@ -1,7 +1,6 @@
 //! Elementwise ops (`kernels/elementwise.wgsl`).
 
-use super::{common_device, groups_1d, Params};
-use crate::cpu::elementwise as cpu;
+use super::{common_device, groups_1d, host_impl, Params};
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::gpu::KernelKey;
@@ -42,7 +41,11 @@ fn one(mut v: Vec<Tensor>) -> Tensor {
 pub fn axpby(alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
     same_shape("axpby", a, b)?;
     match common_device("axpby", &[a, b])? {
-        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::axpby(alpha, a.host().unwrap(), beta, b.host().unwrap()))),
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            a.shape(),
+            host_impl!(dev, elementwise::axpby)(alpha, a.host().unwrap(), beta, b.host().unwrap()),
+        )),
         Device::Gpu(_) => {
             let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha).f(beta);
             launch("axpby", "axpby", p, &[a, b], 1).map(one)
@@ -64,7 +67,11 @@ pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mul", a, b)?;
     match common_device("mul", &[a, b])? {
-        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::mul(a.host().unwrap(), b.host().unwrap()))),
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            a.shape(),
+            host_impl!(dev, elementwise::mul)(a.host().unwrap(), b.host().unwrap()),
+        )),
         Device::Gpu(_) => launch("mul", "mul", Params::new().u(a.numel()), &[a, b], 1).map(one),
     }
 }
@@ -72,7 +79,9 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 /// `alpha * a`.
 pub fn scale(alpha: f32, a: &Tensor) -> Result<Tensor> {
     match a.device() {
-        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::scale(alpha, a.host().unwrap()))),
+        dev @ (Device::Reference | Device::Cpu) => {
+            Ok(Tensor::host_result(&dev, a.shape(), host_impl!(dev, elementwise::scale)(alpha, a.host().unwrap())))
+        }
         Device::Gpu(_) => {
             let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha);
             launch("scale", "scale", p, &[a], 1).map(one)
@@ -83,7 +92,7 @@ pub fn scale(alpha: f32, a: &Tensor) -> Result<Tensor> {
 /// A tensor of `shape` filled with `value`, made on the device (no upload).
 pub fn fill(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
     match device {
-        Device::Cpu => Tensor::full(device, shape, value),
+        Device::Reference | Device::Cpu => Tensor::full(device, shape, value),
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(ctx, "fill", shape)?;
             let p = Params::new().u(out.numel()).u(0).u(0).u(0).f(value);
@@ -103,7 +112,9 @@ pub fn fill(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
 /// `max(a, 0)`.
 pub fn relu(a: &Tensor) -> Result<Tensor> {
     match a.device() {
-        Device::Cpu => Ok(Tensor::cpu(a.shape(), cpu::relu(a.host().unwrap()))),
+        dev @ (Device::Reference | Device::Cpu) => {
+            Ok(Tensor::host_result(&dev, a.shape(), host_impl!(dev, elementwise::relu)(a.host().unwrap())))
+        }
         Device::Gpu(_) => launch("relu", "relu", Params::new().u(a.numel()), &[a], 1).map(one),
     }
 }
@@ -112,7 +123,11 @@ pub fn relu(a: &Tensor) -> Result<Tensor> {
 pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     same_shape("relu_backward", g, x)?;
     match common_device("relu_backward", &[g, x])? {
-        Device::Cpu => Ok(Tensor::cpu(g.shape(), cpu::relu_backward(g.host().unwrap(), x.host().unwrap()))),
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            g.shape(),
+            host_impl!(dev, elementwise::relu_backward)(g.host().unwrap(), x.host().unwrap()),
+        )),
         Device::Gpu(_) => launch("relu_backward", "relu_backward", Params::new().u(g.numel()), &[g, x], 1).map(one),
     }
 }
@@ -121,9 +136,9 @@ pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
 pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
     same_shape("relu_jvp", x, dx)?;
     match common_device("relu_jvp", &[x, dx])? {
-        Device::Cpu => {
-            let (y, dy) = cpu::relu_jvp(x.host().unwrap(), dx.host().unwrap());
-            Ok((Tensor::cpu(x.shape(), y), Tensor::cpu(x.shape(), dy)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, dy) = host_impl!(dev, elementwise::relu_jvp)(x.host().unwrap(), dx.host().unwrap());
+            Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), dy)))
         }
         Device::Gpu(_) => {
             let mut v = launch("relu_jvp", "relu_jvp", Params::new().u(x.numel()), &[x, dx], 2)?;
@@ -140,7 +155,11 @@ pub fn add_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
         return Err(shape_err("add_bias", format!("x {:?} needs bias [{cols}], got {:?}", x.shape(), b.shape())));
     }
     match common_device("add_bias", &[x, b])? {
-        Device::Cpu => Ok(Tensor::cpu(x.shape(), cpu::add_bias(x.host().unwrap(), b.host().unwrap(), relu))),
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            x.shape(),
+            host_impl!(dev, elementwise::add_bias)(x.host().unwrap(), b.host().unwrap(), relu),
+        )),
         Device::Gpu(_) => {
             let p = Params::new().u(x.numel()).u(cols).u(relu as usize);
             launch("add_bias", "add_bias", p, &[x, b], 1).map(one)
@@ -161,9 +180,11 @@ pub fn split(x: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
         ));
     }
     match x.device() {
-        Device::Cpu => {
-            Ok(cpu::split(x.host().unwrap(), &lens).into_iter().zip(shapes).map(|(v, s)| Tensor::cpu(s, v)).collect())
-        }
+        dev @ (Device::Reference | Device::Cpu) => Ok(host_impl!(dev, elementwise::split)(x.host().unwrap(), &lens)
+            .into_iter()
+            .zip(shapes)
+            .map(|(v, s)| Tensor::host_result(&dev, s, v))
+            .collect()),
         Device::Gpu(ctx) => {
             let mut off = 0;
             let mut out = Vec::with_capacity(shapes.len());
@@ -218,12 +239,12 @@ pub fn concat(parts: &[&Tensor]) -> Result<Tensor> {
     }
     let total: usize = parts.iter().map(|t| t.numel()).sum();
     match common_device("concat", parts)? {
-        Device::Cpu => {
+        dev @ (Device::Reference | Device::Cpu) => {
             let mut v = Vec::with_capacity(total);
             for t in parts {
                 v.extend_from_slice(t.host().unwrap());
             }
-            Ok(Tensor::cpu(&[total], v))
+            Ok(Tensor::host_result(&dev, &[total], v))
         }
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(&ctx, "concat", &[total])?;

@@ -7,10 +7,10 @@
 //! back between passes.
 
 use super::{buf, elementwise, groups_1d, reduce, Params};
-use crate::cpu::flat as cpu;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::reference::flat as reference;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -97,7 +97,7 @@ fn count_gpu(
 }
 
 /// The threshold below which the `k` smallest magnitudes of `x` lie, `k = floor(fraction · n)`
-/// (computed by [`cpu::prune_count`]): with `s` the magnitudes `|x|` sorted ascending,
+/// (computed by [`reference::prune_count`]): with `s` the magnitudes `|x|` sorted ascending,
 /// `t = s[k]`, the exact value of an element, found by radix select without a sort.
 ///
 /// Tie rule: elements equal to `t` are kept by [`prune`] / [`prune_mask`], so exactly `k`
@@ -110,12 +110,12 @@ pub fn magnitude_threshold(x: &Tensor, fraction: f32) -> Result<f32> {
         return Err(Error::Invalid(format!("magnitude_threshold: fraction {fraction} is not in [0, 1]")));
     }
     let n = x.numel();
-    let k = cpu::prune_count(fraction, n);
+    let k = reference::prune_count(fraction, n);
     if k == 0 {
         return Ok(0.0);
     }
     let ctx = match x.device() {
-        Device::Cpu => return Ok(cpu::magnitude_threshold(x.host().unwrap(), fraction)),
+        Device::Reference | Device::Cpu => return Ok(reference::magnitude_threshold(x.host().unwrap(), fraction)),
         Device::Gpu(ctx) => ctx,
     };
     let op = "magnitude_threshold";
@@ -150,7 +150,7 @@ pub fn magnitude_threshold(x: &Tensor, fraction: f32) -> Result<f32> {
         })?;
         prefix = (prefix << width) | d;
     }
-    Ok(cpu::threshold_from_key(prefix, k, n))
+    Ok(reference::threshold_from_key(prefix, k, n))
 }
 
 /// Records a `flat.wgsl` elementwise entry point with a threshold.
@@ -159,10 +159,10 @@ fn thresholded(op: &'static str, x: &Tensor, threshold: f32) -> Result<Tensor> {
         return Err(Error::Invalid(format!("{op}: threshold is NaN")));
     }
     match x.device() {
-        Device::Cpu => {
+        dev @ (Device::Reference | Device::Cpu) => {
             let h = x.host().unwrap();
-            let v = if op == "prune" { cpu::prune(h, threshold) } else { cpu::prune_mask(h, threshold) };
-            Ok(Tensor::cpu(x.shape(), v))
+            let v = if op == "prune" { reference::prune(h, threshold) } else { reference::prune_mask(h, threshold) };
+            Ok(Tensor::host_result(&dev, x.shape(), v))
         }
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(&ctx, op, x.shape())?;
@@ -193,7 +193,7 @@ pub fn prune(x: &Tensor, threshold: f32) -> Result<Tensor> {
 /// Number of elements equal to zero (either sign), counted with one atomic counter on a GPU.
 pub fn count_zeros(x: &Tensor) -> Result<usize> {
     match x.device() {
-        Device::Cpu => Ok(cpu::count_zeros(x.host().unwrap())),
+        Device::Reference | Device::Cpu => Ok(reference::count_zeros(x.host().unwrap())),
         Device::Gpu(ctx) => {
             let counts = Tensor::gpu_uninit(&ctx, "count_zeros", &[1])?;
             Ok(count_gpu(&ctx, "count_zeros", "count_zeros", x, &counts, 1, (0, 0, 0, 0))?[0] as usize)

@@ -9,11 +9,11 @@
 //! general kernel with 4 x 4 tiles runs. The fused JVP kernel (16 x 8 tiles, with its own
 //! lane-sharing variant) serves both.
 
-use super::{buf, common_device, Params};
-use crate::cpu::matmul::{self as cpu, Gemm};
+use super::{buf, common_device, host_impl, Params};
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::reference::matmul::{self as reference, Gemm};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -129,8 +129,8 @@ pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, o: MatmulOpts, out: Option<&Te
     all.extend(o.mask);
     let g = Gemm { m, n, k, trans_a: o.trans_a, trans_b: o.trans_b, alpha: o.alpha, relu: o.relu };
     match common_device("matmul", &all)? {
-        Device::Cpu => {
-            let c = cpu::matmul(
+        Device::Reference => {
+            let c = reference::matmul(
                 &g,
                 a.host().unwrap(),
                 b.host().unwrap(),
@@ -138,10 +138,21 @@ pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, o: MatmulOpts, out: Option<&Te
                 o.accumulate.map(|(beta, t)| (beta, t.host().unwrap())),
             );
             let c = match o.mask {
-                Some(mask) => crate::cpu::elementwise::relu_backward(&c, mask.host().unwrap()),
+                Some(mask) => crate::reference::elementwise::relu_backward(&c, mask.host().unwrap()),
                 None => c,
             };
-            Ok(Tensor::cpu(&[m, n], c))
+            Ok(Tensor::host_result(&Device::Reference, &[m, n], c))
+        }
+        Device::Cpu => {
+            let c = crate::cpu::matmul::matmul(
+                &g,
+                a.host().unwrap(),
+                b.host().unwrap(),
+                o.bias.map(|t| t.host().unwrap()),
+                o.accumulate.map(|(beta, t)| (beta, t.host().unwrap())),
+                o.mask.map(|t| t.host().unwrap()),
+            );
+            Ok(Tensor::host_result(&Device::Cpu, &[m, n], c))
         }
         Device::Gpu(ctx) => {
             let out = gpu_out(&ctx, out, &[m, n])?;
@@ -189,7 +200,7 @@ pub(crate) fn linear_param_grads_into(
     let o = MatmulOpts { trans_a: true, ..Default::default() };
     match common_device("linear_param_grads", &[x, gy])? {
         Device::Gpu(_) if m == 0 || n == 0 => Ok((matmul_into(x, gy, o, dw)?, super::reduce::sum_rows(gy)?)),
-        Device::Cpu => Ok((matmul_ex(x, gy, o)?, super::reduce::sum_rows(gy)?)),
+        Device::Reference | Device::Cpu => Ok((matmul_ex(x, gy, o)?, super::reduce::sum_rows(gy)?)),
         Device::Gpu(ctx) => {
             let g = Gemm { m, n, k, trans_a: true, trans_b: false, alpha: 1.0, relu: false };
             let dw = gpu_out(&ctx, dw, &[m, n])?;
@@ -316,8 +327,8 @@ pub fn matmul_jvp(
         all.push(y);
     }
     match common_device("matmul_jvp", &all)? {
-        Device::Cpu => {
-            let (c, dc) = cpu::matmul_jvp(
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (c, dc) = host_impl!(dev, matmul::matmul_jvp)(
                 m,
                 n,
                 k,
@@ -328,7 +339,7 @@ pub fn matmul_jvp(
                 bias.map(|(x, y)| (x.host().unwrap(), y.host().unwrap())),
                 relu,
             );
-            Ok((Tensor::cpu(&[m, n], c), Tensor::cpu(&[m, n], dc)))
+            Ok((Tensor::host_result(&dev, &[m, n], c), Tensor::host_result(&dev, &[m, n], dc)))
         }
         Device::Gpu(ctx) => {
             // Aligned shapes: the vec4 register-tiled kernel; others: the scalar general one.

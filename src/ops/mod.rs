@@ -1,5 +1,6 @@
 //! Tensor ops: one module per kernel family. Each op checks shapes and devices, then runs the
-//! CPU reference (`crate::cpu`) or records its WGSL kernel (`kernels/<family>.wgsl`).
+//! host implementation (the CPU backend `crate::cpu`, or the reference loops
+//! `crate::reference`) or records its WGSL kernel (`kernels/<family>.wgsl`).
 
 pub mod conv;
 pub mod elementwise;
@@ -14,6 +15,20 @@ pub mod softmax;
 use crate::device::{check_same, Device};
 use crate::error::Result;
 use crate::tensor::Tensor;
+
+/// The host implementation of `<module>::<function>` for the host device `dev`: the CPU
+/// backend's (`crate::cpu`) or the reference loops' (`crate::reference`), which share
+/// signatures.
+macro_rules! host_impl {
+    ($dev:expr, $module:ident :: $f:ident) => {
+        if matches!($dev, crate::device::Device::Cpu) {
+            crate::cpu::$module::$f
+        } else {
+            crate::reference::$module::$f
+        }
+    };
+}
+pub(crate) use host_impl;
 
 /// Uniform parameter block, built as 32-bit words in the order of the WGSL `Params` struct.
 #[derive(Default)]

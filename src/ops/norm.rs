@@ -15,11 +15,11 @@
 //! backward is [`batchnorm_eval_backward`] (`gx = gy gamma s_r`, `ggamma = sum(gy (x - rm) s_r)`,
 //! `gbeta = sum(gy)`), itself bilinear in `gy` and `(x, gamma)`.
 
-use super::{buf, common_device, groups_1d, Params};
-use crate::cpu::norm::{self as cpu, BnShape};
+use super::{buf, common_device, groups_1d, host_impl, Params};
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
+use crate::reference::norm::{self as reference, BnShape};
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -112,9 +112,13 @@ pub fn batchnorm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> R
     check_channel(OP, "gamma", gamma, &s, x)?;
     check_channel(OP, "beta", beta, &s, x)?;
     match common_device(OP, &[x, gamma, beta])? {
-        Device::Cpu => {
-            let (y, m, is) = cpu::batchnorm_train(&s, h(x), h(gamma), h(beta), eps);
-            Ok((Tensor::cpu(x.shape(), y), Tensor::cpu(&[s.c], m), Tensor::cpu(&[s.c], is)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, m, is) = host_impl!(dev, norm::batchnorm_train)(&s, h(x), h(gamma), h(beta), eps);
+            Ok((
+                Tensor::host_result(&dev, x.shape(), y),
+                Tensor::host_result(&dev, &[s.c], m),
+                Tensor::host_result(&dev, &[s.c], is),
+            ))
         }
         Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_train", &s, eps, &[x, gamma, beta], 2).map(three),
     }
@@ -139,9 +143,10 @@ pub fn batchnorm_eval(
     check_channel(OP, "running_var", running_var, &s, x)?;
     let all = [x, gamma, beta, running_mean, running_var];
     match common_device(OP, &all)? {
-        Device::Cpu => Ok(Tensor::cpu(
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
             x.shape(),
-            cpu::batchnorm_eval(&s, h(x), h(gamma), h(beta), h(running_mean), h(running_var), eps),
+            host_impl!(dev, norm::batchnorm_eval)(&s, h(x), h(gamma), h(beta), h(running_mean), h(running_var), eps),
         )),
         Device::Gpu(ctx) => {
             let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
@@ -179,10 +184,21 @@ pub fn batchnorm_eval_backward(
     check_channel(OP, "running_var", running_var, &s, x)?;
     let all = [gy, x, gamma, running_mean, running_var];
     match common_device(OP, &all)? {
-        Device::Cpu => {
-            let (gx, gg, gb) =
-                cpu::batchnorm_eval_backward(&s, h(gy), h(x), h(gamma), h(running_mean), h(running_var), eps);
-            Ok((Tensor::cpu(x.shape(), gx), Tensor::cpu(&[s.c], gg), Tensor::cpu(&[s.c], gb)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (gx, gg, gb) = host_impl!(dev, norm::batchnorm_eval_backward)(
+                &s,
+                h(gy),
+                h(x),
+                h(gamma),
+                h(running_mean),
+                h(running_var),
+                eps,
+            );
+            Ok((
+                Tensor::host_result(&dev, x.shape(), gx),
+                Tensor::host_result(&dev, &[s.c], gg),
+                Tensor::host_result(&dev, &[s.c], gb),
+            ))
         }
         Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_eval_backward", &s, eps, &all, 2).map(three),
     }
@@ -218,8 +234,8 @@ pub fn batchnorm_update_running(
     }
     let all = [running_mean, running_var, mean, invstd];
     match common_device(OP, &all)? {
-        Device::Cpu => {
-            let (m, v) = cpu::batchnorm_update_running(
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (m, v) = host_impl!(dev, norm::batchnorm_update_running)(
                 h(running_mean),
                 h(running_var),
                 h(mean),
@@ -228,7 +244,7 @@ pub fn batchnorm_update_running(
                 momentum,
                 eps,
             );
-            Ok((Tensor::cpu(&[c], m), Tensor::cpu(&[c], v)))
+            Ok((Tensor::host_result(&dev, &[c], m), Tensor::host_result(&dev, &[c], v)))
         }
         Device::Gpu(ctx) => {
             let nm = Tensor::gpu_uninit(&ctx, OP, &[c])?;
@@ -267,9 +283,13 @@ pub fn batchnorm_backward(
     check_channel(OP, "invstd", invstd, &s, x)?;
     let all = [gy, x, gamma, mean, invstd];
     match common_device(OP, &all)? {
-        Device::Cpu => {
-            let (gx, gg, gb) = cpu::batchnorm_backward(&s, h(gy), h(x), h(gamma), h(mean), h(invstd));
-            Ok((Tensor::cpu(x.shape(), gx), Tensor::cpu(&[s.c], gg), Tensor::cpu(&[s.c], gb)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (gx, gg, gb) = host_impl!(dev, norm::batchnorm_backward)(&s, h(gy), h(x), h(gamma), h(mean), h(invstd));
+            Ok((
+                Tensor::host_result(&dev, x.shape(), gx),
+                Tensor::host_result(&dev, &[s.c], gg),
+                Tensor::host_result(&dev, &[s.c], gb),
+            ))
         }
         Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_backward", &s, 0.0, &all, 2).map(three),
     }
@@ -298,9 +318,10 @@ pub fn batchnorm_jvp(
     check_channel(OP, "dbeta", dbeta, &s, x)?;
     let all = [x, dx, gamma, dgamma, beta, dbeta];
     match common_device(OP, &all)? {
-        Device::Cpu => {
-            let (y, dy) = cpu::batchnorm_jvp(&s, h(x), h(dx), h(gamma), h(dgamma), h(beta), h(dbeta), eps);
-            Ok((Tensor::cpu(x.shape(), y), Tensor::cpu(x.shape(), dy)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, dy) =
+                host_impl!(dev, norm::batchnorm_jvp)(&s, h(x), h(dx), h(gamma), h(dgamma), h(beta), h(dbeta), eps);
+            Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), dy)))
         }
         Device::Gpu(ctx) => {
             let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
@@ -339,16 +360,21 @@ pub fn batchnorm_backward_jvp(
     check_channel(OP, "dgamma", dgamma, &s, x)?;
     let all = [gy, dgy, x, dx, gamma, dgamma];
     match common_device(OP, &all)? {
-        Device::Cpu => {
-            let (dgx, dgg, dgb) = cpu::batchnorm_backward_jvp(&s, h(gy), h(dgy), h(x), h(dx), h(gamma), h(dgamma), eps);
-            Ok((Tensor::cpu(x.shape(), dgx), Tensor::cpu(&[s.c], dgg), Tensor::cpu(&[s.c], dgb)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (dgx, dgg, dgb) =
+                host_impl!(dev, norm::batchnorm_backward_jvp)(&s, h(gy), h(dgy), h(x), h(dx), h(gamma), h(dgamma), eps);
+            Ok((
+                Tensor::host_result(&dev, x.shape(), dgx),
+                Tensor::host_result(&dev, &[s.c], dgg),
+                Tensor::host_result(&dev, &[s.c], dgb),
+            ))
         }
         Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_backward_jvp", &s, eps, &all, 2).map(three),
     }
 }
 
 /// Inverted dropout: `(y, mask)` with `mask[i]` in `{0, 1/(1-p)}` and `y = x * mask`. The mask
-/// comes from a counter-based hash of `(seed, i)` (see [`crate::cpu::norm::dropout_bits`]):
+/// comes from a counter-based hash of `(seed, i)` (see [`crate::reference::norm::dropout_bits`]):
 /// element `i` is dropped with probability `round(p·2^24) / 2^24`, and GPU and CPU draw
 /// identical masks. `p` must be in `[0, 1)`. Its backward and forward mode are products with
 /// the same mask ([`crate::ops::elementwise::mul`]).
@@ -358,19 +384,19 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
         return Err(Error::Invalid(format!("{OP}: drop probability p must be in [0, 1), got {p}")));
     }
     match x.device() {
-        Device::Cpu => {
-            let (y, m) = cpu::dropout(h(x), p, seed);
-            Ok((Tensor::cpu(x.shape(), y), Tensor::cpu(x.shape(), m)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, m) = host_impl!(dev, norm::dropout)(h(x), p, seed);
+            Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), m)))
         }
         Device::Gpu(ctx) => {
             let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
             let mask = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
-            let (k0, k1) = cpu::dropout_keys(seed);
+            let (k0, k1) = reference::dropout_keys(seed);
             let pr = Params::new()
                 .u(x.numel())
                 .u(k0 as usize)
                 .u(k1 as usize)
-                .u(cpu::dropout_threshold(p) as usize)
+                .u(reference::dropout_threshold(p) as usize)
                 .f(1.0 / (1.0 - p));
             ctx.dispatch(
                 OP,

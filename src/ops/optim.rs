@@ -1,17 +1,17 @@
 //! Optimiser update kernels over a parameter tensor (`kernels/optim.wgsl`): one dispatch per
 //! step reads the parameters, the gradient and the state, and writes new parameters and new
 //! state (tensors are immutable). The hyperparameter structs are those of the CPU reference,
-//! [`crate::cpu::optim`]; the optimiser objects and schedules are in [`crate::optim`].
+//! [`crate::reference::optim`]; the optimiser objects and schedules are in [`crate::optim`].
 //!
 //! NaN or infinity in the gradient is not filtered: it propagates into the new parameters and
 //! state, and it is the caller's job to check (e.g. the loss) before stepping.
 
 use super::{buf, common_device, groups_1d, Params};
-use crate::cpu::optim as cpu;
-pub use crate::cpu::optim::{AdamStep, SgdStep};
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::gpu::KernelKey;
+use crate::reference::optim as reference;
+pub use crate::reference::optim::{AdamStep, SgdStep};
 use crate::tensor::Tensor;
 
 /// Flag bits of the kernels' `Params.flags`.
@@ -66,9 +66,9 @@ pub fn sgd(w: &Tensor, g: &Tensor, buf_in: Option<&Tensor>, h: &SgdStep) -> Resu
     let mut all = vec![w, g];
     all.extend(state);
     match common_device("sgd", &all)? {
-        Device::Cpu => {
-            let (nw, nb) = cpu::sgd(w.host().unwrap(), g.host().unwrap(), state.map(|b| b.host().unwrap()), h);
-            Ok((Tensor::cpu(w.shape(), nw), nb.map(|b| Tensor::cpu(w.shape(), b))))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (nw, nb) = reference::sgd(w.host().unwrap(), g.host().unwrap(), state.map(|b| b.host().unwrap()), h);
+            Ok((Tensor::host_result(&dev, w.shape(), nw), nb.map(|b| Tensor::host_result(&dev, w.shape(), b))))
         }
         Device::Gpu(_) => {
             let flags = if state.is_some() { HAS_STATE } else { 0 } | if h.nesterov { NESTEROV } else { 0 };
@@ -104,14 +104,18 @@ pub fn adam(
         all.extend([m, v]);
     }
     match common_device("adam", &all)? {
-        Device::Cpu => {
-            let (nw, m, v) = cpu::adam(
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (nw, m, v) = reference::adam(
                 w.host().unwrap(),
                 g.host().unwrap(),
                 state.map(|(m, v)| (m.host().unwrap(), v.host().unwrap())),
                 h,
             );
-            Ok((Tensor::cpu(w.shape(), nw), Tensor::cpu(w.shape(), m), Tensor::cpu(w.shape(), v)))
+            Ok((
+                Tensor::host_result(&dev, w.shape(), nw),
+                Tensor::host_result(&dev, w.shape(), m),
+                Tensor::host_result(&dev, w.shape(), v),
+            ))
         }
         Device::Gpu(_) => {
             let (step, bc2_sqrt, decay) = h.scalars();

@@ -4,11 +4,11 @@
 //! output's shape); the backward rule scatters through them, so it needs neither the window
 //! nor the stride and is exact for overlapping windows.
 
-use super::{buf, common_device, groups_1d, Params};
-use crate::cpu::pool::{self as cpu, PoolShape};
+use super::{buf, common_device, groups_1d, host_impl, Params};
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::KernelKey;
+use crate::reference::pool::PoolShape;
 use crate::tensor::Tensor;
 
 /// Invocations per workgroup of every pool entry point.
@@ -31,8 +31,8 @@ fn params(total: usize, s: &PoolShape) -> Params {
     Params::new().u(total).u(s.h).u(s.w).u(s.oh).u(s.ow).u(s.k).u(s.stride).u(0)
 }
 
-fn idx_tensor(shape: &[usize], idx: Vec<u32>) -> Tensor {
-    Tensor::cpu(shape, idx.into_iter().map(f32::from_bits).collect())
+fn idx_tensor(dev: &Device, shape: &[usize], idx: Vec<u32>) -> Tensor {
+    Tensor::host_result(dev, shape, idx.into_iter().map(f32::from_bits).collect())
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
@@ -47,9 +47,9 @@ pub fn maxpool2d(x: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor)
     let s = pool_shape(OP, x.shape(), k, stride)?;
     let shape = s.y_shape();
     match x.device() {
-        Device::Cpu => {
-            let (y, idx) = cpu::maxpool2d(&s, x.host().unwrap());
-            Ok((Tensor::cpu(&shape, y), idx_tensor(&shape, idx)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, idx) = host_impl!(dev, pool::maxpool2d)(&s, x.host().unwrap());
+            Ok((Tensor::host_result(&dev, &shape, y), idx_tensor(&dev, &shape, idx)))
         }
         Device::Gpu(ctx) => {
             let y = Tensor::gpu_uninit(&ctx, OP, &shape)?;
@@ -87,9 +87,11 @@ pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> R
     const OP: &str = "maxpool2d_backward";
     let (planes, hw, ohw) = backward_dims(OP, gy, indices, x_shape)?;
     match common_device(OP, &[gy, indices])? {
-        Device::Cpu => {
-            Ok(Tensor::cpu(x_shape, cpu::maxpool2d_backward(planes, hw, ohw, gy.host().unwrap(), &bits(indices))))
-        }
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            x_shape,
+            host_impl!(dev, pool::maxpool2d_backward)(planes, hw, ohw, gy.host().unwrap(), &bits(indices)),
+        )),
         Device::Gpu(ctx) => {
             let gx = Tensor::gpu_uninit(&ctx, OP, x_shape)?;
             // One invocation per (n, c) plane scatters that plane's gradients serially: exact
@@ -112,9 +114,13 @@ pub fn maxpool2d_jvp(x: &Tensor, dx: &Tensor, k: usize, stride: usize) -> Result
     let s = pool_shape(OP, x.shape(), k, stride)?;
     let shape = s.y_shape();
     match common_device(OP, &[x, dx])? {
-        Device::Cpu => {
-            let (y, dy, idx) = cpu::maxpool2d_jvp(&s, x.host().unwrap(), dx.host().unwrap());
-            Ok((Tensor::cpu(&shape, y), Tensor::cpu(&shape, dy), idx_tensor(&shape, idx)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (y, dy, idx) = host_impl!(dev, pool::maxpool2d_jvp)(&s, x.host().unwrap(), dx.host().unwrap());
+            Ok((
+                Tensor::host_result(&dev, &shape, y),
+                Tensor::host_result(&dev, &shape, dy),
+                idx_tensor(&dev, &shape, idx),
+            ))
         }
         Device::Gpu(ctx) => {
             let y = Tensor::gpu_uninit(&ctx, OP, &shape)?;

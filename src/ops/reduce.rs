@@ -5,11 +5,11 @@
 //! elements on a software adapter) in the open command encoder, with no host readback between
 //! passes; the result is a `[1]` tensor on the device.
 
-use super::{buf, common_device, groups_1d, Params};
-use crate::cpu::reduce as cpu;
+use super::{buf, common_device, groups_1d, host_impl, Params};
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::reference::reduce as reference;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -90,15 +90,15 @@ fn whole(op_name: &'static str, op: ReduceOp, a: &Tensor, b: Option<&Tensor>) ->
     let mut all = vec![a];
     all.extend(b);
     match common_device(op_name, &all)? {
-        Device::Cpu => {
+        dev @ (Device::Reference | Device::Cpu) => {
             let x = a.host().unwrap();
             let v = match op {
-                ReduceOp::Sum => cpu::sum(x),
-                ReduceOp::Max => cpu::max(x),
-                ReduceOp::Dot => cpu::dot(x, b.unwrap().host().unwrap()),
-                ReduceOp::SqNorm => cpu::sqnorm(x),
+                ReduceOp::Sum => host_impl!(dev, reduce::sum)(x),
+                ReduceOp::Max => host_impl!(dev, reduce::max)(x),
+                ReduceOp::Dot => host_impl!(dev, reduce::dot)(x, b.unwrap().host().unwrap()),
+                ReduceOp::SqNorm => host_impl!(dev, reduce::sqnorm)(x),
             };
-            Ok(Tensor::cpu(&[1], vec![v]))
+            Ok(Tensor::host_result(&dev, &[1], vec![v]))
         }
         Device::Gpu(ctx) => reduce_gpu(&ctx, op_name, op, a, b, 1.0),
     }
@@ -144,7 +144,9 @@ fn dims2(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
 pub fn sum_rows(x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = dims2("sum_rows", x)?;
     match x.device() {
-        Device::Cpu => Ok(Tensor::cpu(&[cols], cpu::sum_rows(x.host().unwrap(), cols))),
+        dev @ (Device::Reference | Device::Cpu) => {
+            Ok(Tensor::host_result(&dev, &[cols], reference::sum_rows(x.host().unwrap(), cols)))
+        }
         Device::Gpu(ctx) => {
             let key = KernelKey::new("reduce", "col_sum_pass");
             let mut rows = rows;
@@ -175,9 +177,9 @@ pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
         return Err(shape_err("argmax_rows", format!("rows of {:?} are empty", x.shape())));
     }
     match x.device() {
-        Device::Cpu => {
-            let idx = if rows == 0 { Vec::new() } else { cpu::argmax_rows(x.host().unwrap(), cols) };
-            Ok(Tensor::cpu(&[rows], idx.into_iter().map(f32::from_bits).collect()))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let idx = if rows == 0 { Vec::new() } else { reference::argmax_rows(x.host().unwrap(), cols) };
+            Ok(Tensor::host_result(&dev, &[rows], idx.into_iter().map(f32::from_bits).collect()))
         }
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(&ctx, "argmax_rows", &[rows])?;

@@ -8,10 +8,10 @@
 
 use super::reduce::{reduce_gpu, ReduceOp};
 use super::{buf, common_device, groups_1d, Params};
-use crate::cpu::softmax as cpu;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::KernelKey;
+use crate::reference::softmax as reference;
 use crate::tensor::Tensor;
 
 /// The `(rows, cols)` of 2-D logits, or a shape error naming `op`.
@@ -76,7 +76,9 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
     let (_, cols) = dims("softmax", z)?;
     match z.device() {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
-        Device::Cpu => Ok(Tensor::cpu(z.shape(), cpu::softmax(z.host().unwrap(), cols))),
+        dev @ (Device::Reference | Device::Cpu) => {
+            Ok(Tensor::host_result(&dev, z.shape(), reference::softmax(z.host().unwrap(), cols)))
+        }
         Device::Gpu(_) => Ok(launch("softmax", "softmax", z, (None, None), 1.0, z.shape(), 1)?.remove(0)),
     }
 }
@@ -86,7 +88,9 @@ pub fn log_softmax(z: &Tensor) -> Result<Tensor> {
     let (_, cols) = dims("log_softmax", z)?;
     match z.device() {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
-        Device::Cpu => Ok(Tensor::cpu(z.shape(), cpu::log_softmax(z.host().unwrap(), cols))),
+        dev @ (Device::Reference | Device::Cpu) => {
+            Ok(Tensor::host_result(&dev, z.shape(), reference::log_softmax(z.host().unwrap(), cols)))
+        }
         Device::Gpu(_) => Ok(launch("log_softmax", "log_softmax", z, (None, None), 1.0, z.shape(), 1)?.remove(0)),
     }
 }
@@ -102,7 +106,11 @@ pub fn cross_entropy(z: &Tensor, labels: &Tensor) -> Result<Tensor> {
         return Err(shape_err("cross_entropy", format!("logits {:?} have no rows to average", z.shape())));
     }
     match dev {
-        Device::Cpu => Ok(Tensor::cpu(&[1], vec![cpu::cross_entropy(z.host().unwrap(), cols, &host_labels.unwrap())])),
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
+            &[1],
+            vec![reference::cross_entropy(z.host().unwrap(), cols, &host_labels.unwrap())],
+        )),
         Device::Gpu(ctx) => {
             let per_row =
                 launch("cross_entropy", "cross_entropy_rows", z, (None, Some(labels)), 1.0, &[rows], 1)?.remove(0);
@@ -120,9 +128,10 @@ pub fn cross_entropy_backward(z: &Tensor, labels: &Tensor, scale: f32) -> Result
     let host_labels = check_labels("cross_entropy_backward", z, labels)?;
     match dev {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
-        Device::Cpu => Ok(Tensor::cpu(
+        dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
+            &dev,
             z.shape(),
-            cpu::cross_entropy_backward(z.host().unwrap(), cols, &host_labels.unwrap(), scale),
+            reference::cross_entropy_backward(z.host().unwrap(), cols, &host_labels.unwrap(), scale),
         )),
         Device::Gpu(_) => Ok(launch(
             "cross_entropy_backward",
@@ -148,15 +157,15 @@ pub fn cross_entropy_backward_jvp(z: &Tensor, dz: &Tensor, labels: &Tensor, scal
     let host_labels = check_labels(op, z, labels)?;
     match dev {
         _ if z.numel() == 0 => Ok((Tensor::zeros(&z.device(), z.shape())?, Tensor::zeros(&z.device(), z.shape())?)),
-        Device::Cpu => {
-            let (g, dg) = cpu::cross_entropy_backward_jvp(
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (g, dg) = reference::cross_entropy_backward_jvp(
                 z.host().unwrap(),
                 dz.host().unwrap(),
                 cols,
                 &host_labels.unwrap(),
                 scale,
             );
-            Ok((Tensor::cpu(z.shape(), g), Tensor::cpu(z.shape(), dg)))
+            Ok((Tensor::host_result(&dev, z.shape(), g), Tensor::host_result(&dev, z.shape(), dg)))
         }
         Device::Gpu(_) => {
             let mut v = launch(op, "cross_entropy_backward_jvp", z, (Some(dz), Some(labels)), scale, z.shape(), 2)?;
@@ -172,9 +181,9 @@ pub fn softmax_jvp(z: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor)> {
     same_shape("softmax_jvp", z, dz)?;
     match common_device("softmax_jvp", &[z, dz])? {
         _ if z.numel() == 0 => Ok((Tensor::zeros(&z.device(), z.shape())?, Tensor::zeros(&z.device(), z.shape())?)),
-        Device::Cpu => {
-            let (p, dp) = cpu::softmax_jvp(z.host().unwrap(), dz.host().unwrap(), cols);
-            Ok((Tensor::cpu(z.shape(), p), Tensor::cpu(z.shape(), dp)))
+        dev @ (Device::Reference | Device::Cpu) => {
+            let (p, dp) = reference::softmax_jvp(z.host().unwrap(), dz.host().unwrap(), cols);
+            Ok((Tensor::host_result(&dev, z.shape(), p), Tensor::host_result(&dev, z.shape(), dp)))
         }
         Device::Gpu(_) => {
             let mut v = launch("softmax_jvp", "softmax_jvp", z, (Some(dz), None), 1.0, z.shape(), 2)?;

@@ -9,9 +9,9 @@ use geopath::optim::{LrSchedule, Optimizer, OptimizerKind};
 use geopath::{Device, DeviceChoice, Tensor};
 use std::sync::OnceLock;
 
-/// The wgpu device the tests run on. With `GEOPATH_REQUIRE_GPU=1` a missing adapter fails the
-/// test; otherwise GPU tests are skipped (return `None`) with a note.
-pub fn gpu() -> Option<Device> {
+/// The wgpu device, with `GEOPATH_REQUIRE_GPU=1` a missing adapter failing the test;
+/// otherwise `None` (GPU tests skipped) with a note.
+pub fn wgpu_device() -> Option<Device> {
     static DEV: OnceLock<Option<Device>> = OnceLock::new();
     DEV.get_or_init(|| match Device::open(DeviceChoice::Gpu) {
         Ok(d) => Some(d),
@@ -26,12 +26,31 @@ pub fn gpu() -> Option<Device> {
     .clone()
 }
 
+/// Whether `GEOPATH_TEST_DEVICE=cpu` asks to run the device tests on the native CPU backend.
+fn testing_cpu_backend() -> bool {
+    match std::env::var("GEOPATH_TEST_DEVICE").as_deref() {
+        Ok("cpu") => true,
+        Ok("gpu") | Err(_) => false,
+        Ok(other) => panic!("GEOPATH_TEST_DEVICE={other}: expected cpu or gpu"),
+    }
+}
+
+/// The device the device tests check against the reference: the wgpu adapter (default), or the
+/// native CPU backend with `GEOPATH_TEST_DEVICE=cpu` (CI runs the suite both ways).
+pub fn test_device() -> Option<Device> {
+    if testing_cpu_backend() {
+        Some(Device::Cpu)
+    } else {
+        wgpu_device()
+    }
+}
+
 /// A second wgpu device on the same adapter with subgroup operations turned off, so that the
-/// kernels' subgroup-free variants are checked too (`None` where [`gpu`] is).
+/// kernels' subgroup-free variants are checked too (`None` where [`wgpu_device`] is).
 pub fn gpu_without_subgroups() -> Option<Device> {
     static DEV: OnceLock<Option<Device>> = OnceLock::new();
     DEV.get_or_init(|| {
-        gpu()?;
+        wgpu_device()?;
         let ctx = GpuContext::with_options(ContextOptions { subgroups: false }).expect("second wgpu device");
         assert!(!ctx.lane_sharing);
         Some(Device::Gpu(ctx))
@@ -39,10 +58,15 @@ pub fn gpu_without_subgroups() -> Option<Device> {
     .clone()
 }
 
-/// The GPU devices to check kernels on: the default one and, where it exists, the one without
-/// subgroup operations.
-pub fn gpus() -> Vec<Device> {
-    gpu().into_iter().chain(gpu_without_subgroups()).collect()
+/// The devices to check kernels on against the reference: the native CPU backend, and unless
+/// `GEOPATH_TEST_DEVICE=cpu`, the wgpu device and the one without subgroup operations.
+pub fn devices() -> Vec<Device> {
+    let gpus = if testing_cpu_backend() {
+        Vec::new()
+    } else {
+        wgpu_device().into_iter().chain(gpu_without_subgroups()).collect()
+    };
+    std::iter::once(Device::Cpu).chain(gpus).collect()
 }
 
 /// Deterministic xorshift generator for test data.
