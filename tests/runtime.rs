@@ -9,7 +9,7 @@ use geopath::{Error, Tensor};
 
 #[test]
 fn tensor_over_the_binding_limit_is_an_error_before_any_dispatch() {
-    let Some(dev) = test_device() else { return };
+    let Some(dev) = wgpu_device() else { return };
     let ctx = dev.gpu().unwrap();
     let limit = ctx.max_binding_bytes();
     // [rows, 1] x [1, 1024] has an output of rows * 4 KiB: pick rows just over the limit.
@@ -29,7 +29,7 @@ fn tensor_over_the_binding_limit_is_an_error_before_any_dispatch() {
 
 #[test]
 fn device_errors_become_results_that_name_the_op() {
-    let Some(dev) = test_device() else { return };
+    let Some(dev) = wgpu_device() else { return };
     let ctx = dev.gpu().unwrap();
     let out = ctx.alloc("test", 1024).unwrap();
     let err = ctx
@@ -46,10 +46,10 @@ fn device_errors_become_results_that_name_the_op() {
 
 #[test]
 fn pooled_buffers_are_reused_across_steps() {
-    if test_device().is_none() {
+    if wgpu_device().is_none() {
         return;
     }
-    // A context of its own: tests running in parallel share `test_device()`'s pool.
+    // A context of its own: tests running in parallel share `wgpu_device()`'s pool.
     let dev = geopath::Device::open(geopath::DeviceChoice::Gpu).unwrap();
     let ctx = dev.gpu().unwrap();
     let x = Tensor::from_vec(&dev, &[1000], vec![1.0; 1000]).unwrap();
@@ -70,7 +70,7 @@ fn pooled_buffers_are_reused_across_steps() {
 
 #[test]
 fn many_recorded_dispatches_flush_in_batches_and_read_back_once() {
-    let Some(dev) = test_device() else { return };
+    let Some(dev) = wgpu_device() else { return };
     let mut rng = Rng::new(3);
     let v = rng.vec(777);
     let x = Tensor::from_vec(&dev, &[777], v.clone()).unwrap();
@@ -86,7 +86,7 @@ fn many_recorded_dispatches_flush_in_batches_and_read_back_once() {
 
 #[test]
 fn elementwise_ops_match_the_cpu_reference() {
-    let Some(dev) = test_device() else { return };
+    let Some(dev) = wgpu_device() else { return };
     let cpu = geopath::Device::Reference;
     let mut rng = Rng::new(4);
     for n in [1usize, 7, 255, 257, 70_001] {

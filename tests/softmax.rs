@@ -186,7 +186,7 @@ fn bad_labels_and_shapes_are_errors() {
 #[test]
 fn gpu_labels_out_of_range_are_clamped_not_read_out_of_bounds() {
     // Documented behaviour: GPU labels are not read back; a label >= cols acts as cols - 1.
-    let Some(dev) = test_device() else { return };
+    let Some(dev) = wgpu_device() else { return };
     let z = [0.5f32, -1.0, 2.0, 0.0, 3.0, 1.0];
     let zg = Tensor::from_vec(&dev, &[2, 3], z.to_vec()).unwrap();
     let bad = Tensor::from_u32(&dev, &[2], &[7, u32::MAX]).unwrap();
