@@ -218,7 +218,7 @@ fn seed_bias(s: &ConvShape, y: &mut [f32], bias: &[f32]) {
     }
 }
 
-/// Images in the group starting at `first` whose outputs are `out` (`per_image` each).
+/// Images in a group whose outputs are `out` (`per_image` elements each).
 fn count(out: &[f32], per_image: usize) -> usize {
     out.len() / per_image
 }

@@ -1,5 +1,6 @@
-//! The CPU reference: every primitive in plain Rust. It is the oracle of the GPU tests and a
-//! device of its own (`--device cpu`).
+//! The reference: every primitive in plain Rust, obviously-correct loops. It is the oracle of
+//! the tests (the GPU kernels and the native CPU backend are both checked against it) and a
+//! device of its own (`--device reference`).
 
 pub mod conv;
 pub mod elementwise;
