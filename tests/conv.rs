@@ -65,6 +65,10 @@ const CASES: &[Case] = &[
     Case::new(2, 4, (9, 6), 6, (2, 3), 1, 0),   // non-square kernel
     Case::new(1, 3, (10, 13), 7, (4, 4), 3, 1), // stride 3
     Case::new(2, 1, (1, 1), 3, (3, 3), 1, 1),   // 1x1 image through the fast path
+    // CPU backend: "same" convolutions as shifted plane copies (2 wrapped columns for 5x5).
+    Case::new(6, 2, (2, 2), 4, (3, 3), 1, 1),
+    Case::new(2, 2, (6, 9), 3, (5, 5), 1, 2),
+    Case::new(2, 2, (3, 7), 3, (5, 3), 1, 1), // pad below kh but not "same": offset tables
 ];
 
 /// The same random data on the GPU device and on the CPU reference.

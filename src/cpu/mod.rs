@@ -8,6 +8,7 @@ pub mod norm;
 pub mod parallel;
 pub mod pool;
 pub mod reduce;
+pub mod simd;
 
 use crate::error::{Error, Result};
 

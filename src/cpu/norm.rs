@@ -3,26 +3,79 @@
 //! forward-mode and eval-mode backward rules, used only by metric products of BatchNorm
 //! networks, are the reference's.
 
-use super::parallel::{rows_mut, zeros, PAR_MIN};
+use super::parallel::{new_rows, PAR_MIN};
+use super::simd::vectorized_fn;
 use crate::reference::norm::BnShape;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
-/// `Σ f(a_i, b_i)` over two planes in 16 f32 lanes, then f64.
+/// `Σ f(a_i, b_i)` over two planes, in 16 f32 lanes, then f64 (planes under 16 elements: f64).
+#[inline(always)]
 fn lanes2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f64 {
-    let mut lanes = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y)).sum();
+    let tail: f64 = ca.remainder().iter().zip(cb.remainder()).map(|(&x, &y)| f(x, y) as f64).sum();
+    if a.len() < 16 {
+        // The 2- to 8-pixel planes of deep layers: reducing empty lanes would cost more.
+        return tail;
+    }
+    let mut lanes = [0f32; 16];
     for (x, y) in ca.zip(cb) {
         for l in 0..16 {
             lanes[l] += f(x[l], y[l]);
         }
     }
-    lanes.iter().map(|&v| v as f64).sum::<f64>() + tail as f64
+    tail + lanes.iter().map(|&v| v as f64).sum::<f64>()
 }
 
-/// Per channel, `Σ_images plane_sum(c, plane range)`, images over threads when large.
-fn channel_sums(s: &BnShape, plane_sum: impl Fn(usize, std::ops::Range<usize>) -> f64 + Sync) -> Vec<f64> {
-    let image = |n: usize| -> Vec<f64> {
+vectorized_fn! {
+    /// `Σ x`.
+    fn plane_total(x: &[f32]) -> [f64; 1] {
+        [lanes2(x, x, |v, _| v)]
+    }
+}
+
+vectorized_fn! {
+    /// `Σ (x - mu)²`.
+    fn centered_squares(x: &[f32], mu: f32) -> [f64; 1] {
+        [lanes2(x, x, |v, _| (v - mu) * (v - mu))]
+    }
+}
+
+vectorized_fn! {
+    /// `(Σ g, Σ g (x - mu) invstd)`: the sums of BatchNorm's backward pass.
+    fn gradient_sums(g: &[f32], x: &[f32], mu: f32, invstd: f32) -> [f64; 2] {
+        // Two passes: the plane is in L1 for the second, and each loop vectorises on its own.
+        [lanes2(g, g, |g, _| g), lanes2(g, x, |g, v| g * (v - mu)) * invstd as f64]
+    }
+}
+
+vectorized_fn! {
+    /// `out = scale x + shift`.
+    fn affine_row(out: &mut [MaybeUninit<f32>], x: &[f32], scale: f32, shift: f32) {
+        out.iter_mut().zip(x).for_each(|(o, &v)| {
+            o.write(scale * v + shift);
+        });
+    }
+}
+
+vectorized_fn! {
+    /// `out = k (g - a - (x - mu) invstd b)` with `consts = [k, a, b, mu, invstd]`: one plane
+    /// of BatchNorm's input gradient.
+    fn backward_row(out: &mut [MaybeUninit<f32>], g: &[f32], x: &[f32], consts: [f32; 5]) {
+        let [k, a, b, mu, invstd] = consts;
+        for ((o, &gi), &xi) in out.iter_mut().zip(g).zip(x) {
+            o.write(k * (gi - a - (xi - mu) * invstd * b));
+        }
+    }
+}
+
+/// Per channel, `Σ_images plane_sum(c, plane range)` (`K` sums at once), images over threads
+/// when large.
+fn channel_sums<const K: usize>(
+    s: &BnShape,
+    plane_sum: impl Fn(usize, std::ops::Range<usize>) -> [f64; K] + Sync,
+) -> Vec<[f64; K]> {
+    let image = |n: usize| -> Vec<[f64; K]> {
         (0..s.c)
             .map(|c| {
                 let start = (n * s.c + c) * s.hw;
@@ -30,39 +83,32 @@ fn channel_sums(s: &BnShape, plane_sum: impl Fn(usize, std::ops::Range<usize>) -
             })
             .collect()
     };
-    let add = |mut a: Vec<f64>, b: Vec<f64>| {
-        a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+    let add = |mut a: Vec<[f64; K]>, b: Vec<[f64; K]>| {
+        a.iter_mut().zip(&b).for_each(|(x, y)| x.iter_mut().zip(y).for_each(|(x, y)| *x += y));
         a
     };
     if s.numel() < PAR_MIN {
-        (0..s.n).map(image).fold(vec![0.0; s.c], add)
+        (0..s.n).map(image).fold(vec![[0.0; K]; s.c], add)
     } else {
-        (0..s.n).into_par_iter().map(image).reduce(|| vec![0.0; s.c], add)
+        (0..s.n).into_par_iter().map(image).reduce(|| vec![[0.0; K]; s.c], add)
     }
 }
 
 /// `(mean, invstd)` per channel, two passes (mean, then centred variance).
 fn stats(s: &BnShape, x: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let m = s.count() as f64;
-    let mean: Vec<f64> = channel_sums(s, |_, r| lanes2(&x[r.clone()], &x[r], |v, _| v)).iter().map(|v| v / m).collect();
-    let mean32: Vec<f32> = mean.iter().map(|&v| v as f32).collect();
-    let var = channel_sums(s, |c, r| {
-        let mu = mean32[c];
-        lanes2(&x[r.clone()], &x[r], |v, _| (v - mu) * (v - mu))
-    });
-    let invstd = var.iter().map(|v| (1.0 / (v / m + eps as f64).sqrt()) as f32).collect();
+    let mean32: Vec<f32> = channel_sums(s, |_, r| plane_total(&x[r])).iter().map(|[v]| (v / m) as f32).collect();
+    let var = channel_sums(s, |c, r| centered_squares(&x[r], mean32[c]));
+    let invstd = var.iter().map(|[v]| (1.0 / (v / m + eps as f64).sqrt()) as f32).collect();
     (mean32, invstd)
 }
 
 /// `y = scale[c] x + shift[c]` over the planes.
 fn affine(s: &BnShape, x: &[f32], scale: &[f32], shift: &[f32]) -> Vec<f32> {
-    let mut y = zeros(s.numel());
-    rows_mut(&mut y, s.hw.max(1), |plane, row| {
+    new_rows(s.numel(), s.hw, |plane, row| {
         let c = plane % s.c;
-        let src = &x[plane * s.hw..][..s.hw];
-        row.iter_mut().zip(src).for_each(|(o, &v)| *o = scale[c] * v + shift[c]);
-    });
-    y
+        affine_row(row, &x[plane * s.hw..][..s.hw], scale[c], shift[c]);
+    })
 }
 
 /// Training mode: `(y, mean, invstd)` with batch statistics (biased variance).
@@ -105,20 +151,13 @@ pub fn batchnorm_backward(
     invstd: &[f32],
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let m = s.count() as f64;
-    let sg = channel_sums(s, |_, r| lanes2(&gy[r.clone()], &gy[r], |g, _| g));
-    let sgx = channel_sums(s, |c, r| {
-        let (mu, is) = (mean[c], invstd[c]);
-        lanes2(&gy[r.clone()], &x[r], |g, v| g * (v - mu) * is)
-    });
-    let mut gx = zeros(s.numel());
-    rows_mut(&mut gx, s.hw.max(1), |plane, row| {
+    let sums = channel_sums(s, |c, r| gradient_sums(&gy[r.clone()], &x[r], mean[c], invstd[c]));
+    let (sg, sgx): (Vec<f64>, Vec<f64>) = sums.iter().map(|&[a, b]| (a, b)).unzip();
+    let gx = new_rows(s.numel(), s.hw, |plane, row| {
         let c = plane % s.c;
-        let (mu, is, k) = (mean[c], invstd[c], gamma[c] * invstd[c]);
         let (a, b) = ((sg[c] / m) as f32, (sgx[c] / m) as f32);
         let (g, v) = (&gy[plane * s.hw..][..s.hw], &x[plane * s.hw..][..s.hw]);
-        for ((o, &gi), &xi) in row.iter_mut().zip(g).zip(v) {
-            *o = k * (gi - a - (xi - mu) * is * b);
-        }
+        backward_row(row, g, v, [gamma[c] * invstd[c], a, b, mean[c], invstd[c]]);
     });
     (gx, sgx.iter().map(|&v| v as f32).collect(), sg.iter().map(|&v| v as f32).collect())
 }

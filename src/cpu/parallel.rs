@@ -63,15 +63,15 @@ pub fn zip2_inplace(a: &mut [f32], b: &mut [f32], f: impl Fn(&mut f32, &mut f32)
 }
 
 /// A new array of `len` elements, each parallel piece `[start, start + piece.len())` written
-/// by `fill(start, piece)`, which must write every element of its piece. Writing fresh memory
-/// this way skips the single-threaded zeroing of `vec![0.0; len]`.
-fn new_filled(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+/// by `fill(start, piece)`, which must write every element of its piece; pieces start at
+/// multiples of `align`. Writing fresh memory this way skips the zeroing of `vec![0.0; len]`.
+fn new_filled(len: usize, align: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
     let mut out = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     if len < PAR_MIN {
         fill(0, spare);
     } else {
-        let p = piece(len);
+        let p = piece(len).next_multiple_of(align.max(1));
         spare.par_chunks_mut(p).enumerate().for_each(|(i, c)| fill(i * p, c));
     }
     // SAFETY: every piece of the first `len` elements was written by `fill`, whose contract is
@@ -82,12 +82,23 @@ fn new_filled(len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) 
 
 /// A new array of `len` zeros, zeroed over threads when large.
 pub fn zeros(len: usize) -> Vec<f32> {
-    new_filled(len, |_, piece| piece.fill(MaybeUninit::new(0.0)))
+    new_filled(len, 1, |_, piece| piece.fill(MaybeUninit::new(0.0)))
+}
+
+/// A new array of `len` elements in rows of `row_len`, row `i` written by `fill(i, row)`, which
+/// must write every element of its row; rows over threads when the array is large.
+pub fn new_rows(len: usize, row_len: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
+    let row_len = row_len.max(1);
+    new_filled(len, row_len, |start, piece| {
+        for (j, row) in piece.chunks_mut(row_len).enumerate() {
+            fill(start / row_len + j, row);
+        }
+    })
 }
 
 /// A new array `f(a[i])`.
 pub fn map_slice(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
-    new_filled(a.len(), |start, piece| {
+    new_filled(a.len(), 1, |start, piece| {
         let src = &a[start..start + piece.len()];
         piece.iter_mut().zip(src).for_each(|(o, &x)| {
             o.write(f(x));
@@ -98,7 +109,7 @@ pub fn map_slice(a: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
 /// A new array `f(a[i], b[i])`.
 pub fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     assert_eq!(a.len(), b.len());
-    new_filled(a.len(), |start, piece| {
+    new_filled(a.len(), 1, |start, piece| {
         let (x, y) = (&a[start..start + piece.len()], &b[start..start + piece.len()]);
         piece.iter_mut().zip(x).zip(y).for_each(|((o, &x), &y)| {
             o.write(f(x, y));
