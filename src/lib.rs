@@ -8,6 +8,7 @@
 pub mod autodiff;
 pub mod bench;
 pub mod checkpoint;
+pub mod cost;
 pub mod cpu;
 pub mod data;
 pub mod device;
