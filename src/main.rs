@@ -2,7 +2,8 @@
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use geopath::bench::{self, BenchResult};
-use geopath::data::{self, DatasetName};
+use geopath::data::split::SPLIT_KEY;
+use geopath::data::{self, DatasetName, Split, SplitRecord};
 use geopath::geodesic;
 use geopath::gpu::ContextOptions;
 use geopath::optim::OptimizerKind;
@@ -474,8 +475,9 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 Some(c) => c,
                 None => default_checkpoint(&device, dataset, data_dir.as_deref())?,
             };
-            let (net, w0, _) = train::load_checkpoint(&checkpoint, &device)?;
-            let train_set = data::load(dataset, true, data_dir.as_deref())?;
+            let (net, w0, ckpt) = train::load_checkpoint(&checkpoint, &device)?;
+            let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
+            SplitRecord::check(&format!("checkpoint {}", checkpoint.display()), ckpt.meta(SPLIT_KEY), &split)?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             let cfg = geodesic::sparsify::SparsifyConfig {
                 sparsity,
@@ -502,7 +504,7 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 100.0 * sparsity,
                 device.name()
             );
-            let r = geodesic::sparsify::run(&net, &w0, &train_set, &test_set, &cfg, &device, &out, true)?;
+            let r = geodesic::sparsify::run(&net, &w0, &split, &test_set, &cfg, &device, &out, true)?;
             println!("{:<34} {:>10} {:>10}", "", "sparsity", "test acc");
             println!("{:<34} {:>10} {:>9.2}%", "start (dense)", "0%", 100.0 * r.start_test_accuracy);
             println!(
@@ -557,7 +559,11 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 None => ckpt_a.meta("dataset").map(str::to_string).unwrap_or_else(|| "mnist".into()),
             };
             let dataset: DatasetName = name.parse()?;
-            let train_set = data::load(dataset, true, data_dir.as_deref())?;
+            let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
+            for (path, ckpt) in [(&a, &ckpt_a), (&b, &ckpt_b)] {
+                SplitRecord::check(&format!("checkpoint {}", path.display()), ckpt.meta(SPLIT_KEY), &split)?;
+            }
+            let train_set = split.fit;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             let cfg = geodesic::connect::ConnectConfig {
                 method: path.step_method()?,
@@ -734,7 +740,8 @@ fn default_checkpoint(
     dataset: DatasetName,
     data_dir: Option<&std::path::Path>,
 ) -> geopath::Result<PathBuf> {
-    let dir = PathBuf::from(format!("runs/cache/lenet-300-100-{dataset}"));
+    // (`-heldout`: trained with the validation split held out; earlier caches were not.)
+    let dir = PathBuf::from(format!("runs/cache/lenet-300-100-{dataset}-heldout"));
     let ckpt = dir.join("model.ckpt");
     if ckpt.is_file() {
         println!("using the cached starting network {}", ckpt.display());

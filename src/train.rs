@@ -2,7 +2,8 @@
 
 use crate::autodiff;
 use crate::checkpoint::Checkpoint;
-use crate::data::{self, Dataset, DatasetName};
+use crate::data::split::SPLIT_KEY;
+use crate::data::{self, Dataset, DatasetName, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::network::Network;
@@ -64,12 +65,18 @@ impl Recipe {
 }
 
 /// What `geopath train` reports (written as DIR/summary.json).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Summary {
     /// Model name.
     pub model: String,
     /// Data set name.
     pub dataset: String,
+    /// Training images fitted on (the validation split held out).
+    pub train_images: usize,
+    /// Held-out validation images (see [`crate::data::split`]).
+    pub validation_images: usize,
+    /// Accuracy on the validation images, in [0, 1].
+    pub validation_accuracy: f64,
     /// Test accuracy in [0, 1].
     pub test_accuracy: f64,
     /// Mean training loss of the last epoch.
@@ -89,18 +96,7 @@ pub struct Summary {
 impl Summary {
     /// The summary as a JSON object.
     pub fn to_json(&self) -> String {
-        format!(
-            "{{\n  \"model\": {},\n  \"dataset\": {},\n  \"test_accuracy\": {:.6},\n  \"final_train_loss\": {:.6},\n  \"epochs\": {},\n  \"train_seconds\": {:.3},\n  \"params\": {},\n  \"device\": {},\n  \"seed\": {}\n}}\n",
-            json_str(&self.model),
-            json_str(&self.dataset),
-            self.test_accuracy,
-            self.final_train_loss,
-            self.epochs,
-            self.train_seconds,
-            self.params,
-            json_str(&self.device),
-            self.seed
-        )
+        serde_json::to_string_pretty(self).expect("a summary serialises") + "\n"
     }
 }
 
@@ -205,7 +201,9 @@ pub struct TrainArgs {
 /// Trains, evaluates, and writes `out/model.ckpt` and `out/summary.json`.
 pub fn train(args: &TrainArgs, device: &Device) -> Result<Summary> {
     let spec: Spec = spec::load(&args.model)?;
-    let train_set = data::load(args.dataset, true, args.data_dir.as_deref())?;
+    let split = Split::of(&data::load(args.dataset, true, args.data_dir.as_deref())?)?;
+    let split_record = split.record();
+    let Split { fit: train_set, validation } = split;
     let test_set = data::load(args.dataset, false, args.data_dir.as_deref())?;
     std::fs::create_dir_all(&args.out).map_err(|e| Error::Io(format!("{}: {e}", args.out.display())))?;
     let net = Network::new(&spec, [train_set.channels, train_set.height, train_set.width], train_set.classes, device)?;
@@ -298,6 +296,7 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<Summary> {
     }
     let train_seconds = start.elapsed().as_secs_f64();
     bar.finish_and_clear();
+    let validation_accuracy = evaluate(&net, &params, &validation, validation.len(), device)?;
     let test_accuracy = evaluate(&net, &params, &test_set, test_set.len(), device)?;
     let ckpt = Checkpoint {
         spec: spec.text.clone(),
@@ -308,12 +307,16 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<Summary> {
             ("dataset".into(), args.dataset.to_string()),
             ("classes".into(), train_set.classes.to_string()),
             ("input".into(), format!("{} {} {}", sample[0], sample[1], sample[2])),
+            (SPLIT_KEY.into(), split_record.to_metadata()),
         ],
     };
     ckpt.save(&args.out.join("model.ckpt"))?;
     let summary = Summary {
         model: spec.name.clone(),
         dataset: args.dataset.to_string(),
+        train_images: train_set.len(),
+        validation_images: validation.len(),
+        validation_accuracy,
         test_accuracy,
         final_train_loss: final_loss,
         epochs: r.epochs,

@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use geopath::checkpoint::Checkpoint;
-use geopath::data::Dataset;
+use geopath::data::{Dataset, Split};
 use geopath::geodesic::connect::{self, ConnectConfig};
 use geopath::geodesic::sparsify::{self, SparsifyConfig};
 use geopath::geodesic::step::StepMethod;
@@ -60,15 +60,23 @@ fn a_sparsify_run_stopped_after_some_steps_resumes_to_the_uninterrupted_path() {
         ..Default::default()
     };
     let (whole_dir, resumed_dir) = (folder("sparsify-whole"), folder("sparsify-resumed"));
-    let whole = sparsify::run(&net, &w, &train, &test, &cfg, &dev, &whole_dir, false).unwrap();
-    let first =
-        sparsify::run(&net, &w, &train, &test, &SparsifyConfig { steps: 4, ..cfg.clone() }, &dev, &resumed_dir, false)
-            .unwrap();
+    let whole = sparsify::run(&net, &w, &Split::of(&train).unwrap(), &test, &cfg, &dev, &whole_dir, false).unwrap();
+    let first = sparsify::run(
+        &net,
+        &w,
+        &Split::of(&train).unwrap(),
+        &test,
+        &SparsifyConfig { steps: 4, ..cfg.clone() },
+        &dev,
+        &resumed_dir,
+        false,
+    )
+    .unwrap();
     assert_eq!((first.steps, first.path_evaluations), (4, 8), "{first:?}");
     let resumed = sparsify::run(
         &net,
         &w,
-        &train,
+        &Split::of(&train).unwrap(),
         &test,
         &SparsifyConfig { resume: true, ..cfg.clone() },
         &dev,
@@ -95,7 +103,7 @@ fn a_sparsify_run_stopped_after_some_steps_resumes_to_the_uninterrupted_path() {
     // error naming it, before anything runs.
     let resume = SparsifyConfig { resume: true, ..cfg.clone() };
     let error = |w: &geopath::Tensor, cfg: &SparsifyConfig, dir: &Path| {
-        sparsify::run(&net, w, &train, &test, cfg, &dev, dir, false).unwrap_err().to_string()
+        sparsify::run(&net, w, &Split::of(&train).unwrap(), &test, cfg, &dev, dir, false).unwrap_err().to_string()
     };
     let e = error(&w, &SparsifyConfig { eps: 0.2, ..resume.clone() }, &resumed_dir);
     assert!(e.contains("option eps") && e.contains("recorded 0.1, given 0.2") && e.contains("path.ckpt"), "{e}");
@@ -160,7 +168,7 @@ fn a_connect_run_stopped_after_some_steps_resumes_to_the_uninterrupted_path() {
     let sparsify_dir = folder("connect-sparsify");
     let short =
         SparsifyConfig { steps: 1, batch: 50, eval_examples: 300, baseline_lrs: vec![0.05], ..Default::default() };
-    sparsify::run(&net, &wa, &train, &test, &short, &dev, &sparsify_dir, false).unwrap();
+    sparsify::run(&net, &wa, &Split::of(&train).unwrap(), &test, &short, &dev, &sparsify_dir, false).unwrap();
     let e = connect::run(&net, &wa, &wb, &train, &test, &resume, &dev, &sparsify_dir, false).unwrap_err().to_string();
     assert!(e.contains("written by `geopath sparsify`") && e.contains("path.ckpt"), "{e}");
     for dir in [whole_dir, resumed_dir, sparsify_dir] {

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use geopath::data::Split;
 use geopath::geodesic::sparsify::{self, SparsifyConfig};
 use geopath::geodesic::step::StepMethod;
 use geopath::geodesic::MetricKind;
@@ -31,7 +32,7 @@ fn sparsify_reaches_the_target_and_writes_every_output() {
             baseline_lrs: vec![0.01, 0.05],
             ..Default::default()
         };
-        let r = sparsify::run(&net, &w, &train, &test, &cfg, &dev, &out, false).unwrap();
+        let r = sparsify::run(&net, &w, &Split::of(&train).unwrap(), &test, &cfg, &dev, &out, false).unwrap();
         // The hard-pruned result has (at least) the target fraction of zeros.
         assert!(r.sparsity >= 0.7 - 1e-3 && r.sparsity < 0.72, "{method:?}: sparsity {}", r.sparsity);
         assert!(r.baseline_sparsity >= 0.7 - 1e-3, "{}", r.baseline_sparsity);
@@ -75,7 +76,7 @@ fn a_ramped_path_with_a_last_stretch_counts_the_stretch_in_the_baselines_budget(
         finetune: 40,
         ..Default::default()
     };
-    let r = sparsify::run(&net, &w, &train, &test, &cfg, &dev, &out, false).unwrap();
+    let r = sparsify::run(&net, &w, &Split::of(&train).unwrap(), &test, &cfg, &dev, &out, false).unwrap();
     // Two products per penalty step (its gradient, and the metric product measuring its
     // length; the zero step at the start included), plus the stretch.
     assert_eq!(r.path_evaluations, 60, "{r:?}");
@@ -128,7 +129,10 @@ fn bad_sparsify_options_are_errors() {
     let out = std::env::temp_dir().join(format!("geopath-sparsify-bad-{}", std::process::id()));
     for (sparsity, eps) in [(1.0, 0.1), (0.0, 0.1), (0.5, 0.0), (0.5, f32::NAN)] {
         let cfg = SparsifyConfig { sparsity, eps, ..Default::default() };
-        assert!(sparsify::run(&net, &w, &data, &data, &cfg, &dev, &out, false).is_err(), "{sparsity} {eps}");
+        assert!(
+            sparsify::run(&net, &w, &Split::of(&data).unwrap(), &data, &cfg, &dev, &out, false).is_err(),
+            "{sparsity} {eps}"
+        );
     }
     assert!("newton".parse::<StepMethod>().is_err());
 }

@@ -3,7 +3,9 @@
 
 mod common;
 use common::*;
+use geopath::data::split::SPLIT_KEY;
 use geopath::data::DatasetName;
+use geopath::data::{Split, SplitRecord};
 use geopath::optim::{OptimizerKind, Schedule};
 use geopath::train::{self, Recipe, TrainArgs};
 use std::io::Write;
@@ -74,8 +76,14 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
     for key in ["\"test_accuracy\"", "\"epochs\": 3", "\"train_seconds\"", "\"model\": \"lenet-300-100\""] {
         assert!(json.contains(key), "summary.json lacks {key}: {json}");
     }
+    // Trained on the first 4/5 of the 512 training images; the checkpoint says so, and a
+    // command holding out the same split accepts it.
+    assert_eq!((summary.train_images, summary.validation_images), (410, 102));
+    let (net, params, ckpt) = train::load_checkpoint(&out.join("model.ckpt"), &geopath::Device::Reference).unwrap();
+    assert_eq!(ckpt.meta(SPLIT_KEY), Some("first 410 of 512"));
+    let split = Split::of(&geopath::data::load(DatasetName::Mnist, true, Some(&data)).unwrap()).unwrap();
+    SplitRecord::check("model.ckpt", ckpt.meta(SPLIT_KEY), &split).unwrap();
     // Reload on the CPU reference and evaluate: the same accuracy.
-    let (net, params, _) = train::load_checkpoint(&out.join("model.ckpt"), &geopath::Device::Reference).unwrap();
     let test = geopath::data::load(DatasetName::Mnist, false, Some(&data)).unwrap();
     let acc = train::evaluate(&net, &params, &test, test.len(), &geopath::Device::Reference).unwrap();
     assert!((acc - summary.test_accuracy).abs() < 1e-9, "{acc} vs {}", summary.test_accuracy);

@@ -27,7 +27,7 @@ use super::resume::{data_identity, network_identity, LoggedRow, PathRecord};
 use super::step::{batch_at, batch_of, path_step, step_batch_seed, Reference, StepMethod, StepSettings};
 use crate::autodiff;
 use crate::checkpoint::Checkpoint;
-use crate::data::{self, Dataset};
+use crate::data::{self, Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::network::Network;
@@ -247,7 +247,7 @@ const EVALUATIONS_KEY: &str = "evaluations";
 pub fn run(
     net: &Network,
     w0: &Tensor,
-    train: &Dataset,
+    split: &Split,
     test: &Dataset,
     cfg: &SparsifyConfig,
     device: &Device,
@@ -264,7 +264,7 @@ pub fn run(
     net.set_train(false);
     let settings =
         StepSettings { method: cfg.method, metric: cfg.metric, eps: cfg.eps, beta: cfg.beta, cg_iter: cfg.cg_iter };
-    let record = path_record(net, w0, &settings, train, test, cfg)?;
+    let record = path_record(net, w0, &settings, &split.fit, test, cfg)?;
     let checkpoint_path = out.join("path.ckpt");
     let resumed = if cfg.resume { Some(record.resume::<3>(&checkpoint_path, net, cfg.steps, device)?) } else { None };
     // The gradient evaluations the path has spent (by its earlier runs, when resumed).
@@ -272,10 +272,9 @@ pub fn run(
         Some(r) => r.state::<usize>(EVALUATIONS_KEY)?,
         None => 0,
     };
-    // Hold out the last sixth of the training set to pick the baseline's learning rate.
-    let n_val = train.len() / 6;
-    let fit = train.subset(&(0..train.len() - n_val).collect::<Vec<_>>());
-    let validation = train.subset(&(train.len() - n_val..train.len()).collect::<Vec<_>>());
+    // The path and every fine-tuning fit on `split.fit`; learning rates are picked on the
+    // held-out validation images (the start network never saw them either).
+    let (fit, validation) = (&split.fit, &split.validation);
 
     let start_test_accuracy = evaluate(net, w0, test, test.len(), device)?;
     let mut objective = ToPruned::gradual(cfg.sparsity, cfg.ramp);
@@ -303,7 +302,7 @@ pub fn run(
     let evaluations = Cell::new(spent);
     let start = Instant::now();
     let mut rule = |step: usize, w: &Tensor, g: &Tensor| -> Result<Step> {
-        let (x, labels) = batch_of(&fit, cfg.batch, step_batch_seed(cfg.seed, step), device)?;
+        let (x, labels) = batch_of(fit, cfg.batch, step_batch_seed(cfg.seed, step), device)?;
         let (s, products) = path_step(net, w, Reference::Params(w0), &x, &labels, g, &settings)?;
         // The penalty step's gradient, plus the metric product that measures its functional
         // length: counted too, so that the baseline gets every product the path spent.
@@ -354,8 +353,8 @@ pub fn run(
             net,
             &path_end,
             &mask,
-            &fit,
-            &validation,
+            fit,
+            validation,
             cfg.finetune,
             &cfg.baseline_lrs,
             cfg.batch,
@@ -390,8 +389,8 @@ pub fn run(
         net,
         w0,
         cfg.sparsity,
-        &fit,
-        &validation,
+        fit,
+        validation,
         budget,
         &cfg.baseline_lrs,
         cfg.batch,
