@@ -20,7 +20,8 @@ pub struct BenchResult {
     pub shape: String,
     /// Median milliseconds per run.
     pub ms: f64,
-    /// Useful GFLOP/s at that median (None where FLOPs are not meaningful).
+    /// GFLOP/s at that median: the FLOPs the engine's cost counter counts for one run
+    /// (as the kernels execute them, see [`crate::cost`]) per second.
     pub gflops: Option<f64>,
 }
 
@@ -62,7 +63,7 @@ fn bench_train_step(device: &Device, cfg: &TrainStepConfig) -> Result<BenchResul
     let kind = crate::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let mut opt = crate::optim::Optimizer::new(kind, crate::optim::LrSchedule::constant(0.01));
     net.set_train(true);
-    let ms = time_median(
+    let (ms, flops) = time_median(
         || {
             let (_, g) = crate::autodiff::loss_grad(&net, &params, &x, &labels)?;
             net.update_running_stats()?;
@@ -73,13 +74,27 @@ fn bench_train_step(device: &Device, cfg: &TrainStepConfig) -> Result<BenchResul
         10,
         3.0,
     )?;
-    Ok(BenchResult { name: "train-step".into(), shape: format!("{} batch {b}", spec.name), ms, gflops: None })
+    Ok(BenchResult {
+        name: "train-step".into(),
+        shape: format!("{} batch {b}", spec.name),
+        ms,
+        gflops: gflops(flops, ms),
+    })
 }
 
-/// Times `f` (which must end with a device sync): `warmup` untimed runs, then the median of
-/// runs until `min_runs` and about `budget_s` seconds are spent.
-pub fn time_median<F: FnMut() -> Result<()>>(mut f: F, warmup: usize, min_runs: usize, budget_s: f64) -> Result<f64> {
-    for _ in 0..warmup {
+/// Times `f` (which must end with a device sync): `warmup` untimed runs (at least one, whose
+/// FLOPs the cost counter measures), then the median of runs until `min_runs` and about
+/// `budget_s` seconds are spent. Returns (median ms, FLOPs of one run).
+pub fn time_median<F: FnMut() -> Result<()>>(
+    mut f: F,
+    warmup: usize,
+    min_runs: usize,
+    budget_s: f64,
+) -> Result<(f64, u64)> {
+    let meter = crate::cost::Meter::start();
+    f()?;
+    let flops = meter.flops();
+    for _ in 1..warmup {
         f()?;
     }
     let start = Instant::now();
@@ -90,7 +105,12 @@ pub fn time_median<F: FnMut() -> Result<()>>(mut f: F, warmup: usize, min_runs: 
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok(times[times.len() / 2])
+    Ok((times[times.len() / 2], flops))
+}
+
+/// GFLOP/s of `flops` in `ms` milliseconds.
+fn gflops(flops: u64, ms: f64) -> Option<f64> {
+    Some(flops as f64 / ms / 1e6)
 }
 
 fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
@@ -110,7 +130,7 @@ fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
 fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
     let a = seeded(device, &[n, n], 1)?;
     let b = seeded(device, &[n, n], 2)?;
-    let ms = time_median(
+    let (ms, flops) = time_median(
         || {
             let c = matmul(&a, &b)?;
             device.sync()?;
@@ -121,8 +141,7 @@ fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
         5,
         2.0,
     )?;
-    let flops = 2.0 * (n * n * n) as f64;
-    Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: Some(flops / ms / 1e6) })
+    Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: gflops(flops, ms) })
 }
 
 /// One path step on lenet-300-100 at batch 200 toward 95% sparsity: `fip-step` is a
@@ -139,7 +158,7 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
     let labels = Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
     let mut objective = ToPruned::new(0.95);
     let mut iterations = 0;
-    let ms = time_median(
+    let (ms, flops) = time_median(
         || {
             let (_, g) = objective.value_grad(&w)?;
             let report = if name == "fip-step" {
@@ -162,7 +181,7 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
     } else {
         format!("lenet-300-100 batch {MLP_BATCH}")
     };
-    Ok(BenchResult { name: name.into(), shape, ms, gflops: None })
+    Ok(BenchResult { name: name.into(), shape, ms, gflops: gflops(flops, ms) })
 }
 
 /// Runs the named benchmarks (all of [`NAMES`] when empty).
@@ -214,61 +233,45 @@ impl MlpBench {
 
     fn run(&self, device: &Device, name: &str) -> Result<BenchResult> {
         let m = &self.mlp;
-        let fwd_flops = 2.0 * MLP_BATCH as f64 * m.num_weights() as f64;
-        let (flops, mut f): (f64, Box<dyn FnMut() -> Result<()>>) = match name {
-            "mlp-forward" => (
-                fwd_flops,
-                Box::new(|| {
-                    let z = m.forward(&self.params, &self.x)?;
-                    device.sync()?;
-                    drop(z);
-                    Ok(())
-                }),
-            ),
-            "mlp-jvp" => (
-                3.0 * fwd_flops,
-                Box::new(|| {
-                    let z = m.jvp(&self.params, &self.tangent, &self.x)?;
-                    device.sync()?;
-                    drop(z);
-                    Ok(())
-                }),
-            ),
-            "mlp-grad" => (
-                3.0 * fwd_flops,
-                Box::new(|| {
-                    let g = m.loss_grad(&self.params, &self.x, &self.labels)?;
-                    device.sync()?;
-                    drop(g);
-                    Ok(())
-                }),
-            ),
-            "mlp-hvp" => (
-                9.0 * fwd_flops,
-                Box::new(|| {
-                    let h = m.loss_hvp(&self.params, &self.tangent, &self.x, &self.labels)?;
-                    device.sync()?;
-                    drop(h);
-                    Ok(())
-                }),
-            ),
-            "mlp-gn" => (
-                5.0 * fwd_flops,
-                Box::new(|| {
-                    let h = m.gauss_newton(&self.params, &self.tangent, &self.x)?;
-                    device.sync()?;
-                    drop(h);
-                    Ok(())
-                }),
-            ),
+        let mut f: Box<dyn FnMut() -> Result<()>> = match name {
+            "mlp-forward" => Box::new(|| {
+                let z = m.forward(&self.params, &self.x)?;
+                device.sync()?;
+                drop(z);
+                Ok(())
+            }),
+            "mlp-jvp" => Box::new(|| {
+                let z = m.jvp(&self.params, &self.tangent, &self.x)?;
+                device.sync()?;
+                drop(z);
+                Ok(())
+            }),
+            "mlp-grad" => Box::new(|| {
+                let g = m.loss_grad(&self.params, &self.x, &self.labels)?;
+                device.sync()?;
+                drop(g);
+                Ok(())
+            }),
+            "mlp-hvp" => Box::new(|| {
+                let h = m.loss_hvp(&self.params, &self.tangent, &self.x, &self.labels)?;
+                device.sync()?;
+                drop(h);
+                Ok(())
+            }),
+            "mlp-gn" => Box::new(|| {
+                let h = m.gauss_newton(&self.params, &self.tangent, &self.x)?;
+                device.sync()?;
+                drop(h);
+                Ok(())
+            }),
             _ => unreachable!(),
         };
-        let ms = time_median(&mut f, 3, 10, 2.0)?;
+        let (ms, flops) = time_median(&mut f, 3, 10, 2.0)?;
         Ok(BenchResult {
             name: name.into(),
             shape: format!("784-300-100-10 batch {MLP_BATCH}"),
             ms,
-            gflops: Some(flops / ms / 1e6),
+            gflops: gflops(flops, ms),
         })
     }
 }

@@ -13,6 +13,21 @@
 //!   ([`per_element`]; an exponential, a comparison or a square root counts 1); moving data
 //!   (split, concat, fill) counts 0.
 //!
+//! The constants of the other ops, per element of the main input unless noted:
+//! - 1: add, sub, mul, scale, relu, relu_backward, mask, add_bias (2 with its ReLU), sum, max,
+//!   sum_rows, argmax_rows, count_zeros, magnitude_threshold, prune, prune_mask; per element
+//!   of `gy`: conv2d_backward_bias, maxpool2d_backward, the bias sums of linear_param_grads;
+//! - 2: axpy, relu_jvp, dot, sqnorm, norm, dot_value, dropout, batchnorm_eval,
+//!   batchnorm_eval_backward; 3: axpby;
+//! - 4: softmax, log_softmax, cross_entropy and cross_entropy_backward (per logit),
+//!   batchnorm_update_running (per channel); 5: softmax_jvp, sgd (per parameter);
+//!   6: cross_entropy_backward_jvp, batchnorm_train; 12: adam (per parameter);
+//! - 8, 10, 16: batchnorm_backward, batchnorm_jvp, batchnorm_backward_jvp;
+//! - `k²` and `k² + 1` per output element: maxpool2d and maxpool2d_jvp with a `k` x `k` window.
+//!
+//! An op built from other ops counts once: the inner ops run inside [`uncounted`], or count
+//! for it where their count is its own (`norm` is counted by `sqnorm`).
+//!
 //! The counter belongs to the thread that calls the ops (the CPU backend's worker threads and
 //! the GPU never touch it), so tests and runs on other threads do not disturb it.
 

@@ -13,6 +13,7 @@ pub mod cpu;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod experiments;
 pub mod geodesic;
 pub mod gpu;
 pub mod kernels;

@@ -30,7 +30,7 @@ struct Cli {
     command: Command,
 }
 
-/// Options shared by the path commands (`sparsify`, `connect`).
+/// Options shared by the path commands (`connect`, `continual`).
 #[derive(clap::Args)]
 struct PathArgs {
     /// Step rule: trust-region, steihaug or penalty.
@@ -73,6 +73,30 @@ impl PathArgs {
             geodesic::step::StepMethod::Penalty { .. } => geodesic::step::StepMethod::Penalty { lambda: self.lambda },
             other => other,
         })
+    }
+}
+
+/// What a comparing command does with an output folder that holds an earlier run.
+#[derive(clap::Args)]
+struct ExistingArgs {
+    /// Continue the earlier (interrupted) run in --out: its finished configuration runs are
+    /// reused.
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Replace the earlier run's outputs in --out (when this run ends).
+    #[arg(long)]
+    force: bool,
+}
+
+impl ExistingArgs {
+    /// The runner's choice.
+    fn choice(&self) -> geopath::experiments::runner::Existing {
+        use geopath::experiments::runner::Existing;
+        match (self.resume, self.force) {
+            (true, _) => Existing::Resume,
+            (_, true) => Existing::Force,
+            _ => Existing::Refuse,
+        }
     }
 }
 
@@ -132,36 +156,31 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Sparsify a network along a path that keeps its function (default: the LeNet-300-100 trained
-    /// on the shipped MNIST, trained first and cached in runs/cache); writes OUT/path.csv,
-    /// OUT/path.svg, OUT/summary.json, OUT/sparse.ckpt, with the prune + fine-tune baseline beside it.
+    /// Compare sparsification methods like for like: the geodesic path (+ masked SGD from its
+    /// end), one-shot magnitude pruning + masked SGD, and gradual magnitude pruning, from the same
+    /// start network, at the same cost, each arm's configuration picked on the validation split;
+    /// writes OUT/compare.json, OUT/compare.md, OUT/compare.svg and each arm's picked network
+    /// per seed (OUT/ARM-seedS.ckpt).
     Sparsify {
-        /// Checkpoint to sparsify (trained on MNIST-shaped data when --dataset is mnist).
+        /// Start network for every seed (trained with the validation split held out); default:
+        /// LeNet-300-100 trained per seed on --dataset (cached in runs/cache).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// Target fraction of zero weights.
         #[arg(long, default_value_t = 0.95)]
         sparsity: f32,
-        #[command(flatten)]
-        path: PathArgs,
-        /// Maximum path steps.
-        #[arg(long, default_value_t = 1000)]
-        steps: usize,
-        /// Rank the weights once at the start instead of every step.
-        #[arg(long)]
-        fixed_mask: bool,
-        /// Steps over which the target sparsity ramps up from 0 (cubic schedule; 0: the full
-        /// target from the first step).
-        #[arg(long, default_value_t = 700)]
-        ramp: usize,
-        /// Gradient evaluations of the last stretch on the sparse set (masked SGD on the
-        /// training loss from the hard-pruned path end); counted in the baseline's budget.
-        #[arg(long, default_value_t = 2000)]
-        finetune: usize,
-        /// Learning rates the baseline's fine-tuning and the last stretch pick from
-        /// (comma-separated; picked by accuracy on held-out training data).
-        #[arg(long, value_delimiter = ',', default_value = "0.003,0.01,0.03")]
-        lrs: Vec<f32>,
+        /// Seeds (comma-separated): batches, shuffles, and the start network when trained here.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        seeds: Vec<u64>,
+        /// Cost of every configuration run of every arm, in forward passes of one batch.
+        #[arg(long, default_value_t = 12_000.0)]
+        budget: f64,
+        /// Examples per step of every arm, and per cost unit.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Arms (comma-separated): geodesic, one-shot-magnitude, gradual-magnitude.
+        #[arg(long, value_delimiter = ',', default_value = "geodesic,one-shot-magnitude,gradual-magnitude")]
+        arms: Vec<String>,
         /// Data set of the network.
         #[arg(long, default_value = "mnist")]
         dataset: String,
@@ -171,6 +190,14 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "runs/sparsify")]
         out: PathBuf,
+        #[command(flatten)]
+        existing: ExistingArgs,
+    },
+    /// Gather finished comparisons (DIR/compare.json) into one Markdown table.
+    Report {
+        /// Run folders.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
     },
     /// Connect two trained networks of one architecture by a path that keeps the function;
     /// reports the test accuracy along it beside linear interpolation (OUT/path.csv,
@@ -457,90 +484,46 @@ fn run(cli: Cli) -> geopath::Result<()> {
                 out.join("summary.json").display()
             );
         }
-        Command::Sparsify {
-            checkpoint,
-            sparsity,
-            path,
-            steps,
-            fixed_mask,
-            ramp,
-            finetune,
-            lrs,
-            dataset,
-            data_dir,
-            out,
-        } => {
+        Command::Sparsify { checkpoint, sparsity, seeds, budget, batch, arms, dataset, data_dir, out, existing } => {
+            use geopath::experiments::runner::Output;
+            use geopath::experiments::sparsify::{self, SeedRun, SparsifyExperiment};
             let dataset: DatasetName = dataset.parse()?;
-            let checkpoint = match checkpoint {
-                Some(c) => c,
-                None => default_checkpoint(&device, dataset, data_dir.as_deref())?,
-            };
-            let (net, w0, ckpt) = train::load_checkpoint(&checkpoint, &device)?;
+            let exp = SparsifyExperiment { sparsity, budget, batch, arms, ..Default::default() };
             let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
-            SplitRecord::check(&format!("checkpoint {}", checkpoint.display()), ckpt.meta(SPLIT_KEY), &split)?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
-            let cfg = geodesic::sparsify::SparsifyConfig {
-                sparsity,
-                method: path.step_method()?,
-                metric: path.metric.parse()?,
-                eps: path.eps,
-                beta: path.beta,
-                steps,
-                batch: path.batch,
-                cg_iter: path.cg_iter,
-                fixed_mask,
-                log_every: path.log_every,
-                seed: path.seed,
-                ramp,
-                finetune,
-                baseline_lrs: lrs,
-                resume: path.resume,
-                ..Default::default()
-            };
-            println!(
-                "sparsifying {} ({}) to {:.1}% zeros on {}",
-                net.spec.name,
-                checkpoint.display(),
-                100.0 * sparsity,
-                device.name()
-            );
-            let r = geodesic::sparsify::run(&net, &w0, &split, &test_set, &cfg, &device, &out, true)?;
-            println!("{:<34} {:>10} {:>10}", "", "sparsity", "test acc");
-            println!("{:<34} {:>10} {:>9.2}%", "start (dense)", "0%", 100.0 * r.start_test_accuracy);
-            println!(
-                "{:<34} {:>9.1}% {:>9.2}%",
-                "magnitude pruning only",
-                100.0 * sparsity,
-                100.0 * r.pruned_only_test_accuracy
-            );
-            println!(
-                "{:<34} {:>9.1}% {:>9.2}%",
-                format!("prune + fine-tune (lr {})", r.baseline_lr),
-                100.0 * r.baseline_sparsity,
-                100.0 * r.baseline_test_accuracy
-            );
-            println!(
-                "{:<34} {:>9.1}% {:>9.2}%",
-                format!("path ({} steps), hard-pruned", r.steps),
-                100.0 * r.sparsity,
-                100.0 * r.path_test_accuracy
-            );
-            if finetune > 0 {
-                println!(
-                    "{:<34} {:>9.1}% {:>9.2}%",
-                    format!("path + last stretch (lr {})", r.finetune_lr),
-                    100.0 * r.sparsity,
-                    100.0 * r.test_accuracy
-                );
+            // Every start network is checked (and trained where needed) before anything runs.
+            let mut starts = Vec::new();
+            for &seed in &seeds {
+                let path = match &checkpoint {
+                    Some(c) => c.clone(),
+                    None => default_checkpoint(&device, dataset, data_dir.as_deref(), seed)?,
+                };
+                let (net, w0, ckpt) = train::load_checkpoint(&path, &device)?;
+                SplitRecord::check(&format!("checkpoint {}", path.display()), ckpt.meta(SPLIT_KEY), &split)?;
+                starts.push((seed, net, w0, path));
             }
+            let runs: Vec<SeedRun> = starts
+                .iter()
+                .map(|(seed, net, w0, path)| SeedRun { seed: *seed, net, w0, source: path.display().to_string() })
+                .collect();
             println!(
-                "({} gradient evaluations each (path {}); path {:.0} s, baseline {:.0} s; wrote {})",
-                r.gradient_evaluations,
-                r.path_evaluations,
-                r.path_seconds,
-                r.baseline_seconds,
-                out.display()
+                "sparsify {} to {:.1}% zeros on {}: seeds {seeds:?}, {} forward passes of {batch} per configuration run",
+                runs[0].net.spec.name,
+                100.0 * sparsity,
+                device.name(),
+                budget
             );
+            let output = Output { dir: &out, existing: existing.choice(), progress: true };
+            let c = sparsify::run(&exp, &runs, &split, &test_set, &device, output)?;
+            println!("{}", c.markdown());
+            println!("(wrote {})", out.display());
+        }
+        Command::Report { dirs } => {
+            let runs = dirs
+                .iter()
+                .map(|d| geopath::experiments::compare::Compare::load(&d.join("compare.json")))
+                .collect::<geopath::Result<Vec<_>>>()?;
+            print!("{}", geopath::experiments::compare::gather(&runs));
         }
         Command::Connect { a, b, path, loss_weight, restore, steps, dataset, data_dir, out } => {
             let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
@@ -617,7 +600,8 @@ fn run(cli: Cli) -> geopath::Result<()> {
             use geodesic::continual::{self, ContinualConfig, TaskSequence};
             if path.resume {
                 return Err(geopath::Error::Invalid(
-                    "continual has no --resume (only sparsify and connect resume a path)".into(),
+                    "continual has no --resume (connect resumes a path; sparsify resumes its configuration runs)"
+                        .into(),
                 ));
             }
             let sequence: TaskSequence = tasks.parse()?;
@@ -733,27 +717,31 @@ fn run(cli: Cli) -> geopath::Result<()> {
     Ok(())
 }
 
-/// The default starting network of `sparsify`: LeNet-300-100 trained with the default recipe,
-/// cached in runs/cache/ so that the next run reuses it.
+/// The default start network of `sparsify` for `seed`: LeNet-300-100 trained with the default
+/// recipe and that seed (validation split held out), cached in runs/cache/ for the next run.
 fn default_checkpoint(
     device: &Device,
     dataset: DatasetName,
     data_dir: Option<&std::path::Path>,
+    seed: u64,
 ) -> geopath::Result<PathBuf> {
     // (`-heldout`: trained with the validation split held out; earlier caches were not.)
-    let dir = PathBuf::from(format!("runs/cache/lenet-300-100-{dataset}-heldout"));
+    let dir = PathBuf::from(format!("runs/cache/lenet-300-100-{dataset}-heldout-seed{seed}"));
     let ckpt = dir.join("model.ckpt");
     if ckpt.is_file() {
         println!("using the cached starting network {}", ckpt.display());
         return Ok(ckpt);
     }
-    println!("no --checkpoint: training lenet-300-100 on {dataset} first (cached in {})", dir.display());
+    println!(
+        "no --checkpoint: training lenet-300-100 on {dataset} with seed {seed} first (cached in {})",
+        dir.display()
+    );
     let args = TrainArgs {
         model: "lenet-300-100".into(),
         dataset,
         data_dir: data_dir.map(|p| p.to_path_buf()),
         recipe: Recipe::default_for("lenet-300-100", dataset),
-        seed: 0,
+        seed,
         out: dir,
         progress: true,
     };
@@ -765,10 +753,7 @@ fn default_checkpoint(
 /// The command line with the path options' defaults of each path command: `connect` takes
 /// steps of length 0.1; `continual` penalty steps (λ 30, length 0.1 annealed over each task, or
 /// the task sequence's own [`TaskSequence::defaults`] of these, `--epochs` and
-/// `--ewc-lambdas`); `sparsify`
-/// penalty steps (λ 0.1, length 0.05; with its 1000 steps, 700-step ramp and 2000-evaluation
-/// last stretch, the best setting measured on LeNet-300-100). Options given on the command line
-/// always win.
+/// `--ewc-lambdas`). Options given on the command line always win.
 ///
 /// [`TaskSequence::defaults`]: geodesic::continual::TaskSequence::defaults
 fn parse_cli() -> Cli {
@@ -778,10 +763,7 @@ fn parse_cli() -> Cli {
                 .mut_arg("lambda", |a| a.default_value("30"))
                 .mut_arg("eps", |a| a.default_value("0.1"))
         })
-        .mut_subcommand("connect", |c| c.mut_arg("eps", |a| a.default_value("0.1")))
-        .mut_subcommand("sparsify", |c| {
-            c.mut_arg("method", |a| a.default_value("penalty")).mut_arg("eps", |a| a.default_value("0.05"))
-        });
+        .mut_subcommand("connect", |c| c.mut_arg("eps", |a| a.default_value("0.1")));
     let matches = command.get_matches();
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let (Some(("continual", sub)), Command::Continual { tasks, epochs, path, ewc_lambdas, .. }) =

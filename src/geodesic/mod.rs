@@ -14,7 +14,6 @@ pub mod metric;
 pub mod path;
 pub mod resume;
 pub mod solver;
-pub mod sparsify;
 pub mod step;
 
 pub use metric::{Metric, MetricKind};

@@ -25,6 +25,7 @@
 //! the gradient alone would give too few invocations.
 
 use super::{buf, common_device, groups_1d, host_impl, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
@@ -67,6 +68,12 @@ fn conv_shape(op: &'static str, x_shape: &[usize], w_shape: &[usize], g: Conv2dG
     ConvShape::new(x_shape, w_shape, g.stride, g.pad).ok_or_else(|| {
         shape_err(op, format!("kernel of w {w_shape:?} does not fit x {x_shape:?} padded by {} (or is empty)", g.pad))
     })
+}
+
+/// Counts `count` products of the size of the convolution `s`: weights `[O, C KH KW]` by
+/// patches `[C KH KW, N OH OW]` (its data and weight gradients have the same size).
+fn count_products(s: &ConvShape, count: usize) {
+    cost::product(s.o, s.n * s.oh * s.ow, count * s.c * s.kh * s.kw);
 }
 
 /// Checks a bias-like tensor is `[o]`.
@@ -215,7 +222,10 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2dGeometry, 
     }
     let mut all = vec![x, w];
     all.extend(bias);
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    count_products(&s, 1);
+    cost::per_element(s.n * s.o * s.oh * s.ow, bias.is_some() as u64 + relu as u64);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             &s.y_shape(),
@@ -254,7 +264,9 @@ pub fn conv2d_backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: Conv2
     const OP: &str = "conv2d_backward_data";
     let s = conv_shape(OP, x_shape, w.shape(), g)?;
     check_gy(OP, gy, &s)?;
-    match common_device(OP, &[gy, w])? {
+    let dev = common_device(OP, &[gy, w])?;
+    count_products(&s, 1);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             &s.x_shape(),
@@ -319,7 +331,9 @@ pub fn conv2d_backward_weight(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: Con
     const OP: &str = "conv2d_backward_weight";
     let s = conv_shape(OP, x.shape(), w_shape, g)?;
     check_gy(OP, gy, &s)?;
-    match common_device(OP, &[x, gy])? {
+    let dev = common_device(OP, &[x, gy])?;
+    count_products(&s, 1);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             &s.w_shape(),
@@ -365,6 +379,7 @@ pub fn conv2d_backward_bias(gy: &Tensor) -> Result<Tensor> {
     let &[n, o, oh, ow] = gy.shape() else {
         return Err(shape_err(OP, format!("needs a 4-D gy [N, O, OH, OW], got {:?}", gy.shape())));
     };
+    cost::per_element(gy.numel(), 1);
     match gy.device() {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
@@ -390,7 +405,9 @@ pub fn conv2d_backward_bias(gy: &Tensor) -> Result<Tensor> {
 
 /// Fused forward mode of a convolution layer in one dispatch: `(y, dy)` for
 /// `y = act(conv(x, w) + bias)` and `dy = act'·(conv(dx, w) + conv(x, dw) + dbias)`.
-/// `dx = None` means `dx = 0` (e.g. for the input layer); `bias` is `(bias, dbias)`.
+/// `dx = None` means `dx = 0` (e.g. for the input layer); `bias` is `(bias, dbias)`. Counted
+/// as two products (`conv(x, w)`, `conv(x, dw)`), or three with `dx`, and 2 FLOPs per output
+/// element for each of bias and ReLU (primal and tangent).
 pub fn conv2d_jvp(
     x: &Tensor,
     dx: Option<&Tensor>,
@@ -420,7 +437,10 @@ pub fn conv2d_jvp(
         all.push(b);
         all.push(db);
     }
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    count_products(&s, if dx.is_some() { 3 } else { 2 });
+    cost::per_element(s.n * s.o * s.oh * s.ow, 2 * (bias.is_some() as u64 + relu as u64));
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, dy) = host_impl!(dev, conv::conv2d_jvp)(
                 &s,

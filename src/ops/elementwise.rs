@@ -1,6 +1,7 @@
 //! Elementwise ops (`kernels/elementwise.wgsl`).
 
 use super::{common_device, groups_1d, host_impl, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::gpu::KernelKey;
@@ -39,8 +40,16 @@ fn one(mut v: Vec<Tensor>) -> Tensor {
 
 /// `alpha * a + beta * b`.
 pub fn axpby(alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
+    axpby_counted(alpha, a, beta, b, 3)
+}
+
+/// [`axpby`] counted as `per` FLOPs per element: the ops built on it count what they compute
+/// (an add 1, an axpy 2).
+pub(super) fn axpby_counted(alpha: f32, a: &Tensor, beta: f32, b: &Tensor, per: u64) -> Result<Tensor> {
     same_shape("axpby", a, b)?;
-    match common_device("axpby", &[a, b])? {
+    let dev = common_device("axpby", &[a, b])?;
+    cost::per_element(a.numel(), per);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             a.shape(),
@@ -55,18 +64,20 @@ pub fn axpby(alpha: f32, a: &Tensor, beta: f32, b: &Tensor) -> Result<Tensor> {
 
 /// `a + b`.
 pub fn add(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    axpby(1.0, a, 1.0, b)
+    axpby_counted(1.0, a, 1.0, b, 1)
 }
 
 /// `a - b`.
 pub fn sub(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    axpby(1.0, a, -1.0, b)
+    axpby_counted(1.0, a, -1.0, b, 1)
 }
 
 /// `a * b` elementwise.
 pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same_shape("mul", a, b)?;
-    match common_device("mul", &[a, b])? {
+    let dev = common_device("mul", &[a, b])?;
+    cost::per_element(a.numel(), 1);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             a.shape(),
@@ -78,6 +89,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 
 /// `alpha * a`.
 pub fn scale(alpha: f32, a: &Tensor) -> Result<Tensor> {
+    cost::per_element(a.numel(), 1);
     match a.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             Ok(Tensor::host_result(&dev, a.shape(), host_impl!(dev, elementwise::scale)(alpha, a.host().unwrap())))
@@ -111,6 +123,7 @@ pub fn fill(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
 
 /// `max(a, 0)`.
 pub fn relu(a: &Tensor) -> Result<Tensor> {
+    cost::per_element(a.numel(), 1);
     match a.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             Ok(Tensor::host_result(&dev, a.shape(), host_impl!(dev, elementwise::relu)(a.host().unwrap())))
@@ -122,7 +135,9 @@ pub fn relu(a: &Tensor) -> Result<Tensor> {
 /// The ReLU backward rule `g * [x > 0]` (`x` the ReLU input or its output).
 pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
     same_shape("relu_backward", g, x)?;
-    match common_device("relu_backward", &[g, x])? {
+    let dev = common_device("relu_backward", &[g, x])?;
+    cost::per_element(g.numel(), 1);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             g.shape(),
@@ -135,7 +150,9 @@ pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
 /// Fused forward mode of ReLU: `(max(x, 0), dx * [x > 0])` in one dispatch.
 pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
     same_shape("relu_jvp", x, dx)?;
-    match common_device("relu_jvp", &[x, dx])? {
+    let dev = common_device("relu_jvp", &[x, dx])?;
+    cost::per_element(x.numel(), 2);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, dy) = host_impl!(dev, elementwise::relu_jvp)(x.host().unwrap(), dx.host().unwrap());
             Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), dy)))
@@ -148,13 +165,16 @@ pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
     }
 }
 
-/// `x[r, c] + b[c]` for a 2-D `x` of `[rows, cols]` and `b` of `[cols]`, then ReLU if `relu`.
+/// `x[r, c] + b[c]` for a 2-D `x` of `[rows, cols]` and `b` of `[cols]`, then ReLU if `relu`
+/// (1 FLOP per element each, as the epilogues of a product).
 pub fn add_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
     let cols = *x.shape().last().unwrap_or(&0);
     if b.shape() != [cols] {
         return Err(shape_err("add_bias", format!("x {:?} needs bias [{cols}], got {:?}", x.shape(), b.shape())));
     }
-    match common_device("add_bias", &[x, b])? {
+    let dev = common_device("add_bias", &[x, b])?;
+    cost::per_element(x.numel(), 1 + relu as u64);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             x.shape(),

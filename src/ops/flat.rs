@@ -7,6 +7,7 @@
 //! back between passes.
 
 use super::{buf, elementwise, groups_1d, reduce, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
@@ -37,20 +38,22 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
 /// `alpha * x + y`.
 pub fn axpy(alpha: f32, x: &Tensor, y: &Tensor) -> Result<Tensor> {
     same_shape("axpy", x, y)?;
-    elementwise::axpby(alpha, x, 1.0, y)
+    elementwise::axpby_counted(alpha, x, 1.0, y, 2)
 }
 
-/// The Euclidean norm `sqrt(Σ x_i²)`, read back to the host.
+/// The Euclidean norm `sqrt(Σ x_i²)`, read back to the host (counted by [`reduce::sqnorm`]).
 pub fn norm(x: &Tensor) -> Result<f32> {
     Ok(reduce::sqnorm(x)?.to_vec()?[0].sqrt())
 }
 
-/// `Σ a_i b_i` over tensors of the same shape, read back to the host.
+/// `Σ a_i b_i` over tensors of the same shape, read back to the host (counted by
+/// [`reduce::dot`]).
 pub fn dot_value(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok(reduce::dot(a, b)?.to_vec()?[0])
 }
 
-/// `x * m` elementwise, for a 0/1 mask `m` of the shape of `x`.
+/// `x * m` elementwise, for a 0/1 mask `m` of the shape of `x` (counted by
+/// [`elementwise::mul`]).
 pub fn mask(x: &Tensor, m: &Tensor) -> Result<Tensor> {
     same_shape("mask", x, m)?;
     elementwise::mul(x, m)
@@ -114,6 +117,7 @@ pub fn magnitude_threshold(x: &Tensor, fraction: f32) -> Result<f32> {
     if k == 0 {
         return Ok(0.0);
     }
+    cost::per_element(n, 1);
     let ctx = match x.device() {
         Device::Reference | Device::Cpu => return Ok(reference::magnitude_threshold(x.host().unwrap(), fraction)),
         Device::Gpu(ctx) => ctx,
@@ -158,6 +162,7 @@ fn thresholded(op: &'static str, x: &Tensor, threshold: f32) -> Result<Tensor> {
     if threshold.is_nan() {
         return Err(Error::Invalid(format!("{op}: threshold is NaN")));
     }
+    cost::per_element(x.numel(), 1);
     match x.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             let h = x.host().unwrap();
@@ -192,6 +197,7 @@ pub fn prune(x: &Tensor, threshold: f32) -> Result<Tensor> {
 
 /// Number of elements equal to zero (either sign), counted with one atomic counter on a GPU.
 pub fn count_zeros(x: &Tensor) -> Result<usize> {
+    cost::per_element(x.numel(), 1);
     match x.device() {
         Device::Reference | Device::Cpu => Ok(reference::count_zeros(x.host().unwrap())),
         Device::Gpu(ctx) => {

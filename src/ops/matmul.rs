@@ -9,7 +9,8 @@
 //! general kernel with 4 x 4 tiles runs. The fused JVP kernel (16 x 8 tiles, with its own
 //! lane-sharing variant) serves both.
 
-use super::{buf, common_device, host_impl, Params};
+use super::{buf, common_device, host_impl, reduce::sum_rows, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
@@ -128,7 +129,11 @@ pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, o: MatmulOpts, out: Option<&Te
     all.extend(o.accumulate.map(|(_, c)| c));
     all.extend(o.mask);
     let g = Gemm { m, n, k, trans_a: o.trans_a, trans_b: o.trans_b, alpha: o.alpha, relu: o.relu };
-    match common_device("matmul", &all)? {
+    let dev = common_device("matmul", &all)?;
+    cost::product(m, n, k);
+    let epilogues = [o.bias.is_some(), o.accumulate.is_some(), o.relu, o.mask.is_some()];
+    cost::per_element(m * n, epilogues.iter().filter(|&&e| e).count() as u64);
+    match dev {
         Device::Reference => {
             let c = reference::matmul(
                 &g,
@@ -184,6 +189,7 @@ fn gpu_out(ctx: &Arc<GpuContext>, out: Option<&Tensor>, shape: &[usize]) -> Resu
 
 /// The parameter gradients of a dense layer `y = x W + b` from the output cotangent `gy`
 /// (`x` `[B, in]`, `gy` `[B, out]`): `(xᵀ gy, column sums of gy)`, in one dispatch on a GPU.
+/// Counted as the product and 1 FLOP per element of `gy` for the sums.
 pub fn linear_param_grads(x: &Tensor, gy: &Tensor) -> Result<(Tensor, Tensor)> {
     linear_param_grads_into(x, gy, None, None)
 }
@@ -198,9 +204,12 @@ pub(crate) fn linear_param_grads_into(
 ) -> Result<(Tensor, Tensor)> {
     let (m, n, k) = gemm_dims("linear_param_grads", x, gy, true, false)?;
     let o = MatmulOpts { trans_a: true, ..Default::default() };
-    match common_device("linear_param_grads", &[x, gy])? {
-        Device::Gpu(_) if m == 0 || n == 0 => Ok((matmul_into(x, gy, o, dw)?, super::reduce::sum_rows(gy)?)),
-        Device::Reference | Device::Cpu => Ok((matmul_ex(x, gy, o)?, super::reduce::sum_rows(gy)?)),
+    let dev = common_device("linear_param_grads", &[x, gy])?;
+    cost::product(m, n, k);
+    cost::per_element(k * n, 1);
+    match dev {
+        Device::Gpu(_) if m == 0 || n == 0 => cost::uncounted(|| Ok((matmul_into(x, gy, o, dw)?, sum_rows(gy)?))),
+        Device::Reference | Device::Cpu => cost::uncounted(|| Ok((matmul_ex(x, gy, o)?, sum_rows(gy)?))),
         Device::Gpu(ctx) => {
             let g = Gemm { m, n, k, trans_a: true, trans_b: false, alpha: 1.0, relu: false };
             let dw = gpu_out(&ctx, dw, &[m, n])?;
@@ -295,6 +304,8 @@ fn gpu_matmul(
 
 /// Fused forward mode of a dense layer: `(C, dC)` for `C = act(A B + bias)` and
 /// `dC = act'·(dA B + A dB + dbias)`. `da = None` means dA = 0; `bias` is `(bias, dbias)`.
+/// Counted as two products (`A B`, `A dB`), or three with `dA`, and 2 FLOPs per element of
+/// `C` for each of bias and ReLU (primal and tangent).
 pub fn matmul_jvp(
     a: &Tensor,
     da: Option<&Tensor>,
@@ -326,7 +337,10 @@ pub fn matmul_jvp(
         all.push(x);
         all.push(y);
     }
-    match common_device("matmul_jvp", &all)? {
+    let dev = common_device("matmul_jvp", &all)?;
+    cost::product(m, n, k * if da.is_some() { 3 } else { 2 });
+    cost::per_element(m * n, 2 * (bias.is_some() as u64 + relu as u64));
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (c, dc) = host_impl!(dev, matmul::matmul_jvp)(
                 m,

@@ -16,6 +16,7 @@
 //! `gbeta = sum(gy)`), itself bilinear in `gy` and `(x, gamma)`.
 
 use super::{buf, common_device, groups_1d, host_impl, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
@@ -111,7 +112,9 @@ pub fn batchnorm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> R
     let s = dims(OP, x)?;
     check_channel(OP, "gamma", gamma, &s, x)?;
     check_channel(OP, "beta", beta, &s, x)?;
-    match common_device(OP, &[x, gamma, beta])? {
+    let dev = common_device(OP, &[x, gamma, beta])?;
+    cost::per_element(s.numel(), 6);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, m, is) = host_impl!(dev, norm::batchnorm_train)(&s, h(x), h(gamma), h(beta), eps);
             Ok((
@@ -142,7 +145,9 @@ pub fn batchnorm_eval(
     check_channel(OP, "running_mean", running_mean, &s, x)?;
     check_channel(OP, "running_var", running_var, &s, x)?;
     let all = [x, gamma, beta, running_mean, running_var];
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    cost::per_element(s.numel(), 2);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             x.shape(),
@@ -183,7 +188,9 @@ pub fn batchnorm_eval_backward(
     check_channel(OP, "running_mean", running_mean, &s, x)?;
     check_channel(OP, "running_var", running_var, &s, x)?;
     let all = [gy, x, gamma, running_mean, running_var];
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    cost::per_element(s.numel(), 2);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (gx, gg, gb) = host_impl!(dev, norm::batchnorm_eval_backward)(
                 &s,
@@ -233,7 +240,9 @@ pub fn batchnorm_update_running(
         }
     }
     let all = [running_mean, running_var, mean, invstd];
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    cost::per_element(c, 4);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (m, v) = host_impl!(dev, norm::batchnorm_update_running)(
                 h(running_mean),
@@ -282,7 +291,9 @@ pub fn batchnorm_backward(
     check_channel(OP, "mean", mean, &s, x)?;
     check_channel(OP, "invstd", invstd, &s, x)?;
     let all = [gy, x, gamma, mean, invstd];
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    cost::per_element(s.numel(), 8);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (gx, gg, gb) = host_impl!(dev, norm::batchnorm_backward)(&s, h(gy), h(x), h(gamma), h(mean), h(invstd));
             Ok((
@@ -317,7 +328,9 @@ pub fn batchnorm_jvp(
     check_channel(OP, "beta", beta, &s, x)?;
     check_channel(OP, "dbeta", dbeta, &s, x)?;
     let all = [x, dx, gamma, dgamma, beta, dbeta];
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    cost::per_element(s.numel(), 10);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, dy) =
                 host_impl!(dev, norm::batchnorm_jvp)(&s, h(x), h(dx), h(gamma), h(dgamma), h(beta), h(dbeta), eps);
@@ -359,7 +372,9 @@ pub fn batchnorm_backward_jvp(
     check_channel(OP, "gamma", gamma, &s, x)?;
     check_channel(OP, "dgamma", dgamma, &s, x)?;
     let all = [gy, dgy, x, dx, gamma, dgamma];
-    match common_device(OP, &all)? {
+    let dev = common_device(OP, &all)?;
+    cost::per_element(s.numel(), 16);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (dgx, dgg, dgb) =
                 host_impl!(dev, norm::batchnorm_backward_jvp)(&s, h(gy), h(dgy), h(x), h(dx), h(gamma), h(dgamma), eps);
@@ -383,6 +398,7 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
     if !(0.0..1.0).contains(&p) {
         return Err(Error::Invalid(format!("{OP}: drop probability p must be in [0, 1), got {p}")));
     }
+    cost::per_element(x.numel(), 2);
     match x.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, m) = host_impl!(dev, norm::dropout)(h(x), p, seed);

@@ -7,6 +7,7 @@
 //! state, and it is the caller's job to check (e.g. the loss) before stepping.
 
 use super::{buf, common_device, groups_1d, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::gpu::KernelKey;
@@ -65,7 +66,9 @@ pub fn sgd(w: &Tensor, g: &Tensor, buf_in: Option<&Tensor>, h: &SgdStep) -> Resu
     check_shapes("sgd", w, &[("gradient", Some(g)), ("momentum buffer", state)])?;
     let mut all = vec![w, g];
     all.extend(state);
-    match common_device("sgd", &all)? {
+    let dev = common_device("sgd", &all)?;
+    cost::per_element(w.numel(), 5);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (nw, nb) = reference::sgd(w.host().unwrap(), g.host().unwrap(), state.map(|b| b.host().unwrap()), h);
             Ok((Tensor::host_result(&dev, w.shape(), nw), nb.map(|b| Tensor::host_result(&dev, w.shape(), b))))
@@ -103,7 +106,9 @@ pub fn adam(
     if let Some((m, v)) = state {
         all.extend([m, v]);
     }
-    match common_device("adam", &all)? {
+    let dev = common_device("adam", &all)?;
+    cost::per_element(w.numel(), 12);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (nw, m, v) = reference::adam(
                 w.host().unwrap(),

@@ -5,6 +5,7 @@
 //! nor the stride and is exact for overlapping windows.
 
 use super::{buf, common_device, groups_1d, host_impl, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::KernelKey;
@@ -41,11 +42,12 @@ fn bits(t: &Tensor) -> Vec<u32> {
 
 /// Max pooling with a `k` x `k` window: returns `(y, argmax)`, both `[N, C, OH, OW]` with
 /// `OH = (H - k) / stride + 1`; `argmax` holds the flat input offset of each window's first
-/// maximum as u32 (read it with [`Tensor::to_u32`]).
+/// maximum as u32 (read it with [`Tensor::to_u32`]). Counted as `k²` FLOPs per output element.
 pub fn maxpool2d(x: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor)> {
     const OP: &str = "maxpool2d";
     let s = pool_shape(OP, x.shape(), k, stride)?;
     let shape = s.y_shape();
+    cost::per_element(shape.iter().product(), (k * k) as u64);
     match x.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, idx) = host_impl!(dev, pool::maxpool2d)(&s, x.host().unwrap());
@@ -86,7 +88,9 @@ fn backward_dims(op: &'static str, gy: &Tensor, indices: &Tensor, x_shape: &[usi
 pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> Result<Tensor> {
     const OP: &str = "maxpool2d_backward";
     let (planes, hw, ohw) = backward_dims(OP, gy, indices, x_shape)?;
-    match common_device(OP, &[gy, indices])? {
+    let dev = common_device(OP, &[gy, indices])?;
+    cost::per_element(gy.numel(), 1);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
             x_shape,
@@ -105,7 +109,8 @@ pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> R
 }
 
 /// Fused forward mode of max pooling in one dispatch: `(y, dy, argmax)` with
-/// `dy[j] = dx[argmax[j]]`, shapes and indices as in [`maxpool2d`].
+/// `dy[j] = dx[argmax[j]]`, shapes and indices as in [`maxpool2d`]. Counted as `k² + 1` FLOPs
+/// per output element.
 pub fn maxpool2d_jvp(x: &Tensor, dx: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor, Tensor)> {
     const OP: &str = "maxpool2d_jvp";
     if dx.shape() != x.shape() {
@@ -113,7 +118,9 @@ pub fn maxpool2d_jvp(x: &Tensor, dx: &Tensor, k: usize, stride: usize) -> Result
     }
     let s = pool_shape(OP, x.shape(), k, stride)?;
     let shape = s.y_shape();
-    match common_device(OP, &[x, dx])? {
+    let dev = common_device(OP, &[x, dx])?;
+    cost::per_element(shape.iter().product(), (k * k + 1) as u64);
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let (y, dy, idx) = host_impl!(dev, pool::maxpool2d_jvp)(&s, x.host().unwrap(), dx.host().unwrap());
             Ok((

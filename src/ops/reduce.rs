@@ -6,6 +6,7 @@
 //! passes; the result is a `[1]` tensor on the device.
 
 use super::{buf, common_device, groups_1d, host_impl, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
@@ -85,11 +86,14 @@ pub(crate) fn reduce_gpu(
     }
 }
 
-/// Runs a whole-tensor reduction on either device.
+/// Runs a whole-tensor reduction on either device, counted as 1 FLOP per element of `a` for
+/// a sum or max and 2 for a dot or squared norm (multiply and add).
 fn whole(op_name: &'static str, op: ReduceOp, a: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let mut all = vec![a];
     all.extend(b);
-    match common_device(op_name, &all)? {
+    let dev = common_device(op_name, &all)?;
+    cost::per_element(a.numel(), if matches!(op, ReduceOp::Dot | ReduceOp::SqNorm) { 2 } else { 1 });
+    match dev {
         dev @ (Device::Reference | Device::Cpu) => {
             let x = a.host().unwrap();
             let v = match op {
@@ -143,6 +147,7 @@ fn dims2(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
 /// Blocks of 64 rows are summed per pass until one row remains.
 pub fn sum_rows(x: &Tensor) -> Result<Tensor> {
     let (rows, cols) = dims2("sum_rows", x)?;
+    cost::per_element(rows * cols, 1);
     match x.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             Ok(Tensor::host_result(&dev, &[cols], reference::sum_rows(x.host().unwrap(), cols)))
@@ -176,6 +181,7 @@ pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
     if cols == 0 && rows > 0 {
         return Err(shape_err("argmax_rows", format!("rows of {:?} are empty", x.shape())));
     }
+    cost::per_element(rows * cols, 1);
     match x.device() {
         dev @ (Device::Reference | Device::Cpu) => {
             let idx = if rows == 0 { Vec::new() } else { reference::argmax_rows(x.host().unwrap(), cols) };

@@ -8,6 +8,7 @@
 
 use super::reduce::{reduce_gpu, ReduceOp};
 use super::{buf, common_device, groups_1d, Params};
+use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::KernelKey;
@@ -74,6 +75,7 @@ fn launch(
 /// Row-wise softmax of `z` `[rows, cols]`.
 pub fn softmax(z: &Tensor) -> Result<Tensor> {
     let (_, cols) = dims("softmax", z)?;
+    cost::per_element(z.numel(), 4);
     match z.device() {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
         dev @ (Device::Reference | Device::Cpu) => {
@@ -86,6 +88,7 @@ pub fn softmax(z: &Tensor) -> Result<Tensor> {
 /// Row-wise `log_softmax(z) = z - max - log Σ exp(z - max)` of `z` `[rows, cols]`.
 pub fn log_softmax(z: &Tensor) -> Result<Tensor> {
     let (_, cols) = dims("log_softmax", z)?;
+    cost::per_element(z.numel(), 4);
     match z.device() {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
         dev @ (Device::Reference | Device::Cpu) => {
@@ -105,6 +108,7 @@ pub fn cross_entropy(z: &Tensor, labels: &Tensor) -> Result<Tensor> {
     if rows == 0 {
         return Err(shape_err("cross_entropy", format!("logits {:?} have no rows to average", z.shape())));
     }
+    cost::per_element(z.numel(), 4);
     match dev {
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
             &dev,
@@ -126,6 +130,7 @@ pub fn cross_entropy_backward(z: &Tensor, labels: &Tensor, scale: f32) -> Result
     let (_, cols) = dims("cross_entropy_backward", z)?;
     let dev = common_device("cross_entropy_backward", &[z, labels])?;
     let host_labels = check_labels("cross_entropy_backward", z, labels)?;
+    cost::per_element(z.numel(), 4);
     match dev {
         _ if z.numel() == 0 => Tensor::zeros(&z.device(), z.shape()),
         dev @ (Device::Reference | Device::Cpu) => Ok(Tensor::host_result(
@@ -155,6 +160,7 @@ pub fn cross_entropy_backward_jvp(z: &Tensor, dz: &Tensor, labels: &Tensor, scal
     same_shape(op, z, dz)?;
     let dev = common_device(op, &[z, dz, labels])?;
     let host_labels = check_labels(op, z, labels)?;
+    cost::per_element(z.numel(), 6);
     match dev {
         _ if z.numel() == 0 => Ok((Tensor::zeros(&z.device(), z.shape())?, Tensor::zeros(&z.device(), z.shape())?)),
         dev @ (Device::Reference | Device::Cpu) => {
@@ -179,7 +185,9 @@ pub fn cross_entropy_backward_jvp(z: &Tensor, dz: &Tensor, labels: &Tensor, scal
 pub fn softmax_jvp(z: &Tensor, dz: &Tensor) -> Result<(Tensor, Tensor)> {
     let (_, cols) = dims("softmax_jvp", z)?;
     same_shape("softmax_jvp", z, dz)?;
-    match common_device("softmax_jvp", &[z, dz])? {
+    let dev = common_device("softmax_jvp", &[z, dz])?;
+    cost::per_element(z.numel(), 5);
+    match dev {
         _ if z.numel() == 0 => Ok((Tensor::zeros(&z.device(), z.shape())?, Tensor::zeros(&z.device(), z.shape())?)),
         dev @ (Device::Reference | Device::Cpu) => {
             let (p, dp) = reference::softmax_jvp(z.host().unwrap(), dz.host().unwrap(), cols);

@@ -1,0 +1,203 @@
+//! The comparison an experiment reports (DIR/compare.json, DIR/compare.md): every arm's test
+//! accuracy, cost and device seconds over the seeds, the configuration each arm picked on the
+//! validation split, and the paired difference between the geodesic arm and the best baseline.
+
+use super::runner::mean_std;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// One number over the seeds of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OverSeeds {
+    /// Mean over the seeds.
+    pub mean: f64,
+    /// Sample standard deviation over the seeds (0 for one seed).
+    pub std: f64,
+    /// The value of each seed, in the order of [`Compare::seeds`].
+    pub per_seed: Vec<f64>,
+}
+
+impl OverSeeds {
+    /// The statistics of `per_seed`.
+    pub fn of(per_seed: Vec<f64>) -> OverSeeds {
+        let (mean, std) = mean_std(&per_seed);
+        OverSeeds { mean, std, per_seed }
+    }
+}
+
+/// One arm of a comparison.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmReport {
+    /// Arm name, e.g. `geodesic`, `gradual-magnitude`.
+    pub name: String,
+    /// Test accuracy of the picked configuration, per seed.
+    pub test_accuracy: OverSeeds,
+    /// Cost of the picked configuration's run, in the comparison's cost unit.
+    pub cost: OverSeeds,
+    /// Seconds of the picked configuration's run on the device.
+    pub device_seconds: OverSeeds,
+    /// Where the configuration was picked: always `validation`.
+    pub selected_on: String,
+    /// Configurations run (and scored on validation) per seed.
+    pub configurations_tried: usize,
+    /// The configuration picked most often over the seeds (the first seed's on a tie).
+    pub picked: serde_json::Value,
+    /// The configuration picked for each seed.
+    pub picked_per_seed: Vec<serde_json::Value>,
+    /// Validation accuracy of the picked configuration, mean over the seeds.
+    pub validation_accuracy: f64,
+    /// Fields of one experiment (e.g. sparsify: `sparsity`, the measured fraction of zeros).
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The paired difference `geodesic − against` over the seeds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Paired {
+    /// The baseline compared with: the one with the best mean test accuracy.
+    pub against: String,
+    /// Mean of the per-seed differences of test accuracy.
+    pub mean: f64,
+    /// Standard error of that mean (0 with one seed).
+    pub stderr: f64,
+    /// `geodesic`, the baseline's name, or `none` when |mean| is not above twice the standard
+    /// error (always `none` with one seed).
+    pub winner: String,
+}
+
+impl Paired {
+    /// The paired difference of `geodesic` and `baseline` test accuracies (same seed order).
+    pub fn of(geodesic: &ArmReport, baseline: &ArmReport) -> Paired {
+        let d: Vec<f64> =
+            geodesic.test_accuracy.per_seed.iter().zip(&baseline.test_accuracy.per_seed).map(|(g, b)| g - b).collect();
+        let (mean, std) = mean_std(&d);
+        let stderr = if d.len() > 1 { std / (d.len() as f64).sqrt() } else { 0.0 };
+        let winner = if d.len() > 1 && mean.abs() > 2.0 * stderr {
+            if mean > 0.0 {
+                geodesic.name.clone()
+            } else {
+                baseline.name.clone()
+            }
+        } else {
+            "none".to_string()
+        };
+        Paired { against: baseline.name.clone(), mean, stderr, winner }
+    }
+}
+
+/// A finished comparison: DIR/compare.json.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Compare {
+    /// Experiment name (`sparsify`, …).
+    pub experiment: String,
+    /// What was compared (model, data set, sparsity, …).
+    pub setting: serde_json::Value,
+    /// Seeds run.
+    pub seeds: Vec<u64>,
+    /// The unit of every arm's `cost`.
+    pub cost_unit: String,
+    /// FLOPs (as the engine counts them) of one cost unit.
+    pub cost_unit_flops: u64,
+    /// Every arm, the geodesic method first.
+    pub arms: Vec<ArmReport>,
+    /// `geodesic` − the best baseline.
+    pub paired_difference: Option<Paired>,
+    /// The device the arms ran on.
+    pub device: String,
+    /// UTC date of the run, `YYYY-MM-DD`.
+    pub date: String,
+}
+
+impl Compare {
+    /// Reads a compare.json.
+    pub fn load(path: &Path) -> Result<Compare> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("{}: not a compare.json ({e})", path.display())))
+    }
+
+    /// The comparison as a Markdown table with a heading line of the setting.
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} — {} — seeds {:?} — {} — {}\n",
+            self.experiment,
+            compact(&self.setting),
+            self.seeds,
+            self.device,
+            self.date
+        );
+        let _ = writeln!(
+            s,
+            "| arm | test accuracy (mean ± std) | cost ({}) | device seconds | picked configuration | validation accuracy |",
+            self.cost_unit
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---|---:|");
+        for a in &self.arms {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} ± {:.2}% | {:.0} | {:.1} | {} ({} tried) | {:.2}% |",
+                a.name,
+                100.0 * a.test_accuracy.mean,
+                100.0 * a.test_accuracy.std,
+                a.cost.mean,
+                a.device_seconds.mean,
+                compact(&a.picked),
+                a.configurations_tried,
+                100.0 * a.validation_accuracy
+            );
+        }
+        if let Some(p) = &self.paired_difference {
+            let _ = writeln!(
+                s,
+                "\ngeodesic − {}: {:+.2} ± {:.2} points (standard error over {} seeds); winner: {}",
+                p.against,
+                100.0 * p.mean,
+                100.0 * p.stderr,
+                self.seeds.len(),
+                p.winner
+            );
+        }
+        s
+    }
+}
+
+/// `{"a": 1, "b": "x"}` as `a 1, b x` (a JSON value's scalars as they read).
+pub fn compact(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.iter().map(|(k, v)| format!("{k} {}", compact(v))).collect::<Vec<_>>().join(", ")
+        }
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// One Markdown table of the arms of several finished comparisons (`geopath report`): a row per
+/// (comparison, arm).
+pub fn gather(runs: &[Compare]) -> String {
+    let mut s = String::from(
+        "| experiment | setting | seeds | arm | test accuracy (mean ± std) | cost | picked | winner |\n|---|---|---:|---|---:|---:|---|---|\n",
+    );
+    for c in runs {
+        let winner = c.paired_difference.as_ref().map_or("–".to_string(), |p| p.winner.clone());
+        for a in &c.arms {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.2} ± {:.2}% | {:.0} | {} | {} |",
+                c.experiment,
+                compact(&c.setting),
+                c.seeds.len(),
+                a.name,
+                100.0 * a.test_accuracy.mean,
+                100.0 * a.test_accuracy.std,
+                a.cost.mean,
+                compact(&a.picked),
+                winner
+            );
+        }
+    }
+    s
+}

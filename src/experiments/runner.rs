@@ -1,0 +1,167 @@
+//! The run folder of a comparing experiment: refusal to overwrite an earlier run, staging of
+//! every output in `DIR/.partial` until the run ends (a crash leaves the earlier outputs as
+//! they were), one record per finished configuration run (what `--resume` reuses), and the
+//! cost budget in units of forward passes.
+
+use crate::cost::Meter;
+use crate::error::{Error, Result};
+use crate::train::write_atomic;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+
+/// What to do with a run folder that holds an earlier run's outputs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Existing {
+    /// Refuse to start (the default).
+    #[default]
+    Refuse,
+    /// Continue the earlier run: reuse its finished configuration runs.
+    Resume,
+    /// Start afresh; the earlier outputs are replaced when the new run ends.
+    Force,
+}
+
+/// Where and how a comparison writes: its folder, what to do with an earlier run there, and
+/// whether to show progress.
+#[derive(Debug, Clone, Copy)]
+pub struct Output<'a> {
+    /// The run folder.
+    pub dir: &'a Path,
+    /// What to do with an earlier run in it.
+    pub existing: Existing,
+    /// Show a progress bar (arm, configuration, seed, ETA).
+    pub progress: bool,
+}
+
+/// The run folder of one experiment.
+pub struct RunDir {
+    dir: PathBuf,
+    partial: PathBuf,
+    resume: bool,
+}
+
+/// Subfolder of `DIR/.partial` holding the records of finished configuration runs.
+const RECORDS: &str = "runs";
+
+impl RunDir {
+    /// Opens `dir` for a run that writes `outputs` (file names). Refuses a folder holding any
+    /// of them, or an unfinished run's staging folder, unless `existing` says otherwise; with
+    /// [`Existing::Force`] the staging folder of an earlier run is discarded. Writes nothing
+    /// but the (empty) staging folder.
+    pub fn open(dir: &Path, outputs: &[&str], existing: Existing) -> Result<RunDir> {
+        let partial = dir.join(".partial");
+        let earlier: Vec<&str> = outputs.iter().copied().filter(|f| dir.join(f).exists()).collect();
+        let unfinished = partial.join(RECORDS).is_dir();
+        if existing == Existing::Refuse && (!earlier.is_empty() || unfinished) {
+            let what = if earlier.is_empty() {
+                "an unfinished run (.partial)".to_string()
+            } else {
+                format!("an earlier run's outputs ({})", earlier.join(", "))
+            };
+            return Err(Error::Invalid(format!(
+                "{} holds {what}; pass --resume to continue it, --force to replace it, or choose another --out",
+                dir.display()
+            )));
+        }
+        if existing == Existing::Force && partial.exists() {
+            std::fs::remove_dir_all(&partial).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))?;
+        }
+        std::fs::create_dir_all(partial.join(RECORDS)).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))?;
+        Ok(RunDir { dir: dir.to_path_buf(), partial, resume: existing == Existing::Resume })
+    }
+
+    /// The run folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Path of the staged file `name` (moved into the run folder by [`RunDir::finish`]).
+    pub fn staged(&self, name: &str) -> PathBuf {
+        self.partial.join(name)
+    }
+
+    /// Path of the record (or of a companion file, by extension) of configuration run `key`.
+    pub fn record_path(&self, key: &str, extension: &str) -> PathBuf {
+        self.partial.join(RECORDS).join(format!("{key}.{extension}"))
+    }
+
+    /// The record of configuration run `key` saved by an earlier, resumed run, if any.
+    pub fn load_record<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        let path = self.record_path(key, "json");
+        if !self.resume || !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| Error::Invalid(format!("{}: unreadable record ({e}); rerun with --force", path.display())))
+    }
+
+    /// Saves the record of configuration run `key` (after its companion files).
+    pub fn save_record<T: Serialize>(&self, key: &str, record: &T) -> Result<()> {
+        write_json(&self.record_path(key, "json"), record)
+    }
+
+    /// Moves the staged `outputs` into the run folder (each by an atomic rename, `first_last`
+    /// last, so that its presence marks a complete set) and removes the staging folder.
+    pub fn finish(self, outputs: &[&str], first_last: &str) -> Result<()> {
+        let order = outputs.iter().filter(|f| **f != first_last).chain(std::iter::once(&first_last));
+        for name in order {
+            let (from, to) = (self.partial.join(name), self.dir.join(name));
+            std::fs::rename(&from, &to)
+                .map_err(|e| Error::Io(format!("{} -> {}: {e}", from.display(), to.display())))?;
+        }
+        std::fs::remove_dir_all(&self.partial).map_err(|e| Error::Io(format!("{}: {e}", self.partial.display())))
+    }
+}
+
+/// Writes `value` as pretty JSON to `path`, atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+    write_atomic(path, (text + "\n").as_bytes())
+}
+
+/// A spending limit on the engine's cost counter, in FLOPs, read through a [`Meter`] started
+/// with the budget.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    meter: Meter,
+    flops: u64,
+}
+
+impl Budget {
+    /// A budget of `flops` from now.
+    pub fn start(flops: u64) -> Budget {
+        Budget { meter: Meter::start(), flops }
+    }
+
+    /// FLOPs the budget allows.
+    pub fn total(&self) -> u64 {
+        self.flops
+    }
+
+    /// FLOPs spent since the start.
+    pub fn spent(&self) -> u64 {
+        self.meter.flops()
+    }
+
+    /// Whether the budget is spent.
+    pub fn exhausted(&self) -> bool {
+        self.spent() >= self.flops
+    }
+
+    /// The fraction spent, in [0, 1] (more once exhausted).
+    pub fn fraction(&self) -> f64 {
+        self.spent() as f64 / self.flops.max(1) as f64
+    }
+}
+
+/// Mean and sample standard deviation (0 for one value).
+pub fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var =
+        if values.len() > 1 { values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
+}
