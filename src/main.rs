@@ -765,6 +765,12 @@ fn parse_cli() -> Cli {
         })
         .mut_subcommand("connect", |c| c.mut_arg("eps", |a| a.default_value("0.1")));
     let matches = command.get_matches();
+    if let Some((name @ ("connect" | "continual"), sub)) = matches.subcommand() {
+        if let Err(why) = check_step_options(sub) {
+            eprintln!("error: {name}: {why}");
+            std::process::exit(2);
+        }
+    }
     let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let (Some(("continual", sub)), Command::Continual { tasks, epochs, path, ewc_lambdas, .. }) =
         (matches.subcommand(), &mut cli.command)
@@ -788,6 +794,24 @@ fn parse_cli() -> Cli {
         }
     }
     cli
+}
+
+/// Refuses step options given on the command line that the chosen step rule does not use:
+/// `--metric`, `--beta` and `--cg-iter` with the penalty step (whose distance term is the
+/// Bhattacharyya distance to the start network's outputs), `--lambda` with the trust-region
+/// rules.
+fn check_step_options(sub: &clap::ArgMatches) -> Result<(), String> {
+    let method = sub.get_one::<String>("method").map_or("", String::as_str);
+    let unused: &[&str] = if method == "penalty" { &["metric", "beta", "cg_iter"] } else { &["lambda"] };
+    for id in unused {
+        if sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
+            return Err(format!(
+                "--{} has no effect with --method {method}; leave it out (the summary records the options the step uses)",
+                id.replace('_', "-")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {

@@ -28,7 +28,7 @@ use crate::ops::{elementwise as ew, flat};
 use crate::report::{write_csv, write_plot, Series};
 use crate::tensor::Tensor;
 use crate::train::evaluate;
-use crate::train::{json_str, write_atomic};
+use crate::train::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::str::FromStr;
@@ -385,23 +385,21 @@ pub fn run(
         ending,
         seconds,
     };
-    let json = format!(
-        "{{\n  \"endpoint_accuracy\": {:.6},\n  \"accuracy_a\": {:.6},\n  \"accuracy_b\": {:.6},\n  \"min_path_accuracy\": {:.6},\n  \"linear_min_accuracy\": {:.6},\n  \"start_distance\": {:.6},\n  \"final_distance\": {:.6},\n  \"steps\": {},\n  \"eps\": {},\n  \"beta\": {},\n  \"loss_weight\": {},\n  \"metric\": \"{}\",\n  \"ending\": {},\n  \"seconds\": {:.2}\n}}\n",
-        r.endpoint_accuracy,
-        r.accuracy_a,
-        r.accuracy_b,
-        r.min_path_accuracy,
-        r.linear_min_accuracy,
-        r.start_distance,
-        r.final_distance,
-        r.steps,
-        cfg.eps,
-        cfg.beta,
-        cfg.loss_weight,
-        cfg.metric,
-        json_str(&r.ending),
-        r.seconds
-    );
+    let json = serde_json::json!({
+        "endpoint_accuracy": r.endpoint_accuracy,
+        "accuracy_a": r.accuracy_a,
+        "accuracy_b": r.accuracy_b,
+        "min_path_accuracy": r.min_path_accuracy,
+        "linear_min_accuracy": r.linear_min_accuracy,
+        "start_distance": r.start_distance,
+        "final_distance": r.final_distance,
+        "steps": r.steps,
+        "step": settings.used(),
+        "loss_weight": cfg.loss_weight,
+        "ending": r.ending,
+        "seconds": r.seconds,
+    });
+    let json = serde_json::to_string_pretty(&json).expect("a summary serialises") + "\n";
     write_atomic(&out.join("summary.json"), json.as_bytes())?;
     Ok(r)
 }

@@ -781,17 +781,11 @@ fn summary_json(r: &ContinualResult, cfg: &ContinualConfig) -> String {
     let _ = writeln!(s, "  \"buffer_per_class\": {},", cfg.buffer_per_class);
     let _ = writeln!(s, "  \"epochs_per_task\": {},", cfg.epochs);
     let step = &cfg.step;
-    let _ = writeln!(
-        s,
-        "  \"geodesic_step\": {{\"method\": {}, \"metric\": \"{}\", \"step_length\": {}, \"beta\": {}, \"metric_batch\": {}, \"replay_objective\": {}, \"augment_buffer\": {}}},",
-        json_str(&step.method.to_string()),
-        step.metric,
-        step.eps,
-        step.beta,
-        cfg.metric_batch,
-        cfg.replay_objective,
-        cfg.augment_buffer
-    );
+    let mut used = step.used();
+    used["metric_batch"] = cfg.metric_batch.into();
+    used["replay_objective"] = cfg.replay_objective.into();
+    used["augment_buffer"] = cfg.augment_buffer.into();
+    let _ = writeln!(s, "  \"geodesic_step\": {used},");
     let methods: Vec<String> = r
         .methods
         .iter()

@@ -75,6 +75,30 @@ pub struct StepSettings {
     pub cg_iter: usize,
 }
 
+impl StepSettings {
+    /// The settings this step rule actually uses, for a run's summary: the penalty step's λ
+    /// and ε (its distance term is the Bhattacharyya distance to the start network's outputs;
+    /// the metric only measures the logged functional length), or the trust-region rules'
+    /// metric, ε, β and CG iterations.
+    pub fn used(&self) -> serde_json::Value {
+        match self.method {
+            StepMethod::Penalty { lambda } => serde_json::json!({
+                "method": "penalty",
+                "lambda": lambda,
+                "eps": self.eps,
+                "length_measured_in": self.metric.to_string(),
+            }),
+            other => serde_json::json!({
+                "method": other.name(),
+                "metric": self.metric.to_string(),
+                "eps": self.eps,
+                "beta": self.beta,
+                "cg_iter": self.cg_iter,
+            }),
+        }
+    }
+}
+
 /// The reference function of the penalty step: the start network, or its logits on the batch.
 #[derive(Clone, Copy)]
 pub enum Reference<'a> {
