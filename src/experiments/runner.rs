@@ -6,9 +6,12 @@
 use crate::cost::Meter;
 use crate::error::{Error, Result};
 use crate::train::write_atomic;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// What to do with a run folder that holds an earlier run's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -164,4 +167,55 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     let var =
         if values.len() > 1 { values.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0) } else { 0.0 };
     (mean, var.sqrt())
+}
+
+/// Progress of a comparison over its configuration runs: a bar (current seed, arm,
+/// configuration, ETA) on a terminal, else one line per finished run with the ETA.
+pub struct Progress {
+    bar: ProgressBar,
+    lines: bool,
+    runs: usize,
+    start: Instant,
+}
+
+impl Progress {
+    /// Progress over `runs` configuration runs; nothing shown unless `show`.
+    pub fn new(show: bool, runs: usize) -> Progress {
+        let terminal = show && std::io::stderr().is_terminal();
+        let bar = if terminal { ProgressBar::new(runs as u64 * 1000) } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {percent}% ({eta})").unwrap().progress_chars("=> "),
+        );
+        Progress { bar, lines: show && !terminal, runs, start: Instant::now() }
+    }
+
+    /// Run `done` (0-based) is under way, described by `what`, `fraction` of it spent.
+    pub fn at(&self, done: usize, what: &str, fraction: f64) {
+        self.bar.set_message(what.to_string());
+        self.bar.set_position(done as u64 * 1000 + (1000.0 * fraction.clamp(0.0, 1.0)) as u64);
+    }
+
+    /// Run `done` (0-based) finished (`reused`: taken from an earlier run's record).
+    pub fn finished(&self, done: usize, what: &str, reused: bool) {
+        self.bar.set_position((done as u64 + 1) * 1000);
+        if self.lines {
+            let left = self.start.elapsed().as_secs_f64() / (done + 1) as f64 * (self.runs - done - 1) as f64;
+            let how = if reused { "reused" } else { "done" };
+            eprintln!("[{}/{}] {what}: {how} (about {:.0} s left)", done + 1, self.runs, left);
+        }
+    }
+
+    /// Prints a line above the bar (or on its own when there is no bar).
+    pub fn say(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    /// Removes the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

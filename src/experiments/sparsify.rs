@@ -18,7 +18,7 @@
 
 use super::compare::{ArmReport, Compare, OverSeeds, Paired};
 use super::pruning::{MaskSchedule, SgdRun};
-use super::runner::{write_json, Budget, Output, RunDir};
+use super::runner::{write_json, Budget, Output, Progress, RunDir};
 use crate::checkpoint::Checkpoint;
 use crate::cost::{self, Meter};
 use crate::data::{Dataset, Split};
@@ -32,7 +32,6 @@ use crate::ops::flat;
 use crate::report::{write_plot, Series};
 use crate::tensor::Tensor;
 use crate::train::evaluate;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::time::Instant;
@@ -185,8 +184,7 @@ pub fn run(
     };
     let configs = exp.configurations.min(4);
     let total_runs = seeds.len() * exp.arms.len() * configs;
-    let bar = if out.progress { ProgressBar::new(total_runs as u64 * 1000) } else { ProgressBar::hidden() };
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:30}] {percent}% ({eta})").unwrap().progress_chars("=> "));
+    let progress = Progress::new(out.progress, total_runs);
     let mut done = 0usize;
     let mut ran_here = 0usize;
     // per arm: per seed (picked run, test accuracy)
@@ -197,26 +195,31 @@ pub fn run(
             let mut runs = Vec::new();
             for (i, config) in search_space(arm).into_iter().take(configs).enumerate() {
                 let key = format!("seed{}-{arm}-{i}", s.seed);
-                bar.set_message(format!("seed {} · {arm} · configuration {}/{configs}", s.seed, i + 1));
-                let base = done as u64 * 1000;
+                let what = format!("seed {} · {arm} · configuration {}/{configs}", s.seed, i + 1);
+                progress.at(done, &what, 0.0);
                 let record = match dir.load_record::<ConfigRun>(&key)? {
-                    Some(r) if r.config == config => r,
+                    Some(r) if r.config == config => {
+                        progress.finished(done, &what, true);
+                        r
+                    }
                     _ => {
                         if exp.abort_after_runs == Some(ran_here) {
                             return Err(Error::Invalid(format!(
                                 "aborted after {ran_here} configuration runs (test hook)"
                             )));
                         }
-                        let mut tick = |f: f64| bar.set_position(base + (1000.0 * f.min(1.0)) as u64);
+                        let mut tick = |f: f64| progress.at(done, &what, f);
                         let (r, w) = run_config(&ctx, s, arm, config, &mut tick)?;
                         save_params(&dir.record_path(&key, "ckpt"), s.net, &w)?;
                         dir.save_record(&key, &r)?;
                         ran_here += 1;
+                        let line =
+                            format!("{what} (validation {:.2}%, {:.0} s)", 100.0 * r.validation_accuracy, r.seconds);
+                        progress.finished(done, &line, false);
                         r
                     }
                 };
                 done += 1;
-                bar.set_position(done as u64 * 1000);
                 runs.push((key, record));
             }
             // Pick on validation (the first configuration on a tie), then read the test set once.
@@ -234,7 +237,7 @@ pub fn run(
             if s.seed == seeds[0].seed {
                 curves.push(Series { name: arm.clone(), points: picked.curve.clone(), dashed: a > 0 });
             }
-            bar.println(format!(
+            progress.say(format!(
                 "seed {} · {arm}: picked {} (validation {:.2}%), test {:.2}%, sparsity {:.2}%",
                 s.seed,
                 super::compare::compact(&serde_json::to_value(picked.config).unwrap_or_default()),
@@ -245,7 +248,7 @@ pub fn run(
             per_arm[a].push((picked, test_accuracy));
         }
     }
-    bar.finish_and_clear();
+    progress.finish();
     let arms: Vec<ArmReport> =
         exp.arms.iter().zip(&per_arm).map(|(name, picks)| arm_report(name, picks, configs)).collect();
     let paired = arms.iter().position(|a| a.name == "geodesic").and_then(|g| {
