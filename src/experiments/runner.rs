@@ -3,8 +3,12 @@
 //! they were), one record per finished configuration run (what `--resume` reuses), and the
 //! cost budget in units of forward passes.
 
+use crate::checkpoint::Checkpoint;
 use crate::cost::Meter;
+use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::nn::network::Network;
+use crate::tensor::Tensor;
 use crate::train::write_atomic;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
@@ -218,4 +222,50 @@ impl Progress {
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }
+}
+
+/// FLOPs of one forward pass of `batch` examples of `net`, as the engine counts them.
+pub fn forward_flops(net: &Network, batch: usize, device: &Device) -> Result<u64> {
+    let [c, h, w] = net.input;
+    let x = Tensor::from_vec(device, &[batch, c, h, w], vec![0.0; batch * c * h * w])?;
+    let params = net.init_params(0)?;
+    let meter = Meter::start();
+    crate::autodiff::forward(net, &params, &x)?;
+    Ok(meter.flops())
+}
+
+/// Saves flat parameters (with the network's spec and buffers) as a checkpoint.
+pub fn save_params(path: &std::path::Path, net: &Network, w: &Tensor) -> Result<()> {
+    Checkpoint {
+        spec: net.spec.text.clone(),
+        params: w.to_vec()?,
+        buffers: net.buffers()?,
+        metadata: vec![
+            ("classes".into(), net.classes.to_string()),
+            ("input".into(), format!("{} {} {}", net.input[0], net.input[1], net.input[2])),
+        ],
+    }
+    .save(path)
+}
+
+/// Loads the flat parameters of a checkpoint written by [`save_params`].
+pub fn load_params(path: &std::path::Path, device: &Device) -> Result<Tensor> {
+    let c = Checkpoint::load(path)?;
+    Tensor::from_vec(device, &[c.params.len()], c.params)
+}
+
+/// Today's UTC date, `YYYY-MM-DD`.
+pub fn today() -> String {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
 }
