@@ -56,7 +56,8 @@ pub struct ArmReport {
 /// The paired difference `geodesic − against` over the seeds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Paired {
-    /// The baseline compared with: the one with the best mean test accuracy.
+    /// The baseline compared with: the one with the best mean validation accuracy (so that
+    /// the test set plays no part in choosing it).
     pub against: String,
     /// Mean of the per-seed differences of test accuracy.
     pub mean: f64,

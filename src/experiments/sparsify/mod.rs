@@ -180,7 +180,7 @@ pub fn run(
         let best = arms
             .iter()
             .filter(|a| a.name != "geodesic")
-            .max_by(|x, y| x.test_accuracy.mean.total_cmp(&y.test_accuracy.mean))?;
+            .max_by(|x, y| x.validation_accuracy.total_cmp(&y.validation_accuracy))?;
         Some(Paired::of(&arms[g], best))
     });
     let compare = Compare {
