@@ -98,6 +98,28 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
     other.save(&root.join("other.ckpt")).unwrap();
     let e = train::load_checkpoint(&root.join("other.ckpt"), &dev).err().unwrap().to_string();
     assert!(e.contains("1000"), "{e}");
+    // The command line refuses a start network that records no split (trained before splits
+    // existed, or on the whole training set), before writing anything.
+    let mut whole = geopath::checkpoint::Checkpoint::load(&out.join("model.ckpt")).unwrap();
+    whole.metadata.retain(|(k, _)| k != SPLIT_KEY);
+    whole.save(&root.join("whole.ckpt")).unwrap();
+    let run_dir = root.join("sparsify");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
+        .args(["--device", "reference", "sparsify", "--checkpoint"])
+        .arg(root.join("whole.ckpt"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("whole.ckpt") && stderr.contains("validation") && stderr.contains("geopath train"),
+        "{stderr}"
+    );
+    assert!(!run_dir.exists(), "nothing written");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
