@@ -6,10 +6,12 @@
 //!
 //! - [`runner`]: the run folder (refusal, staging, resumable records) and the budget;
 //! - [`compare`]: compare.json / compare.md and `geopath report`;
+//! - [`curves`]: trained Bezier curves and polygonal chains between two optima;
 //! - [`pruning`]: masked SGD, one-shot and gradual magnitude pruning;
 //! - [`sparsify`]: the sparsification comparison.
 
 pub mod compare;
+pub mod curves;
 pub mod pruning;
 pub mod runner;
 pub mod sparsify;
