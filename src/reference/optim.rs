@@ -52,9 +52,21 @@ impl AdamStep {
     }
 }
 
+/// `v`, or 0 where `v` is subnormal. Optimiser state decays geometrically where the gradient
+/// is zero (the masked weights of pruning): its subnormal tail changes nothing, yet each
+/// operation on it costs about a hundred times a normal one on x86 (measured: 84% of a gradual
+/// pruning run in this loop), so it is flushed to zero, as GPUs do.
+fn flushed(v: f32) -> f32 {
+    if v.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        v
+    }
+}
+
 /// One SGD step: returns the new parameters and, when `momentum != 0`, the new momentum
-/// buffer. `buf` is the previous buffer (`None` on the first step); it is ignored without
-/// momentum.
+/// buffer (subnormal values flushed to zero). `buf` is the previous buffer (`None` on the first
+/// step); it is ignored without momentum.
 pub fn sgd(w: &[f32], g: &[f32], buf: Option<&[f32]>, h: &SgdStep) -> (Vec<f32>, Option<Vec<f32>>) {
     let n = w.len();
     let mut out = Vec::with_capacity(n);
@@ -69,10 +81,10 @@ pub fn sgd(w: &[f32], g: &[f32], buf: Option<&[f32]>, h: &SgdStep) -> (Vec<f32>,
     for i in 0..n {
         let wi = w[i];
         let gi = g[i] + h.weight_decay * wi;
-        let bi = match buf {
+        let bi = flushed(match buf {
             Some(b) => h.momentum * b[i] + gi,
             None => gi,
-        };
+        });
         let d = if h.nesterov { gi + h.momentum * bi } else { bi };
         out.push(wi - h.lr * d);
         out2.push(bi);
@@ -98,8 +110,8 @@ pub fn adam(w: &[f32], g: &[f32], state: Option<(&[f32], &[f32])>, h: &AdamStep)
             Some((m, v)) => (m[i], v[i]),
             None => (0.0, 0.0),
         };
-        let m = h.beta1 * m0 + (1.0 - h.beta1) * gi;
-        let v = h.beta2 * v0 + (1.0 - h.beta2) * (gi * gi);
+        let m = flushed(h.beta1 * m0 + (1.0 - h.beta1) * gi);
+        let v = flushed(h.beta2 * v0 + (1.0 - h.beta2) * (gi * gi));
         let denom = v.sqrt() / bc2_sqrt + h.eps;
         out.push(wi - step * (m / denom));
         m_out.push(m);
