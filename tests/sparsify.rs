@@ -100,6 +100,9 @@ fn a_folder_with_an_earlier_run_is_protected() {
     // then replaces the earlier outputs.
     let unfinished = run(&t, &SparsifyExperiment { budget: 320.0, ..exp.clone() }, &out, Existing::Refuse);
     assert!(unfinished.unwrap_err().to_string().contains("--resume"));
+    // Resuming with another budget would mix runs of two settings: refused, naming it.
+    let e = run(&t, &SparsifyExperiment { budget: 300.0, ..exp.clone() }, &out, Existing::Resume).unwrap_err();
+    assert!(e.to_string().contains("budget: recorded 320.0, given 300.0"), "{e}");
     let resumed = SparsifyExperiment { abort_after_runs: Some(3), budget: 320.0, ..exp.clone() };
     let c = run(&t, &resumed, &out, Existing::Resume).unwrap();
     assert!(c.arms[0].cost.mean >= 320.0, "{:?}", c.arms[0].cost);

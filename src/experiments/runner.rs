@@ -52,11 +52,13 @@ pub struct RunDir {
 const RECORDS: &str = "runs";
 
 impl RunDir {
-    /// Opens `dir` for a run that writes `outputs` (file names). Refuses a folder holding any
-    /// of them, or an unfinished run's staging folder, unless `existing` says otherwise; with
-    /// [`Existing::Force`] the staging folder of an earlier run is discarded. Writes nothing
-    /// but the (empty) staging folder.
-    pub fn open(dir: &Path, outputs: &[&str], existing: Existing) -> Result<RunDir> {
+    /// Opens `dir` for a run that writes `outputs` (file names) and is identified by
+    /// `identity` (its settings, start networks and data: what its configuration runs depend
+    /// on). Refuses a folder holding any of the outputs, or an unfinished run's staging folder,
+    /// unless `existing` says otherwise; with [`Existing::Force`] the staging folder of an
+    /// earlier run is discarded; with [`Existing::Resume`] the earlier run must have the same
+    /// identity. Writes nothing but the staging folder and its identity.
+    pub fn open(dir: &Path, outputs: &[&str], existing: Existing, identity: &serde_json::Value) -> Result<RunDir> {
         let partial = dir.join(".partial");
         let earlier: Vec<&str> = outputs.iter().copied().filter(|f| dir.join(f).exists()).collect();
         let unfinished = partial.join(RECORDS).is_dir();
@@ -71,10 +73,25 @@ impl RunDir {
                 dir.display()
             )));
         }
+        let identity_path = partial.join("identity.json");
+        if existing == Existing::Resume && unfinished {
+            let recorded = std::fs::read_to_string(&identity_path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+            if recorded.as_ref() != Some(identity) {
+                return Err(Error::Invalid(format!(
+                    "--resume: the unfinished run in {} was started with other settings, start networks or \
+                     data ({}); rerun it with the same ones, or pass --force to start afresh",
+                    dir.display(),
+                    recorded.map_or("none recorded".to_string(), |r| differences(&r, identity))
+                )));
+            }
+        }
         if existing == Existing::Force && partial.exists() {
             std::fs::remove_dir_all(&partial).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))?;
         }
         std::fs::create_dir_all(partial.join(RECORDS)).map_err(|e| Error::Io(format!("{}: {e}", partial.display())))?;
+        write_json(&identity_path, identity)?;
         Ok(RunDir { dir: dir.to_path_buf(), partial, resume: existing == Existing::Resume })
     }
 
@@ -121,6 +138,21 @@ impl RunDir {
         }
         std::fs::remove_dir_all(&self.partial).map_err(|e| Error::Io(format!("{}: {e}", self.partial.display())))
     }
+}
+
+/// The top-level keys whose values differ between two identities, e.g. `budget: 100 → 200`.
+fn differences(recorded: &serde_json::Value, given: &serde_json::Value) -> String {
+    let keys: std::collections::BTreeSet<&String> =
+        recorded.as_object().into_iter().chain(given.as_object()).flat_map(|m| m.keys()).collect();
+    let changed: Vec<String> = keys
+        .into_iter()
+        .filter(|k| recorded.get(k.as_str()) != given.get(k.as_str()))
+        .map(|k| {
+            let show = |v: Option<&serde_json::Value>| v.map_or("absent".to_string(), |v| v.to_string());
+            format!("{k}: recorded {}, given {}", show(recorded.get(k.as_str())), show(given.get(k.as_str())))
+        })
+        .collect();
+    changed.join("; ")
 }
 
 /// Writes `value` as pretty JSON to `path`, atomically.

@@ -26,6 +26,7 @@ use crate::cost;
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::geodesic::resume::{data_identity, network_identity};
 use crate::nn::network::Network;
 use crate::report::{write_plot, Series};
 use crate::tensor::Tensor;
@@ -99,7 +100,7 @@ pub fn run(
         .chain(seeds.iter().flat_map(|s| exp.arms.iter().map(move |a| format!("{a}-seed{}.ckpt", s.seed))))
         .collect();
     let output_refs: Vec<&str> = outputs.iter().map(String::as_str).collect();
-    let dir = RunDir::open(out.dir, &output_refs, out.existing)?;
+    let dir = RunDir::open(out.dir, &output_refs, out.existing, &identity(exp, seeds, split)?)?;
     let ctx = Ctx {
         exp,
         split,
@@ -215,6 +216,24 @@ pub fn run(
     )?;
     dir.finish(&output_refs, "compare.json")?;
     Ok(compare)
+}
+
+/// What the configuration runs depend on, checked when a run is resumed: the settings, each
+/// seed's start network and the data.
+fn identity(exp: &SparsifyExperiment, seeds: &[SeedRun<'_>], split: &Split) -> Result<serde_json::Value> {
+    let networks = seeds
+        .iter()
+        .map(|s| Ok(json!({"seed": s.seed, "network": network_identity(s.w0, &s.net.buffers()?)?})))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(json!({
+        "experiment": "sparsify",
+        "sparsity": exp.sparsity,
+        "budget": exp.budget,
+        "batch": exp.batch,
+        "start_networks": networks,
+        "fit": data_identity(&split.fit),
+        "validation": data_identity(&split.validation),
+    }))
 }
 
 /// Refuses options that cannot run, before anything is written.
