@@ -94,3 +94,41 @@ fn training_the_bend_lowers_the_loss_in_the_middle_of_the_curve() {
         assert!(max_diff(&c.point(0.0).unwrap(), &a) < 1e-6 && max_diff(&c.point(1.0).unwrap(), &b) < 1e-6);
     }
 }
+
+#[test]
+fn refreshed_batchnorm_statistics_are_the_cumulative_average_of_the_batches() {
+    use geopath::experiments::curves::refresh_batchnorm;
+    let dev = Device::Reference;
+    let spec =
+        geopath::nn::spec::parse("conv 4 3 pad=1\nbatchnorm\nrelu\nflatten\nlinear classes\n", "test", "bn").unwrap();
+    let net = geopath::nn::network::Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
+    let w = net.init_params(3).unwrap();
+    let data = toy_dataset(200, 4);
+    // Fresh statistics (mean 0, variance 1) are far from the data's: eval and train differ.
+    let (x0, _) = geopath::geodesic::step::batch_at(&data, &(0..100).collect::<Vec<_>>(), &dev).unwrap();
+    let stale = autodiff::forward(&net, &w, &x0).unwrap().to_vec().unwrap();
+    net.set_train(true);
+    let batch_stats = autodiff::forward(&net, &w, &x0).unwrap().to_vec().unwrap();
+    net.set_train(false);
+    assert!(stale.iter().zip(&batch_stats).any(|(a, b)| (a - b).abs() > 0.05), "the check below can fail");
+    let mean_after = |d: &geopath::data::Dataset, batches: usize| {
+        refresh_batchnorm(&net, &w, d, batches, 100, &dev).unwrap();
+        let b = net.buffers().unwrap();
+        b.iter().find(|(n, _)| n.ends_with("running_mean")).unwrap().1.clone()
+    };
+    let first = data.subset(&(0..100).collect::<Vec<_>>());
+    let second = data.subset(&(100..200).collect::<Vec<_>>());
+    let (m1, m2, both) = (mean_after(&first, 1), mean_after(&second, 1), mean_after(&data, 2));
+    for c in 0..4 {
+        assert!((both[c] - 0.5 * (m1[c] + m2[c])).abs() < 1e-5, "channel {c}: {both:?} vs {m1:?}, {m2:?}");
+    }
+    // With the statistics of one batch, eval mode on that batch is training mode on it (up to
+    // the unbiased variance of 1600 elements per channel).
+    refresh_batchnorm(&net, &w, &first, 1, 100, &dev).unwrap();
+    let (x, _) = geopath::geodesic::step::batch_at(&first, &(0..100).collect::<Vec<_>>(), &dev).unwrap();
+    let eval = autodiff::forward(&net, &w, &x).unwrap().to_vec().unwrap();
+    net.set_train(true);
+    let train = autodiff::forward(&net, &w, &x).unwrap().to_vec().unwrap();
+    net.set_train(false);
+    assert_close("eval after refresh vs train", &eval, &train, 2e-3, 2e-3);
+}

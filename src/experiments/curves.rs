@@ -136,3 +136,33 @@ pub fn train_bend(
     }
     Ok(())
 }
+
+/// Recomputes the BatchNorm running statistics of `net` for the parameters `w` (a point of a
+/// path or curve, whose statistics no training produced) as the cumulative average over the
+/// first `batches` batches of `batch` images of `data` (as Garipov et al. do for curve
+/// points); leaves `net` in eval mode. The forward passes count on the cost counter like any
+/// other. Nothing to do for a network without BatchNorm.
+pub fn refresh_batchnorm(
+    net: &Network,
+    w: &Tensor,
+    data: &Dataset,
+    batches: usize,
+    batch: usize,
+    device: &Device,
+) -> Result<()> {
+    if !net.has_batchnorm() {
+        return Ok(());
+    }
+    net.set_train(true);
+    let order: Vec<usize> = (0..data.len()).collect();
+    let result = (|| {
+        for (k, rows) in order.chunks(batch.max(1)).take(batches.max(1)).enumerate() {
+            let (x, _) = batch_at(data, rows, device)?;
+            autodiff::forward(net, w, &x)?;
+            net.update_running_stats_with(Some(1.0 / (k + 1) as f32))?;
+        }
+        Ok(())
+    })();
+    net.set_train(false);
+    result
+}

@@ -211,12 +211,18 @@ impl Network {
 
     /// Folds the batch statistics of the last training forward pass into the running statistics.
     pub fn update_running_stats(&self) -> Result<()> {
+        self.update_running_stats_with(None)
+    }
+
+    /// [`Network::update_running_stats`] with every BatchNorm layer's momentum replaced by
+    /// `momentum` when given (e.g. `1/k` for the `k`-th batch of a cumulative average).
+    pub fn update_running_stats_with(&self, momentum: Option<f32>) -> Result<()> {
         let mut st = self.state.borrow_mut();
         let momenta: Vec<f32> = self
             .layers
             .iter()
             .filter_map(|l| match l {
-                Layer::BatchNorm { momentum, .. } => Some(*momentum),
+                Layer::BatchNorm { momentum: own, .. } => Some(momentum.unwrap_or(*own)),
                 _ => None,
             })
             .collect();
