@@ -78,6 +78,10 @@ fn every_arm_reaches_the_target_at_the_same_counted_cost_and_picks_on_validation
         assert!(json.get(key).is_some(), "compare.json lacks {key}");
     }
     assert!(!out.join(".partial").exists(), "the staging folder is removed at the end");
+    // `geopath report` gathers finished runs: one row per arm, read back from compare.json.
+    let table = geopath::experiments::compare::gather(&[Compare::load(&out.join("compare.json")).unwrap()]);
+    assert_eq!(table.lines().count(), 2 + 3, "{table}");
+    assert!(table.contains("| sparsify |") && table.contains("| one-shot-magnitude |"), "{table}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

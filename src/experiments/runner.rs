@@ -23,7 +23,8 @@ pub enum Existing {
     /// Refuse to start (the default).
     #[default]
     Refuse,
-    /// Continue the earlier run: reuse its finished configuration runs.
+    /// Continue the earlier, unfinished run: reuse its finished configuration runs (a finished
+    /// run keeps none, so resuming it runs everything again and replaces its outputs).
     Resume,
     /// Start afresh; the earlier outputs are replaced when the new run ends.
     Force,
