@@ -5,7 +5,7 @@ use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
 /// Elements below which a loop runs on one thread.
-pub const PAR_MIN: usize = 1 << 15;
+pub const PAR_MIN: usize = 1 << 17;
 
 /// Elements per parallel piece for an array of `len`: a few pieces per thread.
 fn piece(len: usize) -> usize {
