@@ -419,9 +419,12 @@ fn print_bench(device: &Device, results: &[BenchResult], json: bool) {
 }
 
 fn run(cli: Cli) -> geopath::Result<()> {
-    if let Some(n) = cli.threads {
-        geopath::cpu::set_threads(n)?;
-    }
+    geopath::cpu::start_pool(cli.threads)?;
+    geopath::cpu::on_pool(move || run_command(cli))
+}
+
+/// Runs the command of `cli` (on a thread of the CPU backend's pool).
+fn run_command(cli: Cli) -> geopath::Result<()> {
     let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups })?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),

@@ -31,15 +31,28 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
-/// Sets the CPU backend's thread count; once per process, before any CPU op runs.
-pub fn set_threads(n: usize) -> Result<()> {
-    if n == 0 {
+/// Stack of each thread of the pool: that of a main thread, since [`on_pool`] runs whole
+/// commands on one.
+const STACK_BYTES: usize = 8 << 20;
+
+/// Starts the CPU backend's thread pool with `threads` threads (default: one a core); once per
+/// process, before any CPU op runs.
+pub fn start_pool(threads: Option<usize>) -> Result<()> {
+    if threads == Some(0) {
         return Err(Error::Invalid("--threads must be at least 1".into()));
     }
     rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
+        .num_threads(threads.unwrap_or(0))
+        .stack_size(STACK_BYTES)
         .build_global()
-        .map_err(|e| Error::Invalid(format!("--threads {n}: the thread pool is already running ({e})")))
+        .map_err(|e| Error::Invalid(format!("the CPU backend's thread pool is already running ({e})")))
+}
+
+/// Runs `f` on a thread of the CPU backend's pool, so that the ops it calls fork from inside
+/// the pool: the calling thread then works on one half of each split op itself, instead of
+/// handing every op to the pool and sleeping until it is done.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 /// What the CPU backend runs on, for `geopath info` and benchmark reports.
