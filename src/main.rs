@@ -425,6 +425,15 @@ fn run(cli: Cli) -> geopath::Result<()> {
 
 /// Runs the command of `cli` (on a thread of the CPU backend's pool).
 fn run_command(cli: Cli) -> geopath::Result<()> {
+    if let Command::Report { dirs } = &cli.command {
+        // Reads files only: no device to open.
+        let runs = dirs
+            .iter()
+            .map(|d| geopath::experiments::compare::Compare::load(&d.join("compare.json")))
+            .collect::<geopath::Result<Vec<_>>>()?;
+        print!("{}", geopath::experiments::compare::gather(&runs));
+        return Ok(());
+    }
     let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups })?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),
@@ -521,13 +530,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             println!("{}", c.markdown());
             println!("(wrote {})", out.display());
         }
-        Command::Report { dirs } => {
-            let runs = dirs
-                .iter()
-                .map(|d| geopath::experiments::compare::Compare::load(&d.join("compare.json")))
-                .collect::<geopath::Result<Vec<_>>>()?;
-            print!("{}", geopath::experiments::compare::gather(&runs));
-        }
+        Command::Report { .. } => unreachable!("handled before the device is opened"),
         Command::Connect { a, b, path, loss_weight, restore, steps, dataset, data_dir, out } => {
             let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
             let (_, wb, ckpt_b) = train::load_checkpoint(&b, &device)?;

@@ -130,6 +130,10 @@ impl Compare {
             self.device,
             self.date
         );
+        if let Some(starts) = self.setting.get("start_networks").and_then(|v| v.as_array()) {
+            let names: Vec<&str> = starts.iter().map(|v| v.as_str().unwrap_or_default()).collect();
+            let _ = writeln!(s, "start networks (one a seed): {}\n", names.join(", "));
+        }
         let _ = writeln!(
             s,
             "| arm | test accuracy (mean ± std) | cost ({}) | device seconds | picked configuration | validation accuracy |",
@@ -165,12 +169,16 @@ impl Compare {
     }
 }
 
-/// `{"a": 1, "b": "x"}` as `a 1, b x` (a JSON value's scalars as they read).
+/// `{"a": 1, "b": "x", "c": [..]}` as `a 1, b x` (a JSON object's scalars as they read; lists
+/// are left out).
 pub fn compact(v: &serde_json::Value) -> String {
     match v {
-        serde_json::Value::Object(m) => {
-            m.iter().map(|(k, v)| format!("{k} {}", compact(v))).collect::<Vec<_>>().join(", ")
-        }
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(_, v)| !v.is_array())
+            .map(|(k, v)| format!("{k} {}", compact(v)))
+            .collect::<Vec<_>>()
+            .join(", "),
         serde_json::Value::String(s) => s.clone(),
         other => other.to_string(),
     }
