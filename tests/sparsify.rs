@@ -35,8 +35,22 @@ fn experiment() -> SparsifyExperiment {
 }
 
 fn run(t: &Toy, exp: &SparsifyExperiment, out: &Path, existing: Existing) -> geopath::Result<Compare> {
-    let seeds: Vec<SeedRun> =
-        t.starts.iter().map(|(s, w)| SeedRun { seed: *s, net: &t.net, w0: w, source: format!("toy {s}") }).collect();
+    run_seeds(t, exp, out, existing, &[0, 1])
+}
+
+fn run_seeds(
+    t: &Toy,
+    exp: &SparsifyExperiment,
+    out: &Path,
+    existing: Existing,
+    only: &[u64],
+) -> geopath::Result<Compare> {
+    let seeds: Vec<SeedRun> = t
+        .starts
+        .iter()
+        .filter(|(s, _)| only.contains(s))
+        .map(|(s, w)| SeedRun { seed: *s, net: &t.net, w0: w, source: format!("toy {s}") })
+        .collect();
     sparsify::run(exp, &seeds, &t.split, &t.test, &t.dev, Output { dir: out, existing, progress: false })
 }
 
@@ -111,6 +125,14 @@ fn a_folder_with_an_earlier_run_is_protected() {
     let c = run(&t, &resumed, &out, Existing::Resume).unwrap();
     assert!(c.arms[0].cost.mean >= 320.0, "{:?}", c.arms[0].cost);
     assert_ne!(std::fs::read(out.join("compare.json")).unwrap(), before);
+    // A forced run with fewer seeds leaves one run's set: the other seed's network is removed.
+    assert!(out.join("one-shot-magnitude-seed1.ckpt").is_file());
+    run_seeds(&t, &exp, &out, Existing::Force, &[0]).unwrap();
+    assert!(out.join("one-shot-magnitude-seed0.ckpt").is_file());
+    assert!(!out.join("one-shot-magnitude-seed1.ckpt").exists(), "a stale network of the earlier run");
+    let listed: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(out.join("outputs.json")).unwrap()).unwrap();
+    assert!(listed.contains(&"compare.json".to_string()) && listed.len() == 4, "{listed:?}");
     std::fs::remove_dir_all(&out).unwrap();
 }
 

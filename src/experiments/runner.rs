@@ -61,7 +61,12 @@ impl RunDir {
     /// identity. Writes nothing but the staging folder and its identity.
     pub fn open(dir: &Path, outputs: &[&str], existing: Existing, identity: &serde_json::Value) -> Result<RunDir> {
         let partial = dir.join(".partial");
-        let earlier: Vec<&str> = outputs.iter().copied().filter(|f| dir.join(f).exists()).collect();
+        // An earlier run's outputs: this run's names, and whatever the earlier run listed.
+        let mut listed = read_manifest(dir);
+        listed.extend(outputs.iter().map(|f| f.to_string()));
+        listed.sort();
+        listed.dedup();
+        let earlier: Vec<&str> = listed.iter().map(String::as_str).filter(|f| dir.join(f).exists()).collect();
         let unfinished = partial.join(RECORDS).is_dir();
         if existing == Existing::Refuse && (!earlier.is_empty() || unfinished) {
             let what = if earlier.is_empty() {
@@ -130,15 +135,43 @@ impl RunDir {
 
     /// Moves the staged `outputs` into the run folder (each by an atomic rename, `first_last`
     /// last, so that its presence marks a complete set) and removes the staging folder.
+    ///
+    /// The folder's manifest (`MANIFEST`) lists the outputs; files an earlier run listed that
+    /// this one does not write (e.g. the networks of seeds it did not run) are removed, so the
+    /// folder holds one run's set.
     pub fn finish(self, outputs: &[&str], first_last: &str) -> Result<()> {
+        let stale: Vec<String> =
+            read_manifest(&self.dir).into_iter().filter(|f| !outputs.contains(&f.as_str())).collect();
         let order = outputs.iter().filter(|f| **f != first_last).chain(std::iter::once(&first_last));
         for name in order {
             let (from, to) = (self.partial.join(name), self.dir.join(name));
             std::fs::rename(&from, &to)
                 .map_err(|e| Error::Io(format!("{} -> {}: {e}", from.display(), to.display())))?;
         }
+        write_json(&self.dir.join(MANIFEST), &outputs)?;
+        for name in stale {
+            let path = self.dir.join(&name);
+            if path.is_file() {
+                std::fs::remove_file(&path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
+            }
+        }
         std::fs::remove_dir_all(&self.partial).map_err(|e| Error::Io(format!("{}: {e}", self.partial.display())))
     }
+}
+
+/// File of a run folder listing the outputs of the run that wrote it.
+const MANIFEST: &str = "outputs.json";
+
+/// The outputs the manifest of `dir` lists (none without one). Only plain file names are
+/// taken, so a tampered manifest cannot point outside the folder.
+fn read_manifest(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join(MANIFEST))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !f.is_empty() && !f.contains(['/', '\\']) && f != ".." && f != ".")
+        .collect()
 }
 
 /// The top-level keys whose values differ between two identities, e.g. `budget: 100 → 200`.
