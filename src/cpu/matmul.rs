@@ -29,30 +29,13 @@ pub fn product_into(c: &mut [f32], g: &Gemm, a: &[f32], b: &[f32], accumulate: b
     // Threads take blocks of rows of C (or of columns, when C is short and wide), each a
     // single-threaded product: one fork per product instead of the GEMM crate's finer
     // synchronisation, which on the products of a small network gave no speed-up on 2 cores.
-    if threads > 1 && m * n * k >= GEMM_THREADS_FROM {
-        // Large products: the GEMM crate's own threads, which share the packed operands.
-        // SAFETY: as below.
-        unsafe {
-            gemm_raw(
-                m,
-                n,
-                k,
-                c.as_mut_ptr(),
-                n,
-                a.as_ptr(),
-                (a_rs, a_cs),
-                b.as_ptr(),
-                (b_rs, b_cs),
-                g.alpha,
-                accumulate,
-                Parallelism::Rayon(threads),
-            )
-        };
-        return;
-    }
     let split_rows = m >= n || n < threads * MIN_SPLIT;
     let along = if split_rows { m } else { n };
-    if threads == 1 || along < threads * MIN_SPLIT {
+    let large = m * n * k >= GEMM_THREADS_FROM;
+    if threads == 1 || large || along < threads * MIN_SPLIT {
+        // One product: on the GEMM crate's own threads when large (they share the packed
+        // operands), else on this thread.
+        let parallelism = if threads > 1 && large { Parallelism::Rayon(threads) } else { Parallelism::None };
         // SAFETY: `c` covers m*n elements, `a` and `b` their shapes at these strides (asserted
         // above), and `c` does not alias them (it is borrowed mutably).
         unsafe {
@@ -68,7 +51,7 @@ pub fn product_into(c: &mut [f32], g: &Gemm, a: &[f32], b: &[f32], accumulate: b
                 (b_rs, b_cs),
                 g.alpha,
                 accumulate,
-                Parallelism::None,
+                parallelism,
             )
         };
         return;

@@ -119,3 +119,34 @@ fn shift_batch(
         }
     }
 }
+
+/// The batches of an epoch-wise shuffled pass over `len` examples: step `s` takes batch
+/// `s mod (len / batch)` of epoch `s div (len / batch)`'s order, which is drawn once, when the
+/// epoch's first batch is asked for.
+pub struct EpochBatches {
+    len: usize,
+    batch: usize,
+    seed: u64,
+    /// The epoch `order` belongs to.
+    epoch: Option<usize>,
+    order: Vec<usize>,
+}
+
+impl EpochBatches {
+    /// Batches of `batch` of `len` examples, the orders drawn from `seed`.
+    pub fn new(len: usize, batch: usize, seed: u64) -> EpochBatches {
+        EpochBatches { len, batch, seed, epoch: None, order: Vec::new() }
+    }
+
+    /// The indices of step `step`'s batch.
+    pub fn at(&mut self, step: usize) -> &[usize] {
+        let per_epoch = (self.len / self.batch).max(1);
+        let epoch = step / per_epoch;
+        if self.epoch != Some(epoch) {
+            self.order = shuffled_indices(self.len, self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
+            self.epoch = Some(epoch);
+        }
+        let b = step % per_epoch;
+        &self.order[b * self.batch..((b + 1) * self.batch).min(self.len)]
+    }
+}

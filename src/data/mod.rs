@@ -12,7 +12,7 @@ pub mod cifar;
 pub mod idx;
 pub mod split;
 
-pub use augment::{augment_crop_flip, augment_shift, crop_flip_params, shuffled_indices};
+pub use augment::{augment_crop_flip, augment_shift, crop_flip_params, shuffled_indices, EpochBatches};
 pub use split::{Split, SplitRecord};
 
 use crate::error::{Error, Result};

@@ -7,7 +7,7 @@
 
 use super::runner::Budget;
 use crate::autodiff;
-use crate::data::{self, Dataset};
+use crate::data::{Dataset, EpochBatches};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::geodesic::step::batch_at;
@@ -114,17 +114,11 @@ pub fn train_bend(
 ) -> Result<()> {
     let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 };
     let mut opt = Optimizer::new(kind, LrSchedule::constant(o.lr));
-    let steps_per_epoch = (o.fit.len() / o.batch.max(1)).max(1);
-    let mut order = Vec::new();
+    let mut batches = EpochBatches::new(o.fit.len(), o.batch.max(1), o.seed);
     let mut rng = o.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut step = 0usize;
     while !budget.exhausted() {
-        if step.is_multiple_of(steps_per_epoch) {
-            order = data::shuffled_indices(o.fit.len(), o.seed ^ (step / steps_per_epoch) as u64);
-        }
-        let b = step % steps_per_epoch;
-        let rows = &order[b * o.batch..((b + 1) * o.batch).min(o.fit.len())];
-        let (x, y) = batch_at(o.fit, rows, o.device)?;
+        let (x, y) = batch_at(o.fit, batches.at(step), o.device)?;
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;

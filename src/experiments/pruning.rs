@@ -6,7 +6,7 @@
 
 use super::runner::Budget;
 use crate::autodiff;
-use crate::data::{self, Dataset};
+use crate::data::{Dataset, EpochBatches};
 use crate::device::Device;
 use crate::error::Result;
 use crate::geodesic::step::batch_at;
@@ -69,9 +69,8 @@ impl SgdRun<'_> {
     ) -> Result<(Tensor, Tensor)> {
         let kind = OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 };
         let mut opt = Optimizer::new(kind, LrSchedule::constant(self.lr));
-        let steps_per_epoch = (self.fit.len() / self.batch).max(1);
         let (mut w, mut mask) = (flat::mask(&w, &mask)?, mask);
-        let mut order = Vec::new();
+        let mut batches = EpochBatches::new(self.fit.len(), self.batch, self.seed);
         // Steps the budget allows, estimated from the first step's cost (for the ramp).
         let mut planned: Option<usize> = None;
         let mut step = 0usize;
@@ -84,12 +83,7 @@ impl SgdRun<'_> {
                     w = flat::mask(&w, &mask)?;
                 }
             }
-            if step.is_multiple_of(steps_per_epoch) {
-                order = data::shuffled_indices(self.fit.len(), self.seed ^ (step / steps_per_epoch) as u64);
-            }
-            let b = step % steps_per_epoch;
-            let rows = &order[b * self.batch..((b + 1) * self.batch).min(self.fit.len())];
-            let (x, y) = batch_at(self.fit, rows, self.device)?;
+            let (x, y) = batch_at(self.fit, batches.at(step), self.device)?;
             let (_, g) = autodiff::loss_grad(self.net, &w, &x, &y)?;
             w = flat::mask(&opt.step(&w, &flat::mask(&g, &mask)?)?, &mask)?;
             step += 1;

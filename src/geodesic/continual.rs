@@ -11,7 +11,7 @@
 
 use super::step::{batch_at, path_step, Reference, StepSettings};
 use crate::autodiff;
-use crate::data::{self, Dataset, DatasetName};
+use crate::data::{self, Dataset, DatasetName, EpochBatches};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::network::Network;
@@ -358,36 +358,6 @@ fn annealed(base: f32, steps: usize) -> LrSchedule {
 /// SGD with Nesterov momentum 0.9, no weight decay, following `schedule`.
 fn sgd(schedule: LrSchedule) -> Optimizer {
     Optimizer::new(OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 }, schedule)
-}
-
-/// The batches of an epoch-wise shuffled pass over `len` examples: step `s` takes batch
-/// `s mod (len / batch)` of epoch `s div (len / batch)`'s order, which is drawn once, when the
-/// epoch's first batch is asked for.
-struct EpochBatches {
-    len: usize,
-    batch: usize,
-    seed: u64,
-    /// The epoch `order` belongs to.
-    epoch: Option<usize>,
-    order: Vec<usize>,
-}
-
-impl EpochBatches {
-    fn new(len: usize, batch: usize, seed: u64) -> EpochBatches {
-        EpochBatches { len, batch, seed, epoch: None, order: Vec::new() }
-    }
-
-    /// The indices of step `step`'s batch.
-    fn at(&mut self, step: usize) -> &[usize] {
-        let per_epoch = (self.len / self.batch).max(1);
-        let epoch = step / per_epoch;
-        if self.epoch != Some(epoch) {
-            self.order = data::shuffled_indices(self.len, self.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9));
-            self.epoch = Some(epoch);
-        }
-        let b = step % per_epoch;
-        &self.order[b * self.batch..((b + 1) * self.batch).min(self.len)]
-    }
 }
 
 /// EWC's memory: `Σ_t F_t` and `Σ_t F_t ⊙ w_t` over the finished tasks.
