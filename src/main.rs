@@ -1,10 +1,9 @@
 //! The `geopath` command line.
 
-use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use geopath::bench::{self, BenchResult};
 use geopath::data::split::SPLIT_KEY;
 use geopath::data::{self, DatasetName, Split, SplitRecord};
-use geopath::geodesic;
 use geopath::gpu::ContextOptions;
 use geopath::optim::OptimizerKind;
 use geopath::train::{self, json_str, Recipe, TrainArgs};
@@ -28,52 +27,6 @@ struct Cli {
     subgroups: bool,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Options shared by the path commands (`connect`, `continual`).
-#[derive(clap::Args)]
-struct PathArgs {
-    /// Step rule: trust-region, steihaug or penalty.
-    #[arg(long, default_value = "trust-region")]
-    method: String,
-    /// Weight λ of the objective's gradient in the penalty step.
-    #[arg(long, default_value_t = 0.1)]
-    lambda: f32,
-    /// Metric of the trust-region rules: fisher, logits or hessian.
-    #[arg(long, default_value = "fisher")]
-    metric: String,
-    /// Step length (trust radius).
-    #[arg(long, default_value_t = 0.05)]
-    eps: f32,
-    /// Weight of the objective (sparsity, or the pull toward B) in each step.
-    #[arg(long, default_value_t = 1.0)]
-    beta: f32,
-    /// Inputs per metric batch.
-    #[arg(long, default_value_t = 200)]
-    batch: usize,
-    /// CG iterations per step.
-    #[arg(long, default_value_t = 10)]
-    cg_iter: usize,
-    /// Log, evaluate (and checkpoint) every this many steps.
-    #[arg(long, default_value_t = 20)]
-    log_every: usize,
-    /// Seed of the metric batches.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Continue the interrupted run in --out from OUT/path.ckpt (same options and networks;
-    /// --steps may be raised to extend a finished path). Not for continual.
-    #[arg(long)]
-    resume: bool,
-}
-
-impl PathArgs {
-    /// The step rule, with `--lambda` for the penalty step.
-    fn step_method(&self) -> geopath::Result<geodesic::step::StepMethod> {
-        Ok(match self.method.parse()? {
-            geodesic::step::StepMethod::Penalty { .. } => geodesic::step::StepMethod::Penalty { lambda: self.lambda },
-            other => other,
-        })
-    }
 }
 
 /// What a comparing command does with an output folder that holds an earlier run.
@@ -199,40 +152,51 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// Connect two trained networks of one architecture by a path that keeps the function;
-    /// reports the test accuracy along it beside linear interpolation (OUT/path.csv,
-    /// OUT/linear.csv, OUT/path.svg, OUT/summary.json).
+    /// Compare paths between two optima like for like: the geodesic path, linear
+    /// interpolation, and Garipov et al.'s trained Bezier curve and polygonal chain, from the
+    /// same pair (A, B) per seed, the trained arms at the same cost, each arm's configuration
+    /// picked on the validation split by the lowest accuracy along its curve; writes
+    /// OUT/compare.json, compare.md, compare.svg, curves.csv (test accuracy at every point) and
+    /// the picked curves' networks.
     Connect {
-        /// Checkpoint of optimum A (the start).
-        #[arg(long)]
-        a: PathBuf,
-        /// Checkpoint of optimum B (the target).
-        #[arg(long)]
-        b: PathBuf,
-        #[command(flatten)]
-        path: PathArgs,
-        /// Weight γ of the restoring term's gradient added to the pull toward B (0: the plain pull).
-        #[arg(long, default_value_t = 200.0)]
-        loss_weight: f32,
-        /// Restoring term weighted by --loss-weight: loss (cross-entropy on the labels) or ensemble (Bhattacharyya distance to the mixture of A's and B's outputs, moving from A's to B's along the path).
-        #[arg(long, default_value = "loss")]
-        restore: String,
-        /// Maximum steps.
-        #[arg(long, default_value_t = 2000)]
-        steps: usize,
-        /// Data set (default: the one A was trained on).
-        #[arg(long)]
-        dataset: Option<String>,
+        /// Optimum A for every seed (trained with the validation split held out); default:
+        /// LeNet-300-100 trained on --dataset with seed 2S for seed S (cached in runs/cache).
+        #[arg(long, requires = "b")]
+        a: Option<PathBuf>,
+        /// Optimum B for every seed; default: LeNet-300-100 trained with seed 2S + 1.
+        #[arg(long, requires = "a")]
+        b: Option<PathBuf>,
+        /// Seeds (comma-separated): batches, and the pair (A, B) when trained here.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        seeds: Vec<u64>,
+        /// Cost of every configuration run of a trained arm, in forward passes of one batch.
+        #[arg(long, default_value_t = 20_000.0)]
+        budget: f64,
+        /// Examples per step of every arm, and per cost unit.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Evaluation points along every curve, both ends included.
+        #[arg(long, default_value_t = 21)]
+        points: usize,
+        /// Arms (comma-separated): geodesic, linear, bezier, polychain.
+        #[arg(long, value_delimiter = ',', default_value = "geodesic,linear,bezier,polychain")]
+        arms: Vec<String>,
+        /// Data set of the networks.
+        #[arg(long, default_value = "mnist")]
+        dataset: String,
         /// Folder holding the data set files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Output folder.
         #[arg(long, default_value = "runs/connect")]
         out: PathBuf,
+        #[command(flatten)]
+        existing: ExistingArgs,
     },
-    /// Learn a sequence of tasks: the geodesic method (metric on a buffer of old-task inputs)
-    /// beside fine-tuning, EWC and replay with the same buffer; prints the accuracy matrices and
-    /// writes OUT/path.csv, OUT/path.svg, OUT/summary.json.
+    /// Compare continual-learning methods like for like: the geodesic arm beside fine-tuning,
+    /// EWC, experience replay, DER++ and joint training, with the same buffer and the same cost
+    /// per task, each arm's configuration picked on validation images held out of every task;
+    /// writes OUT/compare.json, compare.md (with the accuracy matrices) and compare.svg.
     Continual {
         /// Task sequence: split-mnist, permuted-mnist or mnist-fashion.
         #[arg(long, default_value = "split-mnist")]
@@ -240,7 +204,7 @@ enum Command {
         /// task (the task is known at test time) or class (one prediction over the whole head).
         #[arg(long, default_value = "class")]
         scenario: String,
-        /// Stored inputs per class of every finished task.
+        /// Stored inputs per class of every finished task (every arm's buffer).
         #[arg(long, default_value_t = 50)]
         buffer_per_class: usize,
         /// Number of tasks of permuted MNIST (the plain images, then permutations).
@@ -249,42 +213,30 @@ enum Command {
         /// Model: a name from models/ or a spec file.
         #[arg(long, default_value = "lenet-300-100")]
         model: String,
-        #[command(flatten)]
-        path: PathArgs,
-        /// Epochs of every task after the first (every method takes the same steps); default:
-        /// 3, or 8 for mnist-fashion.
-        #[arg(long, default_value_t = 3)]
-        epochs: usize,
-        /// Epochs of the first task (shared by every method).
+        /// Seeds (comma-separated): initialisation, first task, buffers and batches.
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        seeds: Vec<u64>,
+        /// Cost of each task after the first, per arm and configuration, in forward passes of
+        /// one batch.
+        #[arg(long, default_value_t = 2000.0)]
+        budget: f64,
+        /// Examples per batch (new-task and buffer batches), and per cost unit.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Epochs of the first task (learned once per seed, shared by every arm).
         #[arg(long, default_value_t = 5)]
         first_epochs: usize,
-        /// Training batch.
-        #[arg(long, default_value_t = 128)]
-        train_batch: usize,
-        /// Learning rates the baselines pick from (comma-separated).
-        #[arg(long, value_delimiter = ',', default_value = "0.01,0.03,0.1")]
-        lrs: Vec<f32>,
-        /// EWC λ values to pick from (comma-separated); default: 3,10,30,100, or
-        /// 1000,3000,10000 for mnist-fashion.
-        #[arg(long, value_delimiter = ',', default_value = "3,10,30,100")]
-        ewc_lambdas: Vec<f32>,
-        /// The geodesic method's objective: the loss on the new-task batch joined by a labelled
-        /// buffer batch (true), or on the new-task batch alone (false).
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        replay_objective: bool,
-        /// Shift the labelled buffer batches of replay and of the geodesic objective by up to
-        /// two pixels.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-        augment_buffer: bool,
-        /// Baselines run beside the geodesic method (comma-separated; empty for none).
-        #[arg(long, value_delimiter = ',', default_value = "finetune,ewc,replay")]
-        baselines: Vec<String>,
+        /// Arms (comma-separated): geodesic, fine-tune, ewc, replay, der++, joint.
+        #[arg(long, value_delimiter = ',', default_value = "geodesic,fine-tune,ewc,replay,der++,joint")]
+        arms: Vec<String>,
         /// Folder holding the data set files (Fashion-MNIST for mnist-fashion).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Output folder.
         #[arg(long, default_value = "runs/continual")]
         out: PathBuf,
+        #[command(flatten)]
+        existing: ExistingArgs,
     },
     /// Evaluate a checkpoint's test accuracy.
     Eval {
@@ -531,59 +483,51 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             println!("(wrote {})", out.display());
         }
         Command::Report { .. } => unreachable!("handled before the device is opened"),
-        Command::Connect { a, b, path, loss_weight, restore, steps, dataset, data_dir, out } => {
-            let (net, wa, ckpt_a) = train::load_checkpoint(&a, &device)?;
-            let (_, wb, ckpt_b) = train::load_checkpoint(&b, &device)?;
-            if ckpt_a.spec != ckpt_b.spec || wa.shape() != wb.shape() {
-                return Err(geopath::Error::Invalid(format!(
-                    "{} and {} are different architectures ({} and {} parameters)",
-                    a.display(),
-                    b.display(),
-                    wa.numel(),
-                    wb.numel()
-                )));
-            }
-            let name = match dataset {
-                Some(d) => d,
-                None => ckpt_a.meta("dataset").map(str::to_string).unwrap_or_else(|| "mnist".into()),
-            };
-            let dataset: DatasetName = name.parse()?;
+        Command::Connect { a, b, seeds, budget, batch, points, arms, dataset, data_dir, out, existing } => {
+            use geopath::experiments::connect::{self, ConnectExperiment, PairRun};
+            use geopath::experiments::runner::Output;
+            let dataset: DatasetName = dataset.parse()?;
+            let exp = ConnectExperiment { budget, batch, points, arms, ..Default::default() };
             let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
-            for (path, ckpt) in [(&a, &ckpt_a), (&b, &ckpt_b)] {
-                SplitRecord::check(&format!("checkpoint {}", path.display()), ckpt.meta(SPLIT_KEY), &split)?;
-            }
-            let train_set = split.fit;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
-            let cfg = geodesic::connect::ConnectConfig {
-                method: path.step_method()?,
-                metric: path.metric.parse()?,
-                eps: path.eps,
-                beta: path.beta,
-                loss_weight,
-                restore: restore.parse()?,
-                steps,
-                batch: path.batch,
-                cg_iter: path.cg_iter,
-                log_every: path.log_every,
-                seed: path.seed,
-                resume: path.resume,
-                ..Default::default()
-            };
-            println!("connecting {} and {} ({}) on {}", a.display(), b.display(), net.spec.name, device.name());
-            let r = geodesic::connect::run(&net, &wa, &wb, &train_set, &test_set, &cfg, &device, &out, true)?;
-            println!("{:<36} {:>10}", "", "test acc");
-            println!("{:<36} {:>9.2}%", "A", 100.0 * r.accuracy_a);
-            println!("{:<36} {:>9.2}%", "B", 100.0 * r.accuracy_b);
-            println!("{:<36} {:>9.2}%", "linear interpolation, minimum", 100.0 * r.linear_min_accuracy);
-            println!("{:<36} {:>9.2}%", format!("path ({} steps), minimum", r.steps), 100.0 * r.min_path_accuracy);
+            // Every pair is checked (and trained where needed) before anything runs.
+            let mut nets = Vec::new();
+            for &seed in &seeds {
+                let (pa, pb) = match (&a, &b) {
+                    (Some(a), Some(b)) => (a.clone(), b.clone()),
+                    _ => (
+                        default_checkpoint(&device, dataset, data_dir.as_deref(), 2 * seed)?,
+                        default_checkpoint(&device, dataset, data_dir.as_deref(), 2 * seed + 1)?,
+                    ),
+                };
+                let load = |path: &PathBuf| -> geopath::Result<_> {
+                    let (net, w, ckpt) = train::load_checkpoint(path, &device)?;
+                    SplitRecord::check(&format!("checkpoint {}", path.display()), ckpt.meta(SPLIT_KEY), &split)?;
+                    Ok((net, w))
+                };
+                let source = format!("{} & {}", pa.display(), pb.display());
+                nets.push((seed, load(&pa)?, load(&pb)?, source));
+            }
+            let pairs: Vec<PairRun> = nets
+                .iter()
+                .map(|(seed, (net_a, wa), (net_b, wb), source)| PairRun {
+                    seed: *seed,
+                    net_a,
+                    wa,
+                    net_b,
+                    wb,
+                    source: source.clone(),
+                })
+                .collect();
             println!(
-                "(distance to B {:.3} of {:.3} at the end: {}; {:.0} s; wrote {})",
-                r.final_distance,
-                r.start_distance,
-                r.ending,
-                r.seconds,
-                out.display()
+                "connect pairs of {} on {}: seeds {seeds:?}, {budget} forward passes of {batch} per configuration run",
+                pairs[0].net_a.spec.name,
+                device.name()
             );
+            let output = Output { dir: &out, existing: existing.choice(), progress: true };
+            let c = connect::run(&exp, &pairs, &split, &test_set, &device, output)?;
+            println!("{}", c.markdown());
+            println!("(wrote {})", out.display());
         }
         Command::Continual {
             tasks,
@@ -591,94 +535,42 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             buffer_per_class,
             num_tasks,
             model,
-            path,
-            epochs,
+            seeds,
+            budget,
+            batch,
             first_epochs,
-            train_batch,
-            lrs,
-            ewc_lambdas,
-            replay_objective,
-            augment_buffer,
-            baselines,
+            arms,
             data_dir,
             out,
+            existing,
         } => {
-            use geodesic::continual::{self, ContinualConfig, TaskSequence};
-            if path.resume {
-                return Err(geopath::Error::Invalid(
-                    "continual has no --resume (connect resumes a path; sparsify resumes its configuration runs)"
-                        .into(),
-                ));
-            }
+            use geopath::experiments::continual::{self, ContinualExperiment, TaskSequence};
+            use geopath::experiments::runner::Output;
             let sequence: TaskSequence = tasks.parse()?;
+            let exp = ContinualExperiment {
+                sequence,
+                scenario: scenario.parse()?,
+                buffer_per_class,
+                budget,
+                batch,
+                first_epochs,
+                arms,
+                ..Default::default()
+            };
             let (task_list, classes) = continual::build_tasks(sequence, num_tasks, data_dir.as_deref())?;
             let spec = geopath::nn::spec::load(&model)?;
             let net = geopath::nn::network::Network::new(&spec, [1, 28, 28], classes, &device)?;
-            let cfg = ContinualConfig {
-                scenario: scenario.parse()?,
-                buffer_per_class,
-                first_epochs,
-                first_lr: 0.05,
-                epochs,
-                batch: train_batch,
-                lrs,
-                ewc_lambdas,
-                baselines: baselines
-                    .iter()
-                    .filter(|b| !b.is_empty())
-                    .map(|b| b.parse())
-                    .collect::<geopath::Result<_>>()?,
-                fisher_examples: 500,
-                step: geodesic::step::StepSettings {
-                    method: path.step_method()?,
-                    metric: path.metric.parse()?,
-                    eps: path.eps,
-                    beta: path.beta,
-                    cg_iter: path.cg_iter,
-                },
-                metric_batch: path.batch,
-                replay_objective,
-                augment_buffer,
-                log_every: path.log_every,
-                eval_examples: 1000,
-                seed: path.seed,
-            };
             println!(
-                "continual {} ({} scenario, {} stored inputs per class, {} epoch{} per task, {} steps of length {}) with {} on {}",
+                "continual {} ({} scenario, {buffer_per_class} stored inputs per class, {budget} forward passes of {batch} per task) with {} on {}: seeds {seeds:?}",
                 sequence.as_str(),
-                cfg.scenario.as_str(),
-                buffer_per_class,
-                cfg.epochs,
-                if cfg.epochs == 1 { "" } else { "s" },
-                cfg.step.method,
-                cfg.step.eps,
+                exp.scenario.as_str(),
                 spec.name,
                 device.name()
             );
-            let list = |v: &[f32]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(", ");
-            println!(
-                "baselines: {}; learning rates from {{{}}}, EWC's λ from {{{}}}",
-                cfg.baselines.iter().map(|b| b.key()).collect::<Vec<_>>().join(", "),
-                list(&cfg.lrs),
-                list(&cfg.ewc_lambdas)
-            );
-            let r = continual::run(&net, &task_list, &cfg, &device, &out, true)?;
-            for m in &r.methods {
-                println!(
-                    "\n{} (average {:.2}%): after task i (rows), test accuracy on task j",
-                    m.method.key(),
-                    100.0 * m.average_accuracy
-                );
-                for (i, row) in m.matrix.iter().enumerate() {
-                    let cells: Vec<String> = row.iter().map(|v| format!("{:>7.2}", 100.0 * v)).collect();
-                    println!("  {:>2}: {}", i + 1, cells.join(" "));
-                }
-            }
-            println!("\n{:<10} {:>10}", "method", "average");
-            for m in &r.methods {
-                println!("{:<10} {:>9.2}%", m.method.key(), 100.0 * m.average_accuracy);
-            }
-            println!("({:.0} s; wrote {})", r.seconds, out.display());
+            let output = Output { dir: &out, existing: existing.choice(), progress: true };
+            let c = continual::run(&exp, &net, &task_list, &seeds, &device, output)?;
+            println!("{}", c.markdown());
+            println!("(wrote {})", out.display());
         }
         Command::Eval { checkpoint, dataset, data_dir, json } => {
             let (net, params, ckpt) = train::load_checkpoint(&checkpoint, &device)?;
@@ -723,7 +615,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
     Ok(())
 }
 
-/// The default start network of `sparsify` for `seed`: LeNet-300-100 trained with the default
+/// The default start network of `sparsify` (and `connect`'s A and B) for `seed`: LeNet-300-100 trained with the default
 /// recipe and that seed (validation split held out), cached in runs/cache/ for the next run.
 fn default_checkpoint(
     device: &Device,
@@ -756,72 +648,8 @@ fn default_checkpoint(
     Ok(ckpt)
 }
 
-/// The command line with the path options' defaults of each path command: `connect` takes
-/// steps of length 0.1; `continual` penalty steps (λ 30, length 0.1 annealed over each task, or
-/// the task sequence's own [`TaskSequence::defaults`] of these, `--epochs` and
-/// `--ewc-lambdas`). Options given on the command line always win.
-///
-/// [`TaskSequence::defaults`]: geodesic::continual::TaskSequence::defaults
-fn parse_cli() -> Cli {
-    let command = Cli::command()
-        .mut_subcommand("continual", |c| {
-            c.mut_arg("method", |a| a.default_value("penalty"))
-                .mut_arg("lambda", |a| a.default_value("30"))
-                .mut_arg("eps", |a| a.default_value("0.1"))
-        })
-        .mut_subcommand("connect", |c| c.mut_arg("eps", |a| a.default_value("0.1")));
-    let matches = command.get_matches();
-    if let Some((name @ ("connect" | "continual"), sub)) = matches.subcommand() {
-        if let Err(why) = check_step_options(sub) {
-            eprintln!("error: {name}: {why}");
-            std::process::exit(2);
-        }
-    }
-    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    if let (Some(("continual", sub)), Command::Continual { tasks, epochs, path, ewc_lambdas, .. }) =
-        (matches.subcommand(), &mut cli.command)
-    {
-        // An unknown sequence is reported when the command runs.
-        if let Ok(sequence) = tasks.parse::<geodesic::continual::TaskSequence>() {
-            let d = sequence.defaults();
-            let left_out = |id: &str| sub.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
-            if left_out("epochs") {
-                *epochs = d.epochs;
-            }
-            if left_out("lambda") {
-                path.lambda = d.lambda;
-            }
-            if left_out("eps") {
-                path.eps = d.eps;
-            }
-            if left_out("ewc_lambdas") {
-                *ewc_lambdas = d.ewc_lambdas.to_vec();
-            }
-        }
-    }
-    cli
-}
-
-/// Refuses step options given on the command line that the chosen step rule does not use:
-/// `--metric`, `--beta` and `--cg-iter` with the penalty step (whose distance term is the
-/// Bhattacharyya distance to the start network's outputs), `--lambda` with the trust-region
-/// rules.
-fn check_step_options(sub: &clap::ArgMatches) -> Result<(), String> {
-    let method = sub.get_one::<String>("method").map_or("", String::as_str);
-    let unused: &[&str] = if method == "penalty" { &["metric", "beta", "cg_iter"] } else { &["lambda"] };
-    for id in unused {
-        if sub.value_source(id) == Some(clap::parser::ValueSource::CommandLine) {
-            return Err(format!(
-                "--{} has no effect with --method {method}; leave it out (the summary records the options the step uses)",
-                id.replace('_', "-")
-            ));
-        }
-    }
-    Ok(())
-}
-
 fn main() -> ExitCode {
-    match run(parse_cli()) {
+    match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");

@@ -202,6 +202,11 @@ impl Optimizer {
         &self.schedule
     }
 
+    /// Replaces the learning-rate schedule (from the next step on; the step count stays).
+    pub fn set_schedule(&mut self, schedule: LrSchedule) {
+        self.schedule = schedule;
+    }
+
     /// The learning rate the next step will use.
     pub fn lr(&self) -> f32 {
         self.schedule.lr(self.steps)

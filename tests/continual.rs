@@ -1,14 +1,21 @@
-//! `continual`: task sequences built from the shipped MNIST, option parsing, and a whole run
-//! on a small generated two-task problem (matrix shape, forgetting of plain fine-tuning, the
-//! buffer keeping the first task for the geodesic method and replay, every output written).
+//! `continual`: task sequences built from the shipped MNIST, option parsing, the baselines'
+//! regularisers (DER++'s logit matching, EWC's penalty) against host sums and finite
+//! differences, and a whole comparison on a small generated two-task problem (equal cost per
+//! task, matrix shapes, forgetting of plain fine-tuning, the buffer keeping the first task).
 
 mod common;
 use common::*;
 use geopath::data::Dataset;
-use geopath::geodesic::continual::{self, ContinualConfig, Method, Scenario, Task, TaskSequence};
-use geopath::geodesic::step::{StepMethod, StepSettings};
-use geopath::geodesic::MetricKind;
+use geopath::experiments::compare::Compare;
+use geopath::experiments::continual::{
+    self, logit_matching, ContinualExperiment, EwcMemory, Scenario, Task, TaskSequence, ARMS,
+};
+use geopath::experiments::runner::{Existing, Output};
+use geopath::geodesic::step::batch_at;
 use geopath::nn::{network::Network, spec};
+use geopath::ops::elementwise as ew;
+use geopath::{Device, Tensor};
+use std::path::{Path, PathBuf};
 
 /// Four classes of 4x4 single-channel images: a bright pixel at the class's position plus noise.
 fn dataset(n: usize, classes: &[u32], seed: u64) -> Dataset {
@@ -38,32 +45,27 @@ fn toy_tasks() -> Vec<Task> {
         .collect()
 }
 
-fn config(scenario: Scenario) -> ContinualConfig {
-    ContinualConfig {
+fn experiment(scenario: Scenario) -> ContinualExperiment {
+    ContinualExperiment {
         scenario,
         buffer_per_class: 10,
-        first_epochs: 3,
-        first_lr: 0.05,
-        epochs: 6,
+        budget: 400.0,
         batch: 50,
-        lrs: vec![0.1],
-        ewc_lambdas: vec![10.0],
-        baselines: vec![Method::FineTune, Method::Ewc { lambda: 0.0 }, Method::Replay],
+        first_epochs: 3,
         fisher_examples: 20,
-        step: StepSettings {
-            method: StepMethod::Penalty { lambda: 10.0 },
-            metric: MetricKind::Fisher,
-            eps: 0.1,
-            beta: 1.0,
-            cg_iter: 5,
-        },
-        metric_batch: 20,
-        replay_objective: true,
-        augment_buffer: false,
-        log_every: 10,
-        eval_examples: 200,
-        seed: 0,
+        configurations: 1,
+        ..Default::default()
     }
+}
+
+fn temp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("geopath-continual-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(net: &Network, tasks: &[Task], exp: &ContinualExperiment, dev: &Device, out: &Path) -> geopath::Result<Compare> {
+    continual::run(exp, net, tasks, &[0, 1], dev, Output { dir: out, existing: Existing::Force, progress: false })
 }
 
 #[test]
@@ -71,14 +73,67 @@ fn options_parse_and_unknown_values_are_named() {
     assert_eq!("split-mnist".parse::<TaskSequence>().unwrap(), TaskSequence::SplitMnist);
     assert_eq!("mnist-fashion".parse::<TaskSequence>().unwrap().as_str(), "mnist-fashion");
     assert_eq!("task".parse::<Scenario>().unwrap(), Scenario::Task);
-    assert_eq!("replay".parse::<Method>().unwrap(), Method::Replay);
     for (err, value) in [
         ("split-cifar".parse::<TaskSequence>().unwrap_err().to_string(), "`split-cifar`"),
         ("domain".parse::<Scenario>().unwrap_err().to_string(), "`domain`"),
-        ("si".parse::<Method>().unwrap_err().to_string(), "`si`"),
     ] {
         assert!(err.contains(value), "{err} should name {value}");
     }
+}
+
+#[test]
+fn the_logit_matching_term_and_its_gradient_match_a_host_sum_and_finite_differences() {
+    let dev = Device::Reference;
+    let net = toy_mlp(&dev, 4);
+    let w = net.init_params(2).unwrap();
+    let data = dataset(8, &[0, 1, 2, 3], 3);
+    let (x, _) = batch_at(&data, &(0..8).collect::<Vec<_>>(), &dev).unwrap();
+    let mut rng = Rng::new(4);
+    let z = Tensor::from_vec(&dev, &[8, 4], rng.vec(32)).unwrap();
+    let (value, grad) = logit_matching(&net, &w, &x, &z).unwrap();
+    let f = geopath::autodiff::forward(&net, &w, &x).unwrap().to_vec().unwrap();
+    let host: f64 = f.iter().zip(z.to_vec().unwrap()).map(|(a, b)| (*a as f64 - b as f64).powi(2)).sum::<f64>() / 32.0;
+    assert!((value - host).abs() < 1e-9 * host.max(1.0), "{value} vs {host}");
+    // The gradient is the VJP of the outputs with 2 (f − z) / (B k).
+    let u: Vec<f32> = f.iter().zip(z.to_vec().unwrap()).map(|(a, b)| 2.0 * (a - b) / 32.0).collect();
+    let u = Tensor::from_vec(&dev, &[8, 4], u).unwrap();
+    let vjp = geopath::autodiff::vjp(&net, &w, &x, &u).unwrap().to_vec().unwrap();
+    assert_close("gradient vs VJP", &grad.to_vec().unwrap(), &vjp, 1e-5, 1e-7);
+    // And the finite differences agree (up to the ReLU kinks a step crosses).
+    let n = w.numel();
+    let v = Tensor::from_vec(&dev, &[n], rng.vec(n)).unwrap();
+    let at = |h: f32| logit_matching(&net, &ew::axpby(1.0, &w, h, &v).unwrap(), &x, &z).unwrap().0;
+    let h = 1e-3;
+    let fd = (at(h) - at(-h)) / (2.0 * h as f64);
+    let want = geopath::ops::flat::dot_value(&grad, &v).unwrap() as f64;
+    assert!((fd - want).abs() < 0.05 * want.abs().max(1e-2), "directional derivative {fd} vs {want}");
+    let wrong = Tensor::from_vec(&dev, &[8, 3], vec![0.0; 24]).unwrap();
+    assert!(logit_matching(&net, &w, &x, &wrong).unwrap_err().to_string().contains("stored logits"));
+}
+
+#[test]
+fn the_ewc_penalty_gradient_is_the_fisher_weighted_pull_to_the_anchor() {
+    let dev = Device::Reference;
+    let net = toy_mlp(&dev, 4);
+    let anchor = net.init_params(5).unwrap();
+    let data = dataset(6, &[0, 1], 6);
+    let mut memory = EwcMemory::new(&anchor).unwrap();
+    memory.add_task(&net, &anchor, &data, &dev).unwrap();
+    // At the anchor the penalty is flat; elsewhere its gradient is λ F ⊙ (w − anchor), with F
+    // the mean squared per-example gradient.
+    let zero = memory.penalty_grad(&anchor, 3.0).unwrap().to_vec().unwrap();
+    assert!(zero.iter().all(|v| v.abs() < 1e-6));
+    let mut fisher = vec![0.0f64; anchor.numel()];
+    for i in 0..data.len() {
+        let (x, y) = batch_at(&data, &[i], &dev).unwrap();
+        let g = geopath::autodiff::loss_grad(&net, &anchor, &x, &y).unwrap().1.to_vec().unwrap();
+        fisher.iter_mut().zip(&g).for_each(|(f, g)| *f += (*g as f64).powi(2) / data.len() as f64);
+    }
+    let w = net.init_params(6).unwrap();
+    let got = memory.penalty_grad(&w, 3.0).unwrap().to_vec().unwrap();
+    let (wv, av) = (w.to_vec().unwrap(), anchor.to_vec().unwrap());
+    let want: Vec<f32> = (0..wv.len()).map(|i| (3.0 * fisher[i] * (wv[i] - av[i]) as f64) as f32).collect();
+    assert_close("EWC gradient", &got, &want, 1e-3, 1e-6);
 }
 
 #[test]
@@ -106,40 +161,61 @@ fn split_and_permuted_mnist_tasks_come_from_the_shipped_data() {
 }
 
 #[test]
-fn a_run_forgets_without_memory_and_keeps_the_first_task_with_the_buffer() {
+fn every_arm_learns_at_the_same_cost_per_task_and_the_buffer_keeps_the_first_task() {
     let Some(dev) = test_device() else { return };
     let net = toy_mlp(&dev, 4);
     let tasks = toy_tasks();
-    let out = std::env::temp_dir().join(format!("geopath-continual-{}", std::process::id()));
-    let r = continual::run(&net, &tasks, &config(Scenario::Class), &dev, &out, false).unwrap();
-    let keys: Vec<&str> = r.methods.iter().map(|m| m.method.key()).collect();
-    assert_eq!(keys, ["geodesic", "finetune", "ewc", "replay"]);
-    let get = |k: &str| r.methods.iter().find(|m| m.method.key() == k).unwrap();
-    for m in &r.methods {
-        assert_eq!(m.matrix.len(), 2);
-        assert!(m.matrix.iter().all(|row| row.len() == 2));
-        assert!(m.matrix[0][0] > 0.95, "{}: first task learned: {:?}", m.method.key(), m.matrix);
-        assert!(m.matrix[1][1] > 0.9, "{}: second task learned: {:?}", m.method.key(), m.matrix);
-        let mean = (m.matrix[1][0] + m.matrix[1][1]) / 2.0;
-        assert!((m.average_accuracy - mean).abs() < 1e-12);
+    let out = temp("arms");
+    let c = run(&net, &tasks, &experiment(Scenario::Class), &dev, &out).unwrap();
+    let names: Vec<&str> = c.arms.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ARMS);
+    let get = |k: &str| c.arms.iter().find(|a| a.name == k).unwrap();
+    for a in &c.arms {
+        // Every task of every arm stops when the task's budget is spent: within one step.
+        for per_task in a.extra["cost_per_task"].as_array().unwrap() {
+            for cost in per_task.as_array().unwrap() {
+                let cost = cost.as_f64().unwrap();
+                assert!((cost - 400.0).abs() <= 0.02 * 400.0, "{}: cost {cost} per task", a.name);
+            }
+        }
+        let matrices = a.extra["accuracy_matrix"].as_array().unwrap();
+        assert_eq!(matrices.len(), 2, "one matrix per seed");
+        for m in matrices {
+            let m: Vec<Vec<f64>> = serde_json::from_value(m.clone()).unwrap();
+            assert_eq!((m.len(), m[1].len()), (2, 2));
+            assert!(m[0][0] > 0.95, "{}: the first task is learned: {m:?}", a.name);
+            assert!(m[1][1] > 0.9, "{}: the second task is learned: {m:?}", a.name);
+        }
+        let mean_last: f64 = matrices
+            .iter()
+            .map(|m| {
+                let m: Vec<Vec<f64>> = serde_json::from_value(m.clone()).unwrap();
+                (m[1][0] + m[1][1]) / 2.0
+            })
+            .sum::<f64>()
+            / 2.0;
+        assert!(
+            (a.test_accuracy.mean - mean_last).abs() < 1e-12,
+            "{}: the average accuracy after the last task",
+            a.name
+        );
+        assert!(a.extra.contains_key("forgetting"));
     }
-    // Class-incremental fine-tuning never predicts the first task's classes again.
-    assert!(get("finetune").matrix[1][0] < 0.2, "{:?}", get("finetune").matrix);
-    // The buffer keeps the first task for the geodesic method and for replay.
-    assert!(get("geodesic").matrix[1][0] > 0.6, "{:?}", get("geodesic").matrix);
-    assert!(get("replay").matrix[1][0] > 0.6, "{:?}", get("replay").matrix);
-    let summary = std::fs::read_to_string(out.join("summary.json")).unwrap();
-    for key in ["\"average_accuracy\"", "\"baselines\"", "\"finetune\"", "\"ewc\"", "\"replay\"", "\"accuracy_matrix\""]
-    {
-        assert!(summary.contains(key), "summary.json lacks {key}:\n{summary}");
+    // Class-incremental fine-tuning forgets the first task; the buffer keeps it for the others.
+    assert!(get("fine-tune").extra["forgetting"]["mean"].as_f64().unwrap() > 0.8);
+    for arm in ["geodesic", "replay", "der++", "joint"] {
+        let forgetting = get(arm).extra["forgetting"]["mean"].as_f64().unwrap();
+        assert!(forgetting < 0.4, "{arm}: forgetting {forgetting}");
     }
-    let csv = std::fs::read_to_string(out.join("path.csv")).unwrap();
-    assert!(csv.starts_with("step,task,accuracy_task1,accuracy_task2,seconds"), "{csv}");
-    assert!(std::fs::read_to_string(out.join("path.svg")).unwrap().contains("finetune"));
+    assert!(c.setting["geodesic_objective"].as_str().unwrap().contains("buffer batch"));
+    assert_eq!(c.paired_difference.as_ref().map(|p| p.against != "joint"), Some(true));
+    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    assert!(md.contains("der++:") && md.contains("| after | task 1 | task 2 |"), "{md}");
 
     // Task-incremental: the prediction is restricted to the task's own two classes.
-    let r = continual::run(&net, &tasks, &config(Scenario::Task), &dev, &out, false).unwrap();
-    assert!(r.methods.iter().all(|m| m.matrix[1][1] > 0.9), "{:?}", r.methods);
+    let exp = ContinualExperiment { arms: vec!["fine-tune".into()], ..experiment(Scenario::Task) };
+    let c = run(&net, &tasks, &exp, &dev, &out).unwrap();
+    assert!(c.arms[0].test_accuracy.mean > 0.9, "{:?}", c.arms[0].test_accuracy);
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -147,19 +223,16 @@ fn a_run_forgets_without_memory_and_keeps_the_first_task_with_the_buffer() {
 fn bad_options_and_mismatched_heads_are_errors() {
     let Some(dev) = test_device() else { return };
     let spec = spec::parse("flatten\nlinear classes\n", "test", "toy-linear").unwrap();
-    let out = std::env::temp_dir().join(format!("geopath-continual-bad-{}", std::process::id()));
+    let out = temp("bad");
     let wide = Network::new(&spec, [1, 4, 4], 10, &dev).unwrap();
-    let err = continual::run(&wide, &toy_tasks(), &config(Scenario::Class), &dev, &out, false).unwrap_err();
+    let err = run(&wide, &toy_tasks(), &experiment(Scenario::Class), &dev, &out).unwrap_err();
     assert!(err.to_string().contains("4 classes") && err.to_string().contains("10"), "{err}");
     let net = Network::new(&spec, [1, 4, 4], 4, &dev).unwrap();
-    let mut cfg = config(Scenario::Class);
-    cfg.buffer_per_class = 0;
-    assert!(continual::run(&net, &toy_tasks(), &cfg, &dev, &out, false).is_err());
-    let mut cfg = config(Scenario::Class);
-    cfg.baselines.push(Method::Geodesic);
-    assert!(continual::run(&net, &toy_tasks(), &cfg, &dev, &out, false).is_err());
-    assert!(continual::run(&net, &toy_tasks()[..1], &config(Scenario::Class), &dev, &out, false).is_err());
-    assert!(!out.join("summary.json").exists(), "nothing is written for a refused run");
+    let refused = |exp: ContinualExperiment| run(&net, &toy_tasks(), &exp, &dev, &out).unwrap_err().to_string();
+    assert!(refused(ContinualExperiment { buffer_per_class: 0, ..experiment(Scenario::Class) }).contains("buffer"));
+    assert!(refused(ContinualExperiment { arms: vec!["si".into()], ..experiment(Scenario::Class) }).contains("`si`"));
+    assert!(run(&net, &toy_tasks()[..1], &experiment(Scenario::Class), &dev, &out).is_err());
+    assert!(!out.join("compare.json").exists(), "nothing is written for a refused run");
     let _ = std::fs::remove_dir_all(&out);
 }
 

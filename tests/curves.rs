@@ -81,7 +81,7 @@ fn training_the_bend_lowers_the_loss_in_the_middle_of_the_curve() {
     for kind in KINDS {
         let mut c = Curve::new(kind, &a, &b).unwrap();
         let before = loss(&c.point(0.5).unwrap());
-        let o = BendTraining { net: &net, fit: &split.fit, batch: 50, lr: 0.05, seed: 7, device: &dev };
+        let o = BendTraining { net: &net, fit: &split.fit, batch: 50, lr: 0.05, cosine: false, seed: 7, device: &dev };
         let budget = Budget::start(600 * unit);
         let mut steps = 0;
         train_bend(&mut c, &o, &budget, &mut |_| {

@@ -53,6 +53,51 @@ pub struct ArmReport {
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What one seed contributes to an arm's report: the picked run's configuration, its
+/// validation score, test accuracy, cost and device seconds.
+#[derive(Debug, Clone)]
+pub struct SeedPick {
+    /// The picked configuration.
+    pub config: serde_json::Value,
+    /// Its validation accuracy (the score it was picked by).
+    pub validation_accuracy: f64,
+    /// Its test accuracy (read once).
+    pub test_accuracy: f64,
+    /// Its cost, in the comparison's unit.
+    pub cost: f64,
+    /// Its device seconds.
+    pub seconds: f64,
+}
+
+impl ArmReport {
+    /// The report of arm `name` from its pick per seed, `tried` configurations per seed, and
+    /// the experiment's own fields (`extra`). `picked` is the configuration picked most often
+    /// (the earliest seed's on a tie).
+    pub fn of(name: &str, picks: &[SeedPick], tried: usize, extra: serde_json::Map<String, serde_json::Value>) -> Self {
+        let configs: Vec<serde_json::Value> = picks.iter().map(|p| p.config.clone()).collect();
+        let count = |c: &serde_json::Value| configs.iter().filter(|d| *d == c).count();
+        let picked = configs
+            .iter()
+            .enumerate()
+            .max_by_key(|(i, c)| (count(c), std::cmp::Reverse(*i)))
+            .map(|(_, c)| c.clone())
+            .unwrap_or_default();
+        let over = |f: fn(&SeedPick) -> f64| OverSeeds::of(picks.iter().map(f).collect());
+        ArmReport {
+            name: name.to_string(),
+            test_accuracy: over(|p| p.test_accuracy),
+            cost: over(|p| p.cost),
+            device_seconds: over(|p| p.seconds),
+            selected_on: "validation".into(),
+            configurations_tried: tried,
+            picked,
+            picked_per_seed: configs,
+            validation_accuracy: over(|p| p.validation_accuracy).mean,
+            extra,
+        }
+    }
+}
+
 /// The paired difference `geodesic − against` over the seeds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Paired {
@@ -154,6 +199,7 @@ impl Compare {
                 100.0 * a.validation_accuracy
             );
         }
+        s.push_str(&self.extra_table());
         if let Some(p) = &self.paired_difference {
             let _ = writeln!(
                 s,
@@ -164,6 +210,41 @@ impl Compare {
                 self.seeds.len(),
                 p.winner
             );
+        }
+        s
+    }
+}
+
+impl Compare {
+    /// The arms' experiment-specific numbers over the seeds (their `extra` fields of mean and
+    /// standard deviation) as a second table; empty when there are none.
+    fn extra_table(&self) -> String {
+        let over = |v: &serde_json::Value| serde_json::from_value::<OverSeeds>(v.clone()).ok();
+        let mut columns: Vec<&String> =
+            self.arms.iter().flat_map(|a| a.extra.iter().filter(|(_, v)| over(v).is_some()).map(|(k, _)| k)).collect();
+        columns.dedup();
+        let mut seen = std::collections::HashSet::new();
+        columns.retain(|c| seen.insert(*c));
+        if columns.is_empty() {
+            return String::new();
+        }
+        let mut s = format!(
+            "\n| arm | {} |\n|---|{}\n",
+            columns.iter().map(|c| c.replace('_', " ")).collect::<Vec<_>>().join(" | "),
+            "---:|".repeat(columns.len())
+        );
+        for a in &self.arms {
+            let cells: Vec<String> = columns
+                .iter()
+                .map(|c| match a.extra.get(c.as_str()).and_then(over) {
+                    Some(o) if c.contains("accuracy") || c.contains("forgetting") || c == &"sparsity" => {
+                        format!("{:.2} ± {:.2}%", 100.0 * o.mean, 100.0 * o.std)
+                    }
+                    Some(o) => format!("{:.4} ± {:.4}", o.mean, o.std),
+                    None => "–".into(),
+                })
+                .collect();
+            let _ = writeln!(s, "| {} | {} |", a.name, cells.join(" | "));
         }
         s
     }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::geodesic::step::batch_at;
 use crate::nn::network::Network;
 use crate::ops::{elementwise as ew, flat};
-use crate::optim::{LrSchedule, Optimizer, OptimizerKind};
+use crate::optim::{LrSchedule, Optimizer, OptimizerKind, Schedule};
 use crate::tensor::Tensor;
 use std::str::FromStr;
 
@@ -98,6 +98,9 @@ pub struct BendTraining<'a> {
     pub batch: usize,
     /// Learning rate (SGD, Nesterov momentum 0.9).
     pub lr: f32,
+    /// Anneal the rate to 0 by a half cosine over the budget (its steps estimated from the
+    /// cost of the first); else constant.
+    pub cosine: bool,
     /// Seed of the batches and of the drawn `t`.
     pub seed: u64,
     /// The device.
@@ -105,7 +108,9 @@ pub struct BendTraining<'a> {
 }
 
 /// Trains the bend of `curve` until `budget` is spent: each step draws `t ~ U(0, 1)` and a
-/// batch, and moves `θ` against `c(t) ∇L(φ(t))`. `on_step(curve)` runs after every step.
+/// batch, and moves `θ` against `c(t) ∇L(φ(t))`. A network with BatchNorm is trained in
+/// training mode (batch statistics) and left in eval mode. `on_step(curve)` runs after every
+/// step.
 pub fn train_bend(
     curve: &mut Curve,
     o: &BendTraining<'_>,
@@ -117,18 +122,31 @@ pub fn train_bend(
     let mut batches = EpochBatches::new(o.fit.len(), o.batch.max(1), o.seed);
     let mut rng = o.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     let mut step = 0usize;
-    while !budget.exhausted() {
-        let (x, y) = batch_at(o.fit, batches.at(step), o.device)?;
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        let t = (rng >> 40) as f32 / (1u64 << 24) as f32;
-        let (_, g) = autodiff::loss_grad(o.net, &curve.point(t)?, &x, &y)?;
-        curve.bend = opt.step(&curve.bend, &ew::scale(curve.coefficients(t)[1], &g)?)?;
-        step += 1;
-        on_step(curve)?;
-    }
-    Ok(())
+    o.net.set_train(o.net.has_batchnorm());
+    let result = (|| {
+        while !budget.exhausted() {
+            let (x, y) = batch_at(o.fit, batches.at(step), o.device)?;
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let t = (rng >> 40) as f32 / (1u64 << 24) as f32;
+            let (_, g) = autodiff::loss_grad(o.net, &curve.point(t)?, &x, &y)?;
+            curve.bend = opt.step(&curve.bend, &ew::scale(curve.coefficients(t)[1], &g)?)?;
+            step += 1;
+            if step == 1 && o.cosine {
+                let total = ((1.0 / budget.fraction().max(1e-9)) as usize).max(1);
+                opt.set_schedule(LrSchedule {
+                    base: o.lr,
+                    schedule: Schedule::Cosine { total, min_factor: 0.0 },
+                    warmup: 0,
+                });
+            }
+            on_step(curve)?;
+        }
+        Ok(())
+    })();
+    o.net.set_train(false);
+    result
 }
 
 /// Recomputes the BatchNorm running statistics of `net` for the parameters `w` (a point of a

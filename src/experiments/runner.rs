@@ -10,12 +10,9 @@ use crate::error::{Error, Result};
 use crate::nn::network::Network;
 use crate::tensor::Tensor;
 use crate::train::write_atomic;
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 /// What to do with a run folder that holds an earlier run's outputs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -239,75 +236,20 @@ pub fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Progress of a comparison over its configuration runs: a bar (current seed, arm,
-/// configuration, ETA) on a terminal, else one line per finished run with the ETA.
-pub struct Progress {
-    bar: ProgressBar,
-    lines: bool,
-    runs: usize,
-    /// When the current run started, and (runs computed, their seconds): for the time left,
-    /// which runs reused from an earlier run's records do not predict.
-    run_start: std::cell::Cell<Instant>,
-    computed: std::cell::Cell<(usize, f64)>,
+/// The identity of a network in a run's identity: the CRC-32 of its parameters and of its
+/// buffers (names and values, e.g. BatchNorm running statistics), and the parameter count.
+pub fn network_identity(params: &Tensor, buffers: &[(String, Vec<f32>)]) -> Result<String> {
+    let mut bytes: Vec<u8> = params.to_vec()?.iter().flat_map(|v| v.to_le_bytes()).collect();
+    for (name, values) in buffers {
+        bytes.extend_from_slice(name.as_bytes());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    Ok(format!("crc32 {:08x} of {} parameters", crate::checkpoint::crc32(&bytes), params.numel()))
 }
 
-impl Progress {
-    /// Progress over `runs` configuration runs; nothing shown unless `show`.
-    pub fn new(show: bool, runs: usize) -> Progress {
-        let terminal = show && std::io::stderr().is_terminal();
-        let bar = if terminal { ProgressBar::new(runs as u64 * 1000) } else { ProgressBar::hidden() };
-        bar.set_style(
-            ProgressStyle::with_template("{msg} [{bar:30}] {percent}% ({eta})").unwrap().progress_chars("=> "),
-        );
-        Progress {
-            bar,
-            lines: show && !terminal,
-            runs,
-            run_start: std::cell::Cell::new(Instant::now()),
-            computed: std::cell::Cell::new((0, 0.0)),
-        }
-    }
-
-    /// Run `done` (0-based) is under way, described by `what`, `fraction` of it spent.
-    pub fn at(&self, done: usize, what: &str, fraction: f64) {
-        if fraction == 0.0 {
-            self.run_start.set(Instant::now());
-        }
-        self.bar.set_message(what.to_string());
-        self.bar.set_position(done as u64 * 1000 + (1000.0 * fraction.clamp(0.0, 1.0)) as u64);
-    }
-
-    /// Run `done` (0-based) finished (`reused`: taken from an earlier run's record).
-    pub fn finished(&self, done: usize, what: &str, reused: bool) {
-        self.bar.set_position((done as u64 + 1) * 1000);
-        let (mut n, mut seconds) = self.computed.get();
-        if !reused {
-            (n, seconds) = (n + 1, seconds + self.run_start.get().elapsed().as_secs_f64());
-            self.computed.set((n, seconds));
-        }
-        if self.lines {
-            let how = if reused { "reused" } else { "done" };
-            let left = match n {
-                0 => String::new(),
-                n => format!(" (about {:.0} s left)", seconds / n as f64 * (self.runs - done - 1) as f64),
-            };
-            eprintln!("[{}/{}] {what}: {how}{left}", done + 1, self.runs);
-        }
-    }
-
-    /// Prints a line above the bar (or on its own when there is no bar).
-    pub fn say(&self, line: String) {
-        if self.bar.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            self.bar.println(line);
-        }
-    }
-
-    /// Removes the bar.
-    pub fn finish(&self) {
-        self.bar.finish_and_clear();
-    }
+/// The identity of a data set in a run's identity: its name and size.
+pub fn data_identity(data: &crate::data::Dataset) -> String {
+    format!("{} ({} examples)", data.name, data.len())
 }
 
 /// FLOPs of one forward pass of `batch` examples of `net`, as the engine counts them.
@@ -338,6 +280,29 @@ pub fn save_params(path: &std::path::Path, net: &Network, w: &Tensor) -> Result<
 pub fn load_params(path: &std::path::Path, device: &Device) -> Result<Tensor> {
     let c = Checkpoint::load(path)?;
     Tensor::from_vec(device, &[c.params.len()], c.params)
+}
+
+/// Saves several flat parameter vectors of one length (a curve's points, the networks after
+/// every task) as one file.
+pub fn save_stack(path: &Path, stack: &[Tensor]) -> Result<()> {
+    let mut params = Vec::with_capacity(stack.iter().map(Tensor::numel).sum());
+    for p in stack {
+        params.extend(p.to_vec()?);
+    }
+    let metadata = vec![("stacked".to_string(), stack.len().to_string())];
+    Checkpoint { spec: "stacked parameter vectors".into(), params, buffers: Vec::new(), metadata }.save(path)
+}
+
+/// Loads the vectors [`save_stack`] wrote.
+pub fn load_stack(path: &Path, device: &Device) -> Result<Vec<Tensor>> {
+    let c = Checkpoint::load(path)?;
+    let n: usize = c.meta("stacked").and_then(|v| v.parse().ok()).filter(|n| *n > 0).ok_or_else(|| {
+        Error::Invalid(format!("{}: not a file of stacked parameters; rerun with --force", path.display()))
+    })?;
+    if c.params.len() % n != 0 {
+        return Err(Error::Invalid(format!("{}: {} values are not {n} vectors", path.display(), c.params.len())));
+    }
+    c.params.chunks(c.params.len() / n).map(|p| Tensor::from_vec(device, &[p.len()], p.to_vec())).collect()
 }
 
 /// Today's UTC date, `YYYY-MM-DD`.

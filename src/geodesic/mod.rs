@@ -1,6 +1,6 @@
 //! Geodesic paths in weight space (DESIGN.md §1): matrix-free metric products ([`metric`]),
 //! the step solvers of one path step ([`solver`]), the path integrator with its objectives
-//! ([`path`]), and what a path command records to be resumed ([`resume`]).
+//! ([`path`]), and the step direction of a connecting path ([`connect`]).
 //!
 //! One step solves the trust-region subproblem
 //! `min_θ θᵀ G θ + β ⟨θ, ∇L⟩  subject to  ‖θ‖ ≤ ε` with `G` one of the metrics of
@@ -9,10 +9,8 @@
 //! ([`penalty_step`]).
 
 pub mod connect;
-pub mod continual;
 pub mod metric;
 pub mod path;
-pub mod resume;
 pub mod solver;
 pub mod step;
 

@@ -8,6 +8,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::experiments::pruning::{MaskSchedule, SgdRun};
 use crate::experiments::runner::Budget;
+use crate::experiments::search::ConfigRecord;
 use crate::geodesic::path::{integrate, PathConfig, Step, ToPruned};
 use crate::geodesic::step::{batch_of, path_step, step_batch_seed, Reference, StepMethod, StepSettings};
 use crate::geodesic::MetricKind;
@@ -68,6 +69,19 @@ pub(super) struct ConfigRun {
     pub(super) seconds: f64,
     pub(super) sparsity: f64,
     pub(super) curve: Vec<(f64, f64)>,
+}
+
+impl ConfigRecord for ConfigRun {
+    type Config = Config;
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn validation_score(&self) -> f64 {
+        self.validation_accuracy
+    }
+    fn describe(&self) -> String {
+        format!("validation {:.2}%, {:.0} s", 100.0 * self.validation_accuracy, self.seconds)
+    }
 }
 
 /// What one configuration run needs.

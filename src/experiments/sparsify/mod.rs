@@ -20,13 +20,15 @@ mod arms;
 
 pub use arms::{search_space, Config, PATH_SHARE};
 
-use super::compare::{ArmReport, Compare, OverSeeds, Paired};
-use super::runner::{forward_flops, load_params, save_params, today, write_json, Output, Progress, RunDir};
+use super::compare::{ArmReport, Compare, OverSeeds, Paired, SeedPick};
+use super::runner::{
+    data_identity, forward_flops, load_params, network_identity, save_params, today, write_json, Output, RunDir,
+};
+use super::search::{check_seeds_and_arms, Search};
 use crate::cost;
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::geodesic::resume::{data_identity, network_identity};
 use crate::nn::network::Network;
 use crate::report::{write_plot, Series};
 use crate::tensor::Tensor;
@@ -109,61 +111,25 @@ pub fn run(
         unit_flops: forward_flops(seeds[0].net, exp.batch, device)?,
     };
     let configs = exp.configurations.min(4);
-    let total_runs = seeds.len() * exp.arms.len() * configs;
-    let progress = Progress::new(out.progress, total_runs);
-    let mut done = 0usize;
-    let mut ran_here = 0usize;
+    let mut search = Search::new(&dir, seeds.len() * exp.arms.len() * configs, out.progress, exp.abort_after_runs);
     // per arm: per seed (picked run, test accuracy)
     let mut per_arm: Vec<Vec<(ConfigRun, f64)>> = vec![Vec::new(); exp.arms.len()];
     let mut curves: Vec<Series> = Vec::new();
     for s in seeds {
         for (a, arm) in exp.arms.iter().enumerate() {
-            let mut runs = Vec::new();
-            for (i, config) in search_space(arm).into_iter().take(configs).enumerate() {
-                let key = format!("seed{}-{arm}-{i}", s.seed);
-                let what = format!("seed {} · {arm} · configuration {}/{configs}", s.seed, i + 1);
-                progress.at(done, &what, 0.0);
-                let record = match dir.load_record::<ConfigRun>(&key)? {
-                    Some(r) if r.config == config => {
-                        progress.finished(done, &what, true);
-                        r
-                    }
-                    _ => {
-                        if exp.abort_after_runs == Some(ran_here) {
-                            return Err(Error::Invalid(format!(
-                                "aborted after {ran_here} configuration runs (test hook)"
-                            )));
-                        }
-                        let mut tick = |f: f64| progress.at(done, &what, f);
-                        let (r, w) = run_config(&ctx, s, arm, config, &mut tick)?;
-                        save_params(&dir.record_path(&key, "ckpt"), s.net, &w)?;
-                        dir.save_record(&key, &r)?;
-                        ran_here += 1;
-                        let line =
-                            format!("{what} (validation {:.2}%, {:.0} s)", 100.0 * r.validation_accuracy, r.seconds);
-                        progress.finished(done, &line, false);
-                        r
-                    }
-                };
-                done += 1;
-                runs.push((key, record));
-            }
-            // Pick on validation (the first configuration on a tie), then read the test set once.
-            let (key, picked) = runs
-                .iter()
-                .fold(None::<&(String, ConfigRun)>, |best, r| match best {
-                    Some(b) if b.1.validation_accuracy >= r.1.validation_accuracy => Some(b),
-                    _ => Some(r),
-                })
-                .cloned()
-                .ok_or_else(|| Error::Invalid("an arm needs at least one configuration".into()))?;
+            let space: Vec<Config> = search_space(arm).into_iter().take(configs).collect();
+            let (key, picked) = search.pick(s.seed, arm, &space, &mut |key, config, tick| {
+                let (r, w) = run_config(&ctx, s, arm, config, tick)?;
+                save_params(&dir.record_path(key, "ckpt"), s.net, &w)?;
+                Ok(r)
+            })?;
             let w = load_params(&dir.record_path(&key, "ckpt"), device)?;
             let test_accuracy = cost::uncounted(|| evaluate(s.net, &w, test, test.len(), device))?;
             save_params(&dir.staged(&format!("{arm}-seed{}.ckpt", s.seed)), s.net, &w)?;
             if s.seed == seeds[0].seed {
                 curves.push(Series { name: arm.clone(), points: picked.curve.clone(), dashed: a > 0 });
             }
-            progress.say(format!(
+            search.progress.say(format!(
                 "seed {} · {arm}: picked {} (validation {:.2}%), test {:.2}%, sparsity {:.2}%",
                 s.seed,
                 super::compare::compact(&serde_json::to_value(picked.config).unwrap_or_default()),
@@ -174,7 +140,7 @@ pub fn run(
             per_arm[a].push((picked, test_accuracy));
         }
     }
-    progress.finish();
+    search.finish();
     let arms: Vec<ArmReport> =
         exp.arms.iter().zip(&per_arm).map(|(name, picks)| arm_report(name, picks, configs)).collect();
     let paired = arms.iter().position(|a| a.name == "geodesic").and_then(|g| {
@@ -246,49 +212,22 @@ fn check(exp: &SparsifyExperiment, seeds: &[SeedRun<'_>]) -> Result<()> {
             "--budget must be at least 1 forward pass; --batch and configurations positive".into(),
         ));
     }
-    if seeds.is_empty() {
-        return Err(Error::Invalid("--seeds needs at least one seed".into()));
-    }
-    let mut sorted: Vec<u64> = seeds.iter().map(|s| s.seed).collect();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != seeds.len() {
-        return Err(Error::Invalid("--seeds lists a seed twice".into()));
-    }
-    for arm in &exp.arms {
-        if !ARMS.contains(&arm.as_str()) {
-            return Err(Error::Invalid(format!("unknown arm `{arm}` (arms: {})", ARMS.join(", "))));
-        }
-    }
-    if exp.arms.is_empty() {
-        return Err(Error::Invalid("no arm to run".into()));
-    }
-    Ok(())
+    check_seeds_and_arms(&seeds.iter().map(|s| s.seed).collect::<Vec<_>>(), &exp.arms, &ARMS)
 }
 
 /// The report of one arm from its picked run and test accuracy per seed.
 fn arm_report(name: &str, picks: &[(ConfigRun, f64)], tried: usize) -> ArmReport {
-    let configs: Vec<serde_json::Value> =
-        picks.iter().map(|(r, _)| serde_json::to_value(r.config).unwrap_or_default()).collect();
-    let picked = configs
+    let seeds: Vec<SeedPick> = picks
         .iter()
-        .max_by_key(|c| {
-            (configs.iter().filter(|d| d == c).count(), std::cmp::Reverse(configs.iter().position(|d| d == *c)))
+        .map(|(r, t)| SeedPick {
+            config: serde_json::to_value(r.config).unwrap_or_default(),
+            validation_accuracy: r.validation_accuracy,
+            test_accuracy: *t,
+            cost: r.cost,
+            seconds: r.seconds,
         })
-        .cloned()
-        .unwrap_or_default();
+        .collect();
     let mut extra = serde_json::Map::new();
     extra.insert("sparsity".into(), json!(OverSeeds::of(picks.iter().map(|(r, _)| r.sparsity).collect())));
-    ArmReport {
-        name: name.to_string(),
-        test_accuracy: OverSeeds::of(picks.iter().map(|(_, t)| *t).collect()),
-        cost: OverSeeds::of(picks.iter().map(|(r, _)| r.cost).collect()),
-        device_seconds: OverSeeds::of(picks.iter().map(|(r, _)| r.seconds).collect()),
-        selected_on: "validation".into(),
-        configurations_tried: tried,
-        picked,
-        picked_per_seed: configs,
-        validation_accuracy: OverSeeds::of(picks.iter().map(|(r, _)| r.validation_accuracy).collect()).mean,
-        extra,
-    }
+    ArmReport::of(name, &seeds, tried, extra)
 }

@@ -1,0 +1,310 @@
+//! The arms of the continual comparison: their declared search spaces, and one configuration
+//! run over the tasks after the first, each task's learning stopped when the task's budget is
+//! spent. Everything an arm does for a task — EWC's Fisher, DER++'s stored logits, the geodesic
+//! arm's reference outputs — is counted in that task's budget.
+
+use super::losses::{logit_matching, EwcMemory};
+use super::tasks::{Scenario, TaskSplit};
+use super::ContinualExperiment;
+use crate::autodiff;
+use crate::cost;
+use crate::data::{Dataset, EpochBatches};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::experiments::runner::Budget;
+use crate::experiments::search::ConfigRecord;
+use crate::geodesic::penalty_step;
+use crate::geodesic::step::batch_at;
+use crate::nn::network::Network;
+use crate::ops::{elementwise as ew, flat};
+use crate::optim::{LrSchedule, Optimizer, OptimizerKind, Schedule};
+use crate::tensor::Tensor;
+use crate::train::evaluate_among;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// Arm names, in report order.
+pub const ARMS: [&str; 6] = ["geodesic", "fine-tune", "ewc", "replay", "der++", "joint"];
+
+/// What the geodesic arm does at each step, for the report.
+pub const GEODESIC_OBJECTIVE: &str = "penalty step of length ε (cosine-annealed to 0 over the task): \
+    θ = −ε d/‖d‖, d = ∇_w Σ_x BD(softmax f(x; w), softmax f(x; w_task_start)) over a buffer batch x \
+    + λ ∇_w CE on the new-task batch joined by a second, labelled buffer batch (as replay's)";
+
+/// One configuration of one arm.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Config {
+    /// The geodesic arm: weight λ of the loss, step length ε.
+    Geodesic {
+        /// λ.
+        lambda: f64,
+        /// ε (annealed to 0 over each task).
+        eps: f64,
+    },
+    /// EWC: learning rate and penalty weight.
+    Ewc {
+        /// Learning rate.
+        lr: f64,
+        /// λ of the quadratic penalty.
+        ewc_lambda: f64,
+    },
+    /// DER++: learning rate, weight α of the logit matching, β of the replayed labels.
+    DerPlusPlus {
+        /// Learning rate.
+        lr: f64,
+        /// α.
+        alpha: f64,
+        /// β.
+        beta: f64,
+    },
+    /// Fine-tuning, replay, joint training: the learning rate.
+    Sgd {
+        /// Learning rate.
+        lr: f64,
+    },
+}
+
+/// The declared search space of `arm`.
+pub fn search_space(arm: &str) -> Vec<Config> {
+    match arm {
+        "geodesic" => [(10.0, 0.05), (10.0, 0.1), (30.0, 0.05), (30.0, 0.1)]
+            .into_iter()
+            .map(|(lambda, eps)| Config::Geodesic { lambda, eps })
+            .collect(),
+        "ewc" => [(0.003, 10.0), (0.003, 100.0), (0.01, 10.0), (0.01, 100.0)]
+            .into_iter()
+            .map(|(lr, ewc_lambda)| Config::Ewc { lr, ewc_lambda })
+            .collect(),
+        "der++" => [
+            (0.001, 0.1, 0.5),
+            (0.001, 0.3, 0.5),
+            (0.001, 0.3, 1.0),
+            (0.003, 0.1, 0.5),
+            (0.003, 0.3, 0.5),
+            (0.003, 0.3, 1.0),
+        ]
+        .into_iter()
+        .map(|(lr, alpha, beta)| Config::DerPlusPlus { lr, alpha, beta })
+        .collect(),
+        _ => [0.003, 0.01, 0.03].into_iter().map(|lr| Config::Sgd { lr }).collect(),
+    }
+}
+
+/// The record of one finished configuration run (DIR/.partial/runs/KEY.json, the network after
+/// every task beside it as KEY.ckpt).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ConfigRun {
+    pub(super) config: Config,
+    /// Validation accuracy on every task after the last one.
+    pub(super) validation: Vec<f64>,
+    /// Cost of every task after the first, in cost units.
+    pub(super) cost_per_task: Vec<f64>,
+    /// Steps taken on every task after the first.
+    pub(super) steps_per_task: Vec<usize>,
+    pub(super) seconds: f64,
+    /// Whether the parameters became non-finite (the run is kept and scored as it is).
+    pub(super) diverged: bool,
+}
+
+impl ConfigRun {
+    /// Mean validation accuracy over the tasks after the last one.
+    pub(super) fn validation_mean(&self) -> f64 {
+        self.validation.iter().sum::<f64>() / self.validation.len().max(1) as f64
+    }
+}
+
+impl ConfigRecord for ConfigRun {
+    type Config = Config;
+    fn config(&self) -> &Config {
+        &self.config
+    }
+    fn validation_score(&self) -> f64 {
+        self.validation_mean()
+    }
+    fn describe(&self) -> String {
+        format!("validation {:.2}%, {:.0} s", 100.0 * self.validation_mean(), self.seconds)
+    }
+}
+
+/// What the configuration runs of one seed share.
+pub(super) struct Ctx<'a> {
+    pub(super) exp: &'a ContinualExperiment,
+    pub(super) net: &'a Network,
+    pub(super) tasks: &'a [TaskSplit<'a>],
+    /// `buffers[t]`: the stored examples of tasks `0..=t` (per class, from their fit images).
+    pub(super) buffers: Vec<Dataset>,
+    pub(super) seed: u64,
+    pub(super) device: &'a Device,
+    pub(super) unit_flops: u64,
+}
+
+impl Ctx<'_> {
+    /// Accuracy of `w` on `data` of task `t` under the experiment's scenario (not counted).
+    pub(super) fn accuracy(&self, w: &Tensor, data: &Dataset, t: usize) -> Result<f64> {
+        let among = (self.exp.scenario == Scenario::Task).then_some(self.tasks[t].task.classes.as_slice());
+        cost::uncounted(|| evaluate_among(self.net, w, data, usize::MAX, among, self.device))
+    }
+
+    /// A batch of `buffer` (at most the whole of it) for `step` of stream `stream`.
+    fn buffer_batch(&self, buffer: &Dataset, step: usize, stream: u64) -> Result<(Tensor, Tensor, Vec<usize>)> {
+        let size = self.exp.batch.min(buffer.len());
+        let rows = EpochBatches::new(buffer.len(), size, self.seed ^ stream).at(step).to_vec();
+        let (x, y) = batch_at(buffer, &rows, self.device)?;
+        Ok((x, y, rows))
+    }
+}
+
+/// SGD with Nesterov momentum 0.9, no weight decay, at the constant rate `lr` (annealed once
+/// the task's steps are known).
+fn sgd(lr: f32) -> Optimizer {
+    Optimizer::new(OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 }, LrSchedule::constant(lr))
+}
+
+/// A half cosine from `base` to 0 over `total` steps.
+fn annealed(base: f32, total: usize) -> LrSchedule {
+    LrSchedule { base, schedule: Schedule::Cosine { total, min_factor: 0.0 }, warmup: 0 }
+}
+
+/// Runs one configuration of `arm` over tasks `1..` from `w1` (the network after the first
+/// task, shared by every arm); `tick` reports progress. Returns the record and the network
+/// after every task (`w1` first).
+pub(super) fn run_config(
+    ctx: &Ctx<'_>,
+    w1: &Tensor,
+    arm: &str,
+    config: Config,
+    tick: &mut dyn FnMut(f64),
+) -> Result<(ConfigRun, Vec<Tensor>)> {
+    let (exp, net, device) = (ctx.exp, ctx.net, ctx.device);
+    let start = Instant::now();
+    let mut w = w1.clone();
+    let mut nets = vec![w.clone()];
+    let mut ewc = EwcMemory::new(&w)?;
+    // DER++'s stored logits, in the order of the buffer's examples.
+    let mut stored_logits: Vec<f32> = Vec::new();
+    let (mut cost_per_task, mut steps_per_task) = (Vec::new(), Vec::new());
+    let tasks = ctx.tasks.len();
+    for t in 1..tasks {
+        let fit = &ctx.tasks[t].split.fit;
+        let buffer = &ctx.buffers[t - 1];
+        let budget = Budget::start((exp.budget * ctx.unit_flops as f64) as u64);
+        // What the arm does once per task, inside the task's budget.
+        match (arm, config) {
+            ("ewc", _) => {
+                let prev = &ctx.tasks[t - 1].split.fit;
+                let n = exp.fisher_examples.min(prev.len());
+                let rows = crate::data::shuffled_indices(prev.len(), ctx.seed ^ 0xF15E ^ t as u64);
+                ewc.add_task(net, &w, &prev.subset(&rows[..n]), device)?;
+            }
+            ("der++", _) => {
+                let new_rows: Vec<usize> = (stored_logits.len() / net.classes..buffer.len()).collect();
+                let (x, _) = batch_at(buffer, &new_rows, device)?;
+                stored_logits.extend(autodiff::forward(net, &w, &x)?.to_vec()?);
+            }
+            _ => {}
+        }
+        let joint_data = if arm == "joint" { Some(seen_tasks(ctx, t)?) } else { None };
+        let data = joint_data.as_ref().unwrap_or(fit);
+        let task_start = w.clone();
+        let lr = match config {
+            Config::Geodesic { eps, .. } => eps as f32,
+            Config::Ewc { lr, .. } | Config::DerPlusPlus { lr, .. } | Config::Sgd { lr } => lr as f32,
+        };
+        let mut opt = sgd(lr);
+        let mut schedule = LrSchedule::constant(lr);
+        let mut batches =
+            EpochBatches::new(data.len(), exp.batch.min(data.len()), ctx.seed.wrapping_add(1000 * t as u64));
+        let mut step = 0usize;
+        while !budget.exhausted() {
+            let before = budget.spent();
+            let rows = batches.at(step).to_vec();
+            let new_grad = |w: &Tensor| -> Result<Tensor> {
+                let (x, y) = batch_at(data, &rows, device)?;
+                Ok(autodiff::loss_grad(net, w, &x, &y)?.1)
+            };
+            let g = match (arm, config) {
+                ("fine-tune" | "joint", _) => new_grad(&w)?,
+                ("ewc", Config::Ewc { ewc_lambda, .. }) => {
+                    ew::add(&new_grad(&w)?, &ewc.penalty_grad(&w, ewc_lambda as f32)?)?
+                }
+                ("replay", _) => replay_grad(ctx, &w, data, &rows, buffer, step)?,
+                ("der++", Config::DerPlusPlus { alpha, beta, .. }) => {
+                    let g_new = new_grad(&w)?;
+                    let (xm, _, rows) = ctx.buffer_batch(buffer, step, 0xD1)?;
+                    let k = net.classes;
+                    let z: Vec<f32> =
+                        rows.iter().flat_map(|&r| stored_logits[r * k..(r + 1) * k].iter().copied()).collect();
+                    let z = Tensor::from_vec(device, &[rows.len(), k], z)?;
+                    let g_logits = logit_matching(net, &w, &xm, &z)?.1;
+                    let (xb, yb, _) = ctx.buffer_batch(buffer, step, 0xD2)?;
+                    let g_labels = autodiff::loss_grad(net, &w, &xb, &yb)?.1;
+                    flat::axpy(beta as f32, &g_labels, &flat::axpy(alpha as f32, &g_logits, &g_new)?)?
+                }
+                ("geodesic", Config::Geodesic { lambda, .. }) => {
+                    let g = replay_grad(ctx, &w, data, &rows, buffer, step)?;
+                    let (xm, _, _) = ctx.buffer_batch(buffer, step, 0xFACE)?;
+                    let reference = autodiff::forward(net, &task_start, &xm)?;
+                    let eps = schedule.lr(step).max(1e-3 * lr);
+                    let theta = penalty_step(net, &w, &reference, &xm, &g, lambda as f32, eps)?.theta;
+                    w = ew::add(&w, &theta)?;
+                    step += 1;
+                    plan(&mut schedule, &mut opt, lr, step, before, &budget);
+                    tick(((t - 1) as f64 + budget.fraction().min(1.0)) / (tasks - 1) as f64);
+                    continue;
+                }
+                _ => return Err(Error::Invalid(format!("configuration {config:?} is not one of arm {arm}"))),
+            };
+            w = opt.step(&w, &g)?;
+            step += 1;
+            plan(&mut schedule, &mut opt, lr, step, before, &budget);
+            tick(((t - 1) as f64 + budget.fraction().min(1.0)) / (tasks - 1) as f64);
+        }
+        cost_per_task.push(budget.spent() as f64 / ctx.unit_flops as f64);
+        steps_per_task.push(step);
+        nets.push(w.clone());
+    }
+    let diverged = !flat::norm(&w)?.is_finite();
+    let validation =
+        (0..tasks).map(|t| ctx.accuracy(&w, &ctx.tasks[t].split.validation, t)).collect::<Result<Vec<f64>>>()?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok((ConfigRun { config, validation, cost_per_task, steps_per_task, seconds, diverged }, nets))
+}
+
+/// After the first step of a task: the steps the budget affords at that step's cost, and the
+/// learning rate (the geodesic arm's ε) annealed by a half cosine over them.
+fn plan(schedule: &mut LrSchedule, opt: &mut Optimizer, base: f32, step: usize, before: u64, budget: &Budget) {
+    if step == 1 {
+        let per_step = (budget.spent() - before).max(1);
+        let total = 1 + (budget.total().saturating_sub(budget.spent()) / per_step) as usize;
+        *schedule = annealed(base, total);
+        opt.set_schedule(*schedule);
+    }
+}
+
+/// The gradient of the cross-entropy on the new-task batch `rows` of `data` joined by a
+/// labelled batch of `buffer` (one pass over both).
+fn replay_grad(
+    ctx: &Ctx<'_>,
+    w: &Tensor,
+    data: &Dataset,
+    rows: &[usize],
+    buffer: &Dataset,
+    step: usize,
+) -> Result<Tensor> {
+    let mut joined = data.subset(rows);
+    let size = ctx.exp.batch.min(buffer.len());
+    let buffer_rows = EpochBatches::new(buffer.len(), size, ctx.seed ^ 0xBEEF).at(step).to_vec();
+    joined.append(&buffer.subset(&buffer_rows))?;
+    let (x, y) = batch_at(&joined, &(0..joined.len()).collect::<Vec<_>>(), ctx.device)?;
+    Ok(autodiff::loss_grad(ctx.net, w, &x, &y)?.1)
+}
+
+/// The fit images of tasks `0..=t` together (joint training's data).
+fn seen_tasks(ctx: &Ctx<'_>, t: usize) -> Result<Dataset> {
+    let mut all = ctx.tasks[0].split.fit.clone();
+    for s in &ctx.tasks[1..=t] {
+        all.append(&s.split.fit)?;
+    }
+    Ok(all)
+}

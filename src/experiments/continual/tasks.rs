@@ -1,0 +1,167 @@
+//! The task sequences of `geopath continual`: split MNIST (five tasks of two digits),
+//! permuted MNIST and MNIST → Fashion-MNIST, each task's training images split into the part
+//! the arms train on and the validation part every pick is made on, and the two ways a task's
+//! accuracy is measured.
+
+use crate::data::{self, Dataset, DatasetName, Split};
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::str::FromStr;
+
+/// The task sequences of `geopath continual`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskSequence {
+    /// Five tasks of two MNIST digits each: {0,1}, {2,3}, …, {8,9}, one 10-way head.
+    SplitMnist,
+    /// MNIST, then MNIST under fixed random pixel permutations, one 10-way head.
+    PermutedMnist,
+    /// MNIST (labels 0–9), then Fashion-MNIST (labels 10–19), one 20-way head.
+    MnistFashion,
+}
+
+impl FromStr for TaskSequence {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<TaskSequence> {
+        match s {
+            "split-mnist" => Ok(TaskSequence::SplitMnist),
+            "permuted-mnist" => Ok(TaskSequence::PermutedMnist),
+            "mnist-fashion" => Ok(TaskSequence::MnistFashion),
+            other => Err(Error::Invalid(format!(
+                "unknown task sequence `{other}` (split-mnist, permuted-mnist, mnist-fashion)"
+            ))),
+        }
+    }
+}
+
+impl TaskSequence {
+    /// The name [`FromStr`] accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskSequence::SplitMnist => "split-mnist",
+            TaskSequence::PermutedMnist => "permuted-mnist",
+            TaskSequence::MnistFashion => "mnist-fashion",
+        }
+    }
+}
+
+/// How a task's accuracy is measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Task-incremental: the task is known at test time; the prediction is the most likely of
+    /// that task's classes.
+    Task,
+    /// Class-incremental: the prediction is the most likely of all classes of the head.
+    Class,
+}
+
+impl FromStr for Scenario {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Scenario> {
+        match s {
+            "task" => Ok(Scenario::Task),
+            "class" => Ok(Scenario::Class),
+            other => Err(Error::Invalid(format!("unknown scenario `{other}` (task, class)"))),
+        }
+    }
+}
+
+impl Scenario {
+    /// The name [`FromStr`] accepts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::Task => "task",
+            Scenario::Class => "class",
+        }
+    }
+}
+
+/// One task of a sequence: its data (labels already in the shared head's label space) and the
+/// classes it uses.
+pub struct Task {
+    /// Short name, e.g. `digits 2-3`.
+    pub name: String,
+    /// Training images.
+    pub train: Dataset,
+    /// Test images.
+    pub test: Dataset,
+    /// The head's classes this task uses.
+    pub classes: Vec<u32>,
+}
+
+/// Builds the tasks of `sequence` (`count` tasks for permuted MNIST: the plain images, then
+/// `count - 1` permutations) and returns them with the width of the shared head. MNIST is read
+/// from data/mnist (or `data_dir` for the MNIST-only sequences); Fashion-MNIST from `data_dir`
+/// or the system data folder.
+pub fn build_tasks(sequence: TaskSequence, count: usize, data_dir: Option<&Path>) -> Result<(Vec<Task>, usize)> {
+    let mnist_dir = if sequence == TaskSequence::MnistFashion { None } else { data_dir };
+    let mnist = (data::load(DatasetName::Mnist, true, mnist_dir)?, data::load(DatasetName::Mnist, false, mnist_dir)?);
+    match sequence {
+        TaskSequence::SplitMnist => {
+            let tasks = (0..5u32)
+                .map(|k| {
+                    let classes = vec![2 * k, 2 * k + 1];
+                    Task {
+                        name: format!("digits {}-{}", 2 * k, 2 * k + 1),
+                        train: mnist.0.filter_classes(&classes),
+                        test: mnist.1.filter_classes(&classes),
+                        classes,
+                    }
+                })
+                .collect();
+            Ok((tasks, 10))
+        }
+        TaskSequence::PermutedMnist => {
+            if count < 2 {
+                return Err(Error::Invalid(format!("permuted MNIST needs at least 2 tasks, got {count}")));
+            }
+            let tasks = (0..count)
+                .map(|k| {
+                    let (train, test, name) = if k == 0 {
+                        (mnist.0.clone(), mnist.1.clone(), "MNIST".to_string())
+                    } else {
+                        (mnist.0.permute_pixels(k as u64), mnist.1.permute_pixels(k as u64), format!("permutation {k}"))
+                    };
+                    Task { name, train, test, classes: (0..10).collect() }
+                })
+                .collect();
+            Ok((tasks, 10))
+        }
+        TaskSequence::MnistFashion => {
+            let fashion = (
+                data::load(DatasetName::FashionMnist, true, data_dir)?,
+                data::load(DatasetName::FashionMnist, false, data_dir)?,
+            );
+            let tasks = vec![
+                Task {
+                    name: "MNIST".into(),
+                    train: mnist.0.relabel(|l| l, 20),
+                    test: mnist.1.relabel(|l| l, 20),
+                    classes: (0..10).collect(),
+                },
+                Task {
+                    name: "Fashion-MNIST".into(),
+                    train: fashion.0.relabel(|l| l + 10, 20),
+                    test: fashion.1.relabel(|l| l + 10, 20),
+                    classes: (10..20).collect(),
+                },
+            ];
+            Ok((tasks, 20))
+        }
+    }
+}
+
+/// A task with its training images split: the arms train on `fit`; picks are made on
+/// `validation` (held out by [`Split::of`]); `task.test` is read for the report only.
+pub struct TaskSplit<'a> {
+    /// The task.
+    pub task: &'a Task,
+    /// Its training and validation images.
+    pub split: Split,
+}
+
+impl TaskSplit<'_> {
+    /// Splits every task's training images.
+    pub fn all(tasks: &[Task]) -> Result<Vec<TaskSplit<'_>>> {
+        tasks.iter().map(|task| Ok(TaskSplit { task, split: Split::of(&task.train)? })).collect()
+    }
+}

@@ -1,0 +1,115 @@
+//! The selection loop every comparison shares: for one seed and one arm, run each
+//! configuration of the arm's declared search space (or reuse its record from an earlier,
+//! resumed run), then pick the configuration with the best validation score. The test set
+//! plays no part here; the caller reads it once, for the picked run.
+
+use super::progress::Progress;
+use super::runner::RunDir;
+use crate::error::{Error, Result};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// The record of one finished configuration run (DIR/.partial/runs/KEY.json): what the loop
+/// needs to reuse it and to pick among an arm's runs.
+pub trait ConfigRecord: Serialize + DeserializeOwned + Clone {
+    /// The configuration type of the arm.
+    type Config: PartialEq + Serialize + Clone + std::fmt::Debug;
+    /// The configuration this run used.
+    fn config(&self) -> &Self::Config;
+    /// The score the pick maximises, measured on the validation split only.
+    fn validation_score(&self) -> f64;
+    /// A short account for the progress line, e.g. `validation 97.51%, 12 s`.
+    fn describe(&self) -> String;
+}
+
+/// One configuration run: `run(key, config, tick)` runs `config`, saves whatever companion
+/// files it needs under `key` ([`RunDir::record_path`]) and reports progress through
+/// `tick(fraction)`.
+pub type RunConfig<'f, R> = dyn FnMut(&str, <R as ConfigRecord>::Config, &mut dyn FnMut(f64)) -> Result<R> + 'f;
+
+/// The selection loop over every (seed, arm) of a comparison, with its progress.
+pub struct Search<'a> {
+    dir: &'a RunDir,
+    /// The comparison's progress display.
+    pub progress: Progress,
+    done: usize,
+    ran_here: usize,
+    abort_after_runs: Option<usize>,
+}
+
+impl<'a> Search<'a> {
+    /// A loop over `runs` configuration runs in all, writing records into `dir`; progress shown
+    /// when `show`. `abort_after_runs` (for tests) fails the run after that many computed
+    /// configuration runs, as a crash would.
+    pub fn new(dir: &'a RunDir, runs: usize, show: bool, abort_after_runs: Option<usize>) -> Search<'a> {
+        Search { dir, progress: Progress::new(show, runs), done: 0, ran_here: 0, abort_after_runs }
+    }
+
+    /// Runs (or reuses) every configuration of `configs` for `arm` and `seed`, and returns the
+    /// picked run's key and record: the best validation score, the first configuration on a
+    /// tie.
+    pub fn pick<R: ConfigRecord>(
+        &mut self,
+        seed: u64,
+        arm: &str,
+        configs: &[R::Config],
+        run: &mut RunConfig<'_, R>,
+    ) -> Result<(String, R)> {
+        let mut best: Option<(String, R)> = None;
+        for (i, config) in configs.iter().enumerate() {
+            let key = format!("seed{seed}-{arm}-{i}");
+            let what = format!("seed {seed} · {arm} · configuration {}/{}", i + 1, configs.len());
+            self.progress.at(self.done, &what, 0.0);
+            let record = match self.dir.load_record::<R>(&key)? {
+                Some(r) if r.config() == config => {
+                    self.progress.finished(self.done, &what, true);
+                    r
+                }
+                _ => {
+                    if self.abort_after_runs == Some(self.ran_here) {
+                        return Err(Error::Invalid(format!(
+                            "aborted after {} configuration runs (test hook)",
+                            self.ran_here
+                        )));
+                    }
+                    let (progress, done) = (&self.progress, self.done);
+                    let r = run(&key, config.clone(), &mut |f| progress.at(done, &what, f))?;
+                    self.dir.save_record(&key, &r)?;
+                    self.ran_here += 1;
+                    self.progress.finished(self.done, &format!("{what} ({})", r.describe()), false);
+                    r
+                }
+            };
+            self.done += 1;
+            if best.as_ref().is_none_or(|(_, b)| record.validation_score() > b.validation_score()) {
+                best = Some((key, record));
+            }
+        }
+        best.ok_or_else(|| Error::Invalid(format!("arm {arm} has no configuration to run")))
+    }
+
+    /// Removes the progress display.
+    pub fn finish(&self) {
+        self.progress.finish();
+    }
+}
+
+/// Refuses an empty or repeated seed list, an empty arm list, and arms not in `known`.
+pub fn check_seeds_and_arms(seeds: &[u64], arms: &[String], known: &[&str]) -> Result<()> {
+    if seeds.is_empty() {
+        return Err(Error::Invalid("--seeds needs at least one seed".into()));
+    }
+    let mut sorted = seeds.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != seeds.len() {
+        return Err(Error::Invalid("--seeds lists a seed twice".into()));
+    }
+    if arms.is_empty() {
+        return Err(Error::Invalid("no arm to run".into()));
+    }
+    match arms.iter().find(|a| !known.contains(&a.as_str())) {
+        Some(arm) => Err(Error::Invalid(format!("unknown arm `{arm}` (arms: {})", known.join(", ")))),
+        None => Ok(()),
+    }
+}
