@@ -53,7 +53,6 @@ fn experiment(scenario: Scenario) -> ContinualExperiment {
         batch: 50,
         first_epochs: 3,
         fisher_examples: 20,
-        configurations: 1,
         ..Default::default()
     }
 }
@@ -202,10 +201,10 @@ fn every_arm_learns_at_the_same_cost_per_task_and_the_buffer_keeps_the_first_tas
         assert!(a.extra.contains_key("forgetting"));
     }
     // Class-incremental fine-tuning forgets the first task; the buffer keeps it for the others.
-    assert!(get("fine-tune").extra["forgetting"]["mean"].as_f64().unwrap() > 0.8);
+    let forgetting = |arm: &str| get(arm).extra["forgetting"]["mean"].as_f64().unwrap();
+    assert!(forgetting("fine-tune") > 0.3, "fine-tune: forgetting {}", forgetting("fine-tune"));
     for arm in ["geodesic", "replay", "der++", "joint"] {
-        let forgetting = get(arm).extra["forgetting"]["mean"].as_f64().unwrap();
-        assert!(forgetting < 0.4, "{arm}: forgetting {forgetting}");
+        assert!(forgetting(arm) < 0.2, "{arm}: forgetting {}", forgetting(arm));
     }
     assert!(c.setting["geodesic_objective"].as_str().unwrap().contains("buffer batch"));
     assert_eq!(c.paired_difference.as_ref().map(|p| p.against != "joint"), Some(true));

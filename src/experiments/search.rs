@@ -81,7 +81,9 @@ impl<'a> Search<'a> {
                 }
             };
             self.done += 1;
-            if best.as_ref().is_none_or(|(_, b)| record.validation_score() > b.validation_score()) {
+            // A score that is not a number (a diverged run) never wins.
+            let score = |r: &R| if r.validation_score().is_nan() { f64::NEG_INFINITY } else { r.validation_score() };
+            if best.as_ref().is_none_or(|(_, b)| score(&record) > score(b)) {
                 best = Some((key, record));
             }
         }
