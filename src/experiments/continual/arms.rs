@@ -68,26 +68,28 @@ pub enum Config {
 /// The declared search space of `arm`.
 pub fn search_space(arm: &str) -> Vec<Config> {
     match arm {
-        "geodesic" => [(10.0, 0.05), (10.0, 0.1), (30.0, 0.05), (30.0, 0.1)]
+        "geodesic" => [(3.0, 0.02), (3.0, 0.05), (10.0, 0.02), (10.0, 0.05), (30.0, 0.02), (30.0, 0.05)]
             .into_iter()
             .map(|(lambda, eps)| Config::Geodesic { lambda, eps })
             .collect(),
-        "ewc" => [(0.003, 10.0), (0.003, 100.0), (0.01, 10.0), (0.01, 100.0)]
+        "ewc" => [(0.003, 10.0), (0.003, 100.0), (0.003, 1000.0), (0.01, 10.0), (0.01, 100.0), (0.01, 1000.0)]
             .into_iter()
             .map(|(lr, ewc_lambda)| Config::Ewc { lr, ewc_lambda })
             .collect(),
         "der++" => [
+            (0.001, 0.03, 0.5),
             (0.001, 0.1, 0.5),
+            (0.001, 0.1, 1.0),
             (0.001, 0.3, 0.5),
-            (0.001, 0.3, 1.0),
+            (0.003, 0.03, 0.5),
             (0.003, 0.1, 0.5),
+            (0.003, 0.1, 1.0),
             (0.003, 0.3, 0.5),
-            (0.003, 0.3, 1.0),
         ]
         .into_iter()
         .map(|(lr, alpha, beta)| Config::DerPlusPlus { lr, alpha, beta })
         .collect(),
-        _ => [0.003, 0.01, 0.03].into_iter().map(|lr| Config::Sgd { lr }).collect(),
+        _ => [0.001, 0.003, 0.01, 0.03, 0.1].into_iter().map(|lr| Config::Sgd { lr }).collect(),
     }
 }
 

@@ -205,18 +205,24 @@ impl Picked {
         last.iter().sum::<f64>() / last.len().max(1) as f64
     }
 
-    /// Average forgetting (Chaudhry et al. 2018): over the tasks before the last, the best
-    /// accuracy any earlier row had on it minus the last row's.
+    /// Average forgetting of its matrix ([`forgetting`]).
     fn forgetting(&self) -> f64 {
-        let n = self.matrix.len();
-        if n < 2 {
-            return 0.0;
-        }
-        let last = &self.matrix[n - 1];
-        let drops: f64 =
-            (0..n - 1).map(|j| (j..n - 1).map(|i| self.matrix[i][j]).fold(f64::NEG_INFINITY, f64::max) - last[j]).sum();
-        drops / (n - 1) as f64
+        forgetting(&self.matrix)
     }
+}
+
+/// Average forgetting (Chaudhry et al. 2018) of an accuracy matrix (row `i`: after task `i`;
+/// column `j`: on task `j`): over the tasks before the last, the best accuracy an earlier row
+/// had on the task minus the last row's; 0 for fewer than two rows.
+pub fn forgetting(matrix: &[Vec<f64>]) -> f64 {
+    let n = matrix.len();
+    if n < 2 {
+        return 0.0;
+    }
+    let last = &matrix[n - 1];
+    let drops: f64 =
+        (0..n - 1).map(|j| (j..n - 1).map(|i| matrix[i][j]).fold(f64::NEG_INFINITY, f64::max) - last[j]).sum();
+    drops / (n - 1) as f64
 }
 
 /// The report of one arm: `test_accuracy` is the average accuracy over all tasks after the
