@@ -220,7 +220,7 @@ fn every_arm_learns_at_the_same_cost_per_task_and_the_buffer_keeps_the_first_tas
     for arm in ["geodesic", "replay", "der++", "joint"] {
         assert!(forgetting(arm) < 0.2, "{arm}: forgetting {}", forgetting(arm));
     }
-    assert!(c.setting["geodesic_objective"].as_str().unwrap().contains("buffer batch"));
+    assert!(get("geodesic").extra["objective"].as_str().unwrap().contains("buffer batch"));
     assert_eq!(c.paired_difference.as_ref().map(|p| p.against != "joint"), Some(true));
     let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
     assert!(md.contains("der++:") && md.contains("| after | task 1 | task 2 |"), "{md}");

@@ -130,8 +130,18 @@ pub fn run(
         }
     }
     search.finish();
-    let arms: Vec<ArmReport> =
-        exp.arms.iter().zip(&per_arm).map(|(name, picks)| arm_report(name, picks, space(name).len())).collect();
+    let arms: Vec<ArmReport> = exp
+        .arms
+        .iter()
+        .zip(&per_arm)
+        .map(|(name, picks)| {
+            let mut report = arm_report(name, picks, space(name).len());
+            if name == "geodesic" {
+                report.extra.insert("objective".into(), json!(GEODESIC_OBJECTIVE));
+            }
+            report
+        })
+        .collect();
     // The geodesic arm against the best continual baseline on validation (joint training,
     // which sees every task's data, is the reference, not a baseline).
     let paired = arms.iter().position(|a| a.name == "geodesic").and_then(|g| {
@@ -150,7 +160,6 @@ pub fn run(
             "buffer_per_class": exp.buffer_per_class,
             "budget_per_task": exp.budget,
             "task_names": tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-            "geodesic_objective": GEODESIC_OBJECTIVE,
         }),
         seeds: seeds.to_vec(),
         cost_unit: format!("forward passes of one batch of {} examples, per task", exp.batch),
@@ -161,7 +170,12 @@ pub fn run(
         date: today(),
     };
     write_json(&dir.staged("compare.json"), &compare)?;
-    let markdown = compare.markdown() + &matrices_markdown(exp, &per_arm);
+    let objective = if exp.arms.iter().any(|a| a == "geodesic") {
+        format!("\nThe geodesic arm's step: {GEODESIC_OBJECTIVE}.\n")
+    } else {
+        String::new()
+    };
+    let markdown = compare.markdown() + &objective + &matrices_markdown(exp, &per_arm);
     crate::train::write_atomic(&dir.staged("compare.md"), markdown.as_bytes())?;
     let series: Vec<Series> = exp
         .arms
