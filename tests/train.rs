@@ -120,6 +120,22 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
         "{stderr}"
     );
     assert!(!run_dir.exists(), "nothing written");
+    // connect refuses it too, as either end of the pair.
+    let run_dir = root.join("connect");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
+        .args(["--device", "reference", "connect", "--a"])
+        .arg(out.join("model.ckpt"))
+        .arg("--b")
+        .arg(root.join("whole.ckpt"))
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--out")
+        .arg(&run_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains("whole.ckpt") && stderr.contains("validation"), "{stderr}");
+    assert!(!run_dir.exists(), "nothing written");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
