@@ -181,9 +181,9 @@ enum Command {
         /// Arms (comma-separated): geodesic, linear, bezier, polychain.
         #[arg(long, value_delimiter = ',', default_value = "geodesic,linear,bezier,polychain")]
         arms: Vec<String>,
-        /// Data set of the networks.
-        #[arg(long, default_value = "mnist")]
-        dataset: String,
+        /// Data set of the networks (default: the one A was trained on, or mnist).
+        #[arg(long)]
+        dataset: Option<String>,
         /// Folder holding the data set files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -486,7 +486,13 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
         Command::Connect { a, b, seeds, budget, batch, points, arms, dataset, data_dir, out, existing } => {
             use geopath::experiments::connect::{self, ConnectExperiment, PairRun};
             use geopath::experiments::runner::Output;
-            let dataset: DatasetName = dataset.parse()?;
+            let dataset: DatasetName = match (dataset, &a) {
+                (Some(d), _) => d.parse()?,
+                (None, Some(a)) => {
+                    geopath::checkpoint::Checkpoint::load(a)?.meta("dataset").unwrap_or("mnist").parse()?
+                }
+                (None, None) => DatasetName::Mnist,
+            };
             let exp = ConnectExperiment { budget, batch, points, arms, ..Default::default() };
             let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;

@@ -206,9 +206,7 @@ fn every_arm_learns_at_the_same_cost_per_task_and_the_buffer_keeps_the_first_tas
             "{}: the average accuracy after the last task",
             a.name
         );
-        assert!(a.extra.contains_key("forgetting"));
     }
-    // Class-incremental fine-tuning forgets the first task; the buffer keeps it for the others.
     // The reported forgetting is that of each seed's matrix; the buffer keeps the first task.
     for a in &c.arms {
         for (s, m) in a.extra["accuracy_matrix"].as_array().unwrap().iter().enumerate() {
@@ -291,4 +289,35 @@ fn restricted_evaluation_takes_the_best_of_the_given_classes() {
     assert!((all - expected(&[0, 1, 2, 3])).abs() < 1e-12);
     let err = geopath::train::evaluate_among(&net, &w, &data, 10, Some(&[1, 7]), &dev).unwrap_err().to_string();
     assert!(err.contains("class 7") && err.contains("4 outputs"), "{err}");
+}
+
+#[test]
+fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
+    let Some(dev) = test_device() else { return };
+    let net = toy_mlp(&dev, 4);
+    let tasks = toy_tasks();
+    let exp = ContinualExperiment {
+        arms: vec!["replay".into(), "der++".into()],
+        configurations: 2,
+        ..experiment(Scenario::Class)
+    };
+    let (whole, resumed) = (temp("whole"), temp("resumed"));
+    let whole_run = run(&net, &tasks, &exp, &dev, &whole).unwrap();
+    fn out(dir: &Path, existing: Existing) -> Output<'_> {
+        Output { dir, existing, progress: false }
+    }
+    let crash = ContinualExperiment { abort_after_runs: Some(3), ..exp.clone() };
+    let e = continual::run(&crash, &net, &tasks, &[0, 1], &dev, out(&resumed, Existing::Refuse)).unwrap_err();
+    assert!(e.to_string().contains("aborted"), "{e}");
+    assert!(!resumed.join("compare.json").exists());
+    // A resume with other settings is refused; with the same ones it completes.
+    let other = ContinualExperiment { budget: 300.0, ..exp.clone() };
+    let e = continual::run(&other, &net, &tasks, &[0, 1], &dev, out(&resumed, Existing::Resume)).unwrap_err();
+    assert!(e.to_string().contains("budget"), "{e}");
+    let done = continual::run(&exp, &net, &tasks, &[0, 1], &dev, out(&resumed, Existing::Resume)).unwrap();
+    for (a, b) in whole_run.arms.iter().zip(&done.arms) {
+        assert_eq!(a.test_accuracy.per_seed, b.test_accuracy.per_seed, "{}", a.name);
+        assert_eq!(a.picked_per_seed, b.picked_per_seed, "{}", a.name);
+    }
+    let _ = (std::fs::remove_dir_all(&whole), std::fs::remove_dir_all(&resumed));
 }

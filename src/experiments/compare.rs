@@ -114,6 +114,21 @@ pub struct Paired {
 }
 
 impl Paired {
+    /// The paired difference of the `geodesic` arm of `arms` and the baseline with the best
+    /// validation accuracy among the others but those named in `excluded` (the first on a tie);
+    /// none without a geodesic arm or a baseline.
+    pub fn against_best(arms: &[ArmReport], excluded: &[&str]) -> Option<Paired> {
+        let geodesic = arms.iter().find(|a| a.name == "geodesic")?;
+        let best = arms.iter().filter(|a| a.name != "geodesic" && !excluded.contains(&a.name.as_str())).fold(
+            None::<&ArmReport>,
+            |best, a| match best {
+                Some(b) if b.validation_accuracy >= a.validation_accuracy => Some(b),
+                _ => Some(a),
+            },
+        )?;
+        Some(Paired::of(geodesic, best))
+    }
+
     /// The paired difference of `geodesic` and `baseline` test accuracies (same seed order).
     pub fn of(geodesic: &ArmReport, baseline: &ArmReport) -> Paired {
         let d: Vec<f64> =

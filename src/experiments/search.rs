@@ -20,6 +20,10 @@ pub trait ConfigRecord: Serialize + DeserializeOwned + Clone {
     fn validation_score(&self) -> f64;
     /// A short account for the progress line, e.g. `validation 97.51%, 12 s`.
     fn describe(&self) -> String;
+    /// What decides between equal scores (also measured on validation only); 0 by default.
+    fn tie_break(&self) -> f64 {
+        0.0
+    }
 }
 
 /// One configuration run: `run(key, config, tick)` runs `config`, saves whatever companion
@@ -81,9 +85,16 @@ impl<'a> Search<'a> {
                 }
             };
             self.done += 1;
-            // A score that is not a number (a diverged run) never wins.
-            let score = |r: &R| if r.validation_score().is_nan() { f64::NEG_INFINITY } else { r.validation_score() };
-            if best.as_ref().is_none_or(|(_, b)| score(&record) > score(b)) {
+            // A score that is not a number never wins; equal scores go to the tie-break, then
+            // to the earlier configuration.
+            let rank = |r: &R| {
+                let score = if r.validation_score().is_nan() { f64::NEG_INFINITY } else { r.validation_score() };
+                (score, r.tie_break())
+            };
+            if best
+                .as_ref()
+                .is_none_or(|(_, b)| rank(&record).partial_cmp(&rank(b)) == Some(std::cmp::Ordering::Greater))
+            {
                 best = Some((key, record));
             }
         }
@@ -96,7 +107,8 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Refuses an empty or repeated seed list, an empty arm list, and arms not in `known`.
+/// Refuses an empty or repeated seed list, an empty or repeated arm list, and arms not in
+/// `known`.
 pub fn check_seeds_and_arms(seeds: &[u64], arms: &[String], known: &[&str]) -> Result<()> {
     if seeds.is_empty() {
         return Err(Error::Invalid("--seeds needs at least one seed".into()));
@@ -109,6 +121,9 @@ pub fn check_seeds_and_arms(seeds: &[u64], arms: &[String], known: &[&str]) -> R
     }
     if arms.is_empty() {
         return Err(Error::Invalid("no arm to run".into()));
+    }
+    if let Some(arm) = arms.iter().enumerate().find(|(i, a)| arms[..*i].contains(a)).map(|(_, a)| a) {
+        return Err(Error::Invalid(format!("--arms lists `{arm}` twice")));
     }
     match arms.iter().find(|a| !known.contains(&a.as_str())) {
         Some(arm) => Err(Error::Invalid(format!("unknown arm `{arm}` (arms: {})", known.join(", ")))),

@@ -99,23 +99,15 @@ impl StepSettings {
     }
 }
 
-/// The reference function of the penalty step: the start network, or its logits on the batch.
-#[derive(Clone, Copy)]
-pub enum Reference<'a> {
-    /// The start network's parameters (its logits are computed on the batch).
-    Params(&'a Tensor),
-    /// The start network's logits on the batch, already computed.
-    Logits(&'a Tensor),
-}
-
 /// One path step at `w` with objective gradient `g`, the metric measured on the batch
-/// `(x, labels)`; `start` is the path's start (the penalty step's reference function). Returns
+/// `(x, labels)`; `start` is the path's start (the penalty step's reference function: its
+/// outputs on the batch are computed, and counted, here). Returns
 /// the step, with `θᵀGθ`, and the metric products (gradient evaluations) it spent, the penalty
 /// rule's measuring product included.
 pub fn path_step<M: Model + ?Sized>(
     model: &M,
     w: &Tensor,
-    start: Reference<'_>,
+    start: &Tensor,
     x: &Tensor,
     labels: &Tensor,
     g: &Tensor,
@@ -127,10 +119,7 @@ pub fn path_step<M: Model + ?Sized>(
         StepMethod::TrustRegion => trust_region_multiplier(&apply, g, s.beta, s.eps, s.cg_iter, 1e-3, 30)?,
         StepMethod::Steihaug => steihaug_cg(&apply, g, s.beta, s.eps, s.cg_iter, 1e-3)?,
         StepMethod::Penalty { lambda } => {
-            let start_logits = match start {
-                Reference::Params(p) => autodiff::forward(model, p, x)?,
-                Reference::Logits(z) => z.clone(),
-            };
+            let start_logits = autodiff::forward(model, start, x)?;
             penalty_step(model, w, &start_logits, x, g, lambda, s.eps)?
         }
     };

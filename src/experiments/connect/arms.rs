@@ -12,7 +12,7 @@ use crate::experiments::curves::{train_bend, BendTraining, Curve, CurveKind};
 use crate::experiments::runner::Budget;
 use crate::experiments::search::ConfigRecord;
 use crate::geodesic::connect::step_gradient;
-use crate::geodesic::step::{batch_at, path_step, Reference, StepMethod, StepSettings};
+use crate::geodesic::step::{batch_at, path_step, StepMethod, StepSettings};
 use crate::geodesic::MetricKind;
 use crate::ops::{elementwise as ew, flat};
 use crate::tensor::Tensor;
@@ -97,6 +97,11 @@ impl ConfigRecord for ConfigRun {
     fn describe(&self) -> String {
         format!("lowest validation accuracy {:.2}%, {:.0} s", 100.0 * self.validation_min(), self.seconds)
     }
+    /// The mean validation accuracy along the curve (the ends, shared by every curve, can make
+    /// the lowest accuracies equal).
+    fn tie_break(&self) -> f64 {
+        self.validation.iter().sum::<f64>() / self.validation.len().max(1) as f64
+    }
 }
 
 /// What one configuration run needs.
@@ -174,7 +179,8 @@ fn even_points(curve: &Curve, n: usize) -> Result<Vec<Tensor>> {
 /// CG iterations of each trust-region step of the geodesic arm.
 pub const CG_ITER: usize = 10;
 
-/// The geodesic arm's path from A toward B: each step follows `(w − w_B) + γ ∇CE(w)` on the
+/// The geodesic arm's path from A toward B (the network in eval mode: a BatchNorm network
+/// uses A's running statistics along the whole path): each step follows `(w − w_B) + γ ∇CE(w)` on the
 /// step's batch through the trust-region step ([`CG_ITER`] CG iterations) in the Fisher metric
 /// of that batch, of radius `ε = stretch × ‖A − B‖ / N`, `N` the steps the budget affords at
 /// the cost of the first. The path stops within `ε` of B, or when the budget is spent; a path
@@ -214,7 +220,7 @@ fn geodesic_path(
             beta: 1.0,
             cg_iter: CG_ITER,
         };
-        let theta = path_step(net, &w, Reference::Params(wa), &x, &y, &g, &settings)?.0.theta;
+        let theta = path_step(net, &w, wa, &x, &y, &g, &settings)?.0.theta;
         let next = ew::add(&w, &theta)?;
         if !flat::norm(&next)?.is_finite() {
             break format!("non-finite step at step {step}");

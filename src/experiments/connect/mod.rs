@@ -4,8 +4,9 @@
 //! lowest validation accuracy; the picked curve is then evaluated once on the test set at
 //! [`ConnectExperiment::points`] evenly spaced points:
 //! - `geodesic`: the path whose trust-region steps (Fisher metric of the step's batch) follow
-//!   `(w − w_B) + γ ∇CE(w)`, the radius set so that it reaches B as the budget runs out (see
-//!   [`geodesic::connect`](crate::geodesic::connect)); points evenly spaced by arc length;
+//!   `(w − w_B) + γ ∇CE(w)`, of radius `stretch × ‖A − B‖ / N` for the `N` steps the budget
+//!   affords (see [`geodesic::connect`](crate::geodesic::connect)); it stops at B or when the
+//!   budget is spent; points evenly spaced by arc length;
 //! - `bezier`, `polychain`: Garipov et al.'s trained curves with one bend
 //!   ([`curves`](super::curves)); points evenly spaced in `t`;
 //! - `linear`: the straight line from A to B, which has nothing to train (cost 0; the
@@ -72,7 +73,8 @@ impl Default for ConnectExperiment {
 const OUTPUTS: [&str; 4] = ["compare.json", "compare.md", "compare.svg", "curves.csv"];
 
 /// The network file of `arm`'s picked curve for `seed`: the bend of a trained curve, the
-/// middle (by arc length) of the geodesic path; none for the line.
+/// middle (by arc length) of the geodesic path; none for the line. A BatchNorm network's file
+/// carries A's running statistics (recompute them before evaluating it, as the report did).
 fn network_output(arm: &str, seed: u64) -> Option<String> {
     match arm {
         "geodesic" => Some(format!("geodesic-seed{seed}-middle.ckpt")),
@@ -93,6 +95,17 @@ pub fn run(
     out: Output<'_>,
 ) -> Result<Compare> {
     check(exp, pairs)?;
+    let fit = &split.fit;
+    if [fit.channels, fit.height, fit.width] != pairs[0].net_a.input || fit.classes != pairs[0].net_a.classes {
+        return Err(Error::Invalid(format!(
+            "the networks take inputs {:?} with {} classes; {} has {:?} and {}",
+            pairs[0].net_a.input,
+            pairs[0].net_a.classes,
+            fit.name,
+            [fit.channels, fit.height, fit.width],
+            fit.classes
+        )));
+    }
     let outputs: Vec<String> = OUTPUTS
         .iter()
         .map(|s| s.to_string())
@@ -140,13 +153,7 @@ pub fn run(
     search.finish();
     let arms: Vec<ArmReport> =
         exp.arms.iter().zip(&per_arm).map(|(name, picks)| arm_report(name, picks, space(name).len())).collect();
-    let paired = arms.iter().position(|a| a.name == "geodesic").and_then(|g| {
-        let best = arms
-            .iter()
-            .filter(|a| a.name != "geodesic")
-            .max_by(|x, y| x.validation_accuracy.total_cmp(&y.validation_accuracy))?;
-        Some(Paired::of(&arms[g], best))
-    });
+    let paired = Paired::against_best(&arms, &[]);
     let compare = Compare {
         experiment: "connect".into(),
         setting: json!({

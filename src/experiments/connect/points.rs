@@ -49,22 +49,24 @@ impl PairRun<'_> {
         if points.len() < 2 {
             return Err(Error::Invalid("a curve needs at least its two ends".into()));
         }
+        let last = points.len() - 1;
+        let eval = |net: &Network, w: &Tensor| cost::uncounted(|| evaluate(net, w, data, limit, device));
+        // The ends first, with their own statistics (also when A and B are one network object).
+        let (first, end) = (eval(self.net_a, &points[0])?, eval(self.net_b, &points[last])?);
         let own = self.net_a.buffers()?;
         let meter = Meter::start();
-        let last = points.len() - 1;
-        let result = points
+        let interior = points[1..last]
             .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let net = if i == last { self.net_b } else { self.net_a };
-                if i != 0 && i != last {
-                    refresh_batchnorm(net, w, fit, REFRESH_IMAGES.div_ceil(batch.max(1)), batch, device)?;
-                }
-                cost::uncounted(|| evaluate(net, w, data, limit, device))
+            .map(|w| {
+                refresh_batchnorm(self.net_a, w, fit, REFRESH_IMAGES.div_ceil(batch.max(1)), batch, device)?;
+                eval(self.net_a, w)
             })
             .collect::<Result<Vec<f64>>>();
         self.net_a.set_buffers(&own)?;
-        Ok((result?, meter.flops()))
+        let mut accuracies = vec![first];
+        accuracies.extend(interior?);
+        accuracies.push(end);
+        Ok((accuracies, meter.flops()))
     }
 }
 

@@ -27,7 +27,7 @@ use std::time::Instant;
 pub const ARMS: [&str; 6] = ["geodesic", "fine-tune", "ewc", "replay", "der++", "joint"];
 
 /// What the geodesic arm does at each step, for the report.
-pub const GEODESIC_OBJECTIVE: &str = "penalty step of length ε (cosine-annealed to 0 over the task): \
+pub const GEODESIC_OBJECTIVE: &str = "penalty step of length ε (cosine-annealed over the task, floored at ε/1000): \
     θ = −ε d/‖d‖, d = ∇_w Σ_x BD(softmax f(x; w), softmax f(x; w_task_start)) over a buffer batch x \
     + λ ∇_w CE on the new-task batch joined by a second, labelled buffer batch (as replay's)";
 
@@ -105,7 +105,8 @@ pub(super) struct ConfigRun {
     /// Steps taken on every task after the first.
     pub(super) steps_per_task: Vec<usize>,
     pub(super) seconds: f64,
-    /// Whether the parameters became non-finite (the run is kept and scored as it is).
+    /// Whether the parameters (or the geodesic arm's gradient) became non-finite: the run is
+    /// kept as it is and never picked.
     pub(super) diverged: bool,
 }
 
@@ -121,8 +122,13 @@ impl ConfigRecord for ConfigRun {
     fn config(&self) -> &Config {
         &self.config
     }
+    /// The mean validation accuracy; a diverged run never wins.
     fn validation_score(&self) -> f64 {
-        self.validation_mean()
+        if self.diverged {
+            f64::NEG_INFINITY
+        } else {
+            self.validation_mean()
+        }
     }
     fn describe(&self) -> String {
         format!("validation {:.2}%, {:.0} s", 100.0 * self.validation_mean(), self.seconds)
@@ -186,6 +192,7 @@ pub(super) fn run_config(
     // DER++'s stored logits, in the order of the buffer's examples.
     let mut stored_logits: Vec<f32> = Vec::new();
     let (mut cost_per_task, mut steps_per_task) = (Vec::new(), Vec::new());
+    let mut diverged = false;
     let tasks = ctx.tasks.len();
     for t in 1..tasks {
         let fit = &ctx.tasks[t].split.fit;
@@ -245,6 +252,11 @@ pub(super) fn run_config(
                 }
                 ("geodesic", Config::Geodesic { lambda, .. }) => {
                     let g = replay_grad(ctx, &w, data, &rows, buffer, step)?;
+                    if !flat::norm(&g)?.is_finite() {
+                        // Diverged: the run is kept as it is, and never picked.
+                        diverged = true;
+                        break;
+                    }
                     let (xm, _, _) = ctx.buffer_batch(buffer, step, 0xFACE)?;
                     let reference = autodiff::forward(net, &task_start, &xm)?;
                     let eps = schedule.lr(step).max(1e-3 * lr);
@@ -266,7 +278,7 @@ pub(super) fn run_config(
         steps_per_task.push(step);
         nets.push(w.clone());
     }
-    let diverged = !flat::norm(&w)?.is_finite();
+    let diverged = diverged || !flat::norm(&w)?.is_finite();
     let validation =
         (0..tasks).map(|t| ctx.accuracy(&w, &ctx.tasks[t].split.validation, t)).collect::<Result<Vec<f64>>>()?;
     let seconds = start.elapsed().as_secs_f64();

@@ -98,7 +98,7 @@ pub fn run(
 ) -> Result<Compare> {
     check(exp, net, tasks, seeds)?;
     let splits = TaskSplit::all(tasks)?;
-    let dir = RunDir::open(out.dir, &OUTPUTS, out.existing, &identity(exp, &splits, seeds))?;
+    let dir = RunDir::open(out.dir, &OUTPUTS, out.existing, &identity(exp, net, &splits, seeds))?;
     let unit_flops = forward_flops(net, exp.batch, device)?;
     let space = |arm: &str| -> Vec<Config> { search_space(arm).into_iter().take(exp.configurations).collect() };
     let total: usize = exp.arms.iter().map(|a| space(a).len()).sum::<usize>() * seeds.len();
@@ -144,13 +144,7 @@ pub fn run(
         .collect();
     // The geodesic arm against the best continual baseline on validation (joint training,
     // which sees every task's data, is the reference, not a baseline).
-    let paired = arms.iter().position(|a| a.name == "geodesic").and_then(|g| {
-        let best = arms
-            .iter()
-            .filter(|a| a.name != "geodesic" && a.name != "joint")
-            .max_by(|x, y| x.validation_accuracy.total_cmp(&y.validation_accuracy))?;
-        Some(Paired::of(&arms[g], best))
-    });
+    let paired = Paired::against_best(&arms, &["joint"]);
     let compare = Compare {
         experiment: "continual".into(),
         setting: json!({
@@ -326,9 +320,12 @@ fn buffers(exp: &ContinualExperiment, splits: &[TaskSplit<'_>], seed: u64) -> Re
 }
 
 /// What the configuration runs depend on, checked when a run is resumed.
-fn identity(exp: &ContinualExperiment, splits: &[TaskSplit<'_>], seeds: &[u64]) -> serde_json::Value {
+fn identity(exp: &ContinualExperiment, net: &Network, splits: &[TaskSplit<'_>], seeds: &[u64]) -> serde_json::Value {
     json!({
         "experiment": "continual",
+        "model": net.spec.text,
+        "classes": net.classes,
+        "input": net.input,
         "tasks": exp.sequence.as_str(),
         "scenario": exp.scenario.as_str(),
         "buffer_per_class": exp.buffer_per_class,

@@ -10,7 +10,7 @@ use crate::experiments::pruning::{MaskSchedule, SgdRun};
 use crate::experiments::runner::Budget;
 use crate::experiments::search::ConfigRecord;
 use crate::geodesic::path::{integrate, PathConfig, Step, ToPruned};
-use crate::geodesic::step::{batch_of, path_step, step_batch_seed, Reference, StepMethod, StepSettings};
+use crate::geodesic::step::{batch_of, path_step, step_batch_seed, StepMethod, StepSettings};
 use crate::geodesic::MetricKind;
 use crate::nn::network::Network;
 use crate::ops::flat;
@@ -186,7 +186,7 @@ fn geodesic_path(
     let seed = s.seed;
     let mut rule = |step: usize, w: &Tensor, g: &Tensor| -> Result<Step> {
         let (x, labels) = batch_of(&ctx.split.fit, exp.batch, step_batch_seed(seed, step), ctx.device)?;
-        let (st, _) = path_step(s.net, w, Reference::Params(s.w0), &x, &labels, g, &settings)?;
+        let (st, _) = path_step(s.net, w, s.w0, &x, &labels, g, &settings)?;
         on_step(w)?;
         Ok(st)
     };

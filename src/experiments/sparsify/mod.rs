@@ -143,13 +143,7 @@ pub fn run(
     search.finish();
     let arms: Vec<ArmReport> =
         exp.arms.iter().zip(&per_arm).map(|(name, picks)| arm_report(name, picks, configs)).collect();
-    let paired = arms.iter().position(|a| a.name == "geodesic").and_then(|g| {
-        let best = arms
-            .iter()
-            .filter(|a| a.name != "geodesic")
-            .max_by(|x, y| x.validation_accuracy.total_cmp(&y.validation_accuracy))?;
-        Some(Paired::of(&arms[g], best))
-    });
+    let paired = Paired::against_best(&arms, &[]);
     let compare = Compare {
         experiment: "sparsify".into(),
         setting: json!({
