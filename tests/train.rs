@@ -103,39 +103,34 @@ fn train_writes_a_checkpoint_and_summary_that_evaluate_consistently() {
     let mut whole = geopath::checkpoint::Checkpoint::load(&out.join("model.ckpt")).unwrap();
     whole.metadata.retain(|(k, _)| k != SPLIT_KEY);
     whole.save(&root.join("whole.ckpt")).unwrap();
-    let run_dir = root.join("sparsify");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
-        .args(["--device", "reference", "sparsify", "--checkpoint"])
-        .arg(root.join("whole.ckpt"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    // Runs a command with the data folder and an output folder; returns its stderr, after
+    // checking that it failed and wrote nothing.
+    let refused = |command: &str, args: &[&std::ffi::OsStr]| {
+        let run_dir = root.join(command);
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
+            .args(["--device", "reference", command])
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--out")
+            .arg(&run_dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(!output.status.success(), "{stderr}");
+        assert!(!run_dir.exists(), "nothing written");
+        stderr
+    };
+    let whole_ckpt = root.join("whole.ckpt");
+    let stderr = refused("sparsify", &["--checkpoint".as_ref(), whole_ckpt.as_os_str()]);
     assert!(
         stderr.contains("whole.ckpt") && stderr.contains("validation") && stderr.contains("geopath train"),
         "{stderr}"
     );
-    assert!(!run_dir.exists(), "nothing written");
     // connect refuses it too, as either end of the pair.
-    let run_dir = root.join("connect");
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
-        .args(["--device", "reference", "connect", "--a"])
-        .arg(out.join("model.ckpt"))
-        .arg("--b")
-        .arg(root.join("whole.ckpt"))
-        .arg("--data-dir")
-        .arg(&data)
-        .arg("--out")
-        .arg(&run_dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success() && stderr.contains("whole.ckpt") && stderr.contains("validation"), "{stderr}");
-    assert!(!run_dir.exists(), "nothing written");
+    let good = out.join("model.ckpt");
+    let stderr = refused("connect", &["--a".as_ref(), good.as_os_str(), "--b".as_ref(), whole_ckpt.as_os_str()]);
+    assert!(stderr.contains("whole.ckpt") && stderr.contains("validation"), "{stderr}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 

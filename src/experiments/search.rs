@@ -107,9 +107,32 @@ impl<'a> Search<'a> {
     }
 }
 
-/// Refuses an empty or repeated seed list, an empty or repeated arm list, and arms not in
-/// `known`.
-pub fn check_seeds_and_arms(seeds: &[u64], arms: &[String], known: &[&str]) -> Result<()> {
+/// The options every comparison shares: the budget of a configuration run (in forward passes
+/// of one batch), the batch, the configurations per arm, the seeds and the arms.
+pub struct CommonOptions<'a> {
+    /// Budget, in forward passes of one batch.
+    pub budget: f64,
+    /// Examples per batch.
+    pub batch: usize,
+    /// Configurations per arm.
+    pub configurations: usize,
+    /// Seeds.
+    pub seeds: &'a [u64],
+    /// Arms to run.
+    pub arms: &'a [String],
+    /// The arms the comparison knows.
+    pub known: &'a [&'a str],
+}
+
+/// Refuses a budget under one forward pass, a zero batch or configuration count, an empty or
+/// repeated seed list, an empty or repeated arm list, and arms not in `known`.
+pub fn check_common(o: &CommonOptions<'_>) -> Result<()> {
+    if !(o.budget >= 1.0 && o.budget.is_finite()) || o.batch == 0 || o.configurations == 0 {
+        return Err(Error::Invalid(
+            "--budget must be at least 1 forward pass; --batch and configurations positive".into(),
+        ));
+    }
+    let (seeds, arms, known) = (o.seeds, o.arms, o.known);
     if seeds.is_empty() {
         return Err(Error::Invalid("--seeds needs at least one seed".into()));
     }

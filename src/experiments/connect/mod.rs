@@ -27,7 +27,7 @@ use super::runner::{
     data_identity, forward_flops, load_stack, network_identity, save_params, save_stack, today, write_json, Output,
     RunDir,
 };
-use super::search::{check_seeds_and_arms, Search};
+use super::search::{check_common, CommonOptions, Search};
 use crate::data::{Dataset, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -278,11 +278,6 @@ fn identity(exp: &ConnectExperiment, pairs: &[PairRun<'_>], split: &Split) -> Re
 
 /// Refuses options that cannot run, before anything is written.
 fn check(exp: &ConnectExperiment, pairs: &[PairRun<'_>]) -> Result<()> {
-    if !(exp.budget >= 1.0 && exp.budget.is_finite()) || exp.batch == 0 || exp.configurations == 0 {
-        return Err(Error::Invalid(
-            "--budget must be at least 1 forward pass; --batch and configurations positive".into(),
-        ));
-    }
     if exp.points < 3 {
         return Err(Error::Invalid(format!("--points must be at least 3 (21 for a report), got {}", exp.points)));
     }
@@ -296,5 +291,12 @@ fn check(exp: &ConnectExperiment, pairs: &[PairRun<'_>]) -> Result<()> {
             )));
         }
     }
-    check_seeds_and_arms(&pairs.iter().map(|p| p.seed).collect::<Vec<_>>(), &exp.arms, &ARMS)
+    check_common(&CommonOptions {
+        budget: exp.budget,
+        batch: exp.batch,
+        configurations: exp.configurations,
+        seeds: &pairs.iter().map(|p| p.seed).collect::<Vec<_>>(),
+        arms: &exp.arms,
+        known: &ARMS,
+    })
 }

@@ -39,7 +39,7 @@ pub enum Config {
     Geodesic {
         /// λ.
         lambda: f64,
-        /// ε (annealed to 0 over each task).
+        /// ε (cosine-annealed over each task, floored at ε/1000).
         eps: f64,
     },
     /// EWC: learning rate and penalty weight.

@@ -26,7 +26,7 @@ pub use tasks::{build_tasks, Scenario, Task, TaskSequence, TaskSplit};
 
 use super::compare::{ArmReport, Compare, OverSeeds, Paired, SeedPick};
 use super::runner::{data_identity, forward_flops, load_stack, save_stack, today, write_json, Output, RunDir};
-use super::search::{check_seeds_and_arms, Search};
+use super::search::{check_common, CommonOptions, Search};
 use crate::autodiff;
 use crate::data::{self, Dataset, EpochBatches};
 use crate::device::Device;
@@ -343,15 +343,8 @@ fn check(exp: &ContinualExperiment, net: &Network, tasks: &[Task], seeds: &[u64]
     if tasks.len() < 2 {
         return Err(Error::Invalid("a continual run needs at least two tasks".into()));
     }
-    if !(exp.budget >= 1.0 && exp.budget.is_finite())
-        || exp.batch == 0
-        || exp.first_epochs == 0
-        || exp.configurations == 0
-        || exp.fisher_examples == 0
-    {
-        return Err(Error::Invalid(
-            "--budget must be at least 1 forward pass; --batch, --first-epochs and configurations positive".into(),
-        ));
+    if exp.first_epochs == 0 || exp.fisher_examples == 0 {
+        return Err(Error::Invalid("--first-epochs and the EWC Fisher's examples must be positive".into()));
     }
     if exp.buffer_per_class == 0 {
         return Err(Error::Invalid("--buffer-per-class must be at least 1".into()));
@@ -364,5 +357,12 @@ fn check(exp: &ContinualExperiment, net: &Network, tasks: &[Task], seeds: &[u64]
             )));
         }
     }
-    check_seeds_and_arms(seeds, &exp.arms, &ARMS)
+    check_common(&CommonOptions {
+        budget: exp.budget,
+        batch: exp.batch,
+        configurations: exp.configurations,
+        seeds,
+        arms: &exp.arms,
+        known: &ARMS,
+    })
 }

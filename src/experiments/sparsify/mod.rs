@@ -24,7 +24,7 @@ use super::compare::{ArmReport, Compare, OverSeeds, Paired, SeedPick};
 use super::runner::{
     data_identity, forward_flops, load_params, network_identity, save_params, today, write_json, Output, RunDir,
 };
-use super::search::{check_seeds_and_arms, Search};
+use super::search::{check_common, CommonOptions, Search};
 use crate::cost;
 use crate::data::{Dataset, Split};
 use crate::device::Device;
@@ -201,12 +201,14 @@ fn check(exp: &SparsifyExperiment, seeds: &[SeedRun<'_>]) -> Result<()> {
     if !(exp.sparsity > 0.0 && exp.sparsity < 1.0) {
         return Err(Error::Invalid(format!("--sparsity must be in (0, 1), got {}", exp.sparsity)));
     }
-    if !(exp.budget >= 1.0 && exp.budget.is_finite()) || exp.batch == 0 || exp.configurations == 0 {
-        return Err(Error::Invalid(
-            "--budget must be at least 1 forward pass; --batch and configurations positive".into(),
-        ));
-    }
-    check_seeds_and_arms(&seeds.iter().map(|s| s.seed).collect::<Vec<_>>(), &exp.arms, &ARMS)
+    check_common(&CommonOptions {
+        budget: exp.budget,
+        batch: exp.batch,
+        configurations: exp.configurations,
+        seeds: &seeds.iter().map(|s| s.seed).collect::<Vec<_>>(),
+        arms: &exp.arms,
+        known: &ARMS,
+    })
 }
 
 /// The report of one arm from its picked run and test accuracy per seed.
