@@ -78,7 +78,7 @@ enum Command {
     },
     /// Train a model on a data set; writes OUT/model.ckpt and OUT/summary.json.
     Train {
-        /// Model: a name from models/ (lenet-300-100, mlp-2x400, vgg11, vgg11-bn, vgg16, vgg16-bn, vgg11-bn-w8, …) or a spec file.
+        /// Model: a name from models/ (lenet-300-100, mlp-2x400, vgg11, vgg11-bn, vgg16, vgg16-bn) or a spec file, optionally at a width multiplier (`vgg11-bn@0.25`).
         #[arg(long, default_value = "lenet-300-100")]
         model: String,
         /// Data set: mnist, fashion-mnist, cifar10, cifar100.
@@ -116,9 +116,13 @@ enum Command {
     /// per seed (OUT/ARM-seedS.ckpt).
     Sparsify {
         /// Start network for every seed (trained with the validation split held out); default:
-        /// LeNet-300-100 trained per seed on --dataset (cached in runs/cache).
+        /// --model trained per seed on --dataset with its default recipe (cached in runs/cache).
         #[arg(long)]
         checkpoint: Option<PathBuf>,
+        /// Model of the start networks trained here when no --checkpoint is given (e.g.
+        /// vgg11-bn@0.25 on cifar10) [default: lenet-300-100].
+        #[arg(long, conflicts_with = "checkpoint")]
+        model: Option<String>,
         /// Target fraction of zero weights.
         #[arg(long, default_value_t = 0.95)]
         sparsity: f32,
@@ -160,12 +164,16 @@ enum Command {
     /// the picked curves' networks.
     Connect {
         /// Optimum A for every seed (trained with the validation split held out); default:
-        /// LeNet-300-100 trained on --dataset with seed 2S for seed S (cached in runs/cache).
+        /// --model trained on --dataset with seed 2S for seed S (cached in runs/cache).
         #[arg(long, requires = "b")]
         a: Option<PathBuf>,
-        /// Optimum B for every seed; default: LeNet-300-100 trained with seed 2S + 1.
+        /// Optimum B for every seed; default: --model trained with seed 2S + 1.
         #[arg(long, requires = "a")]
         b: Option<PathBuf>,
+        /// Model of the optima trained here when --a/--b are not given (e.g. vgg16@0.25 on
+        /// cifar10) [default: lenet-300-100].
+        #[arg(long, conflicts_with = "a")]
+        model: Option<String>,
         /// Seeds (comma-separated): batches, and the pair (A, B) when trained here.
         #[arg(long, value_delimiter = ',', default_value = "0")]
         seeds: Vec<u64>,
@@ -448,7 +456,19 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 out.join("summary.json").display()
             );
         }
-        Command::Sparsify { checkpoint, sparsity, seeds, budget, batch, arms, dataset, data_dir, out, existing } => {
+        Command::Sparsify {
+            checkpoint,
+            model,
+            sparsity,
+            seeds,
+            budget,
+            batch,
+            arms,
+            dataset,
+            data_dir,
+            out,
+            existing,
+        } => {
             use geopath::experiments::runner::Output;
             use geopath::experiments::sparsify::{self, SeedRun, SparsifyExperiment};
             let dataset: DatasetName = dataset.parse()?;
@@ -460,7 +480,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             for &seed in &seeds {
                 let path = match &checkpoint {
                     Some(c) => c.clone(),
-                    None => default_checkpoint(&device, dataset, data_dir.as_deref(), seed)?,
+                    None => default_checkpoint(&device, start_model(&model), dataset, data_dir.as_deref(), seed)?,
                 };
                 let (net, w0, ckpt) = train::load_checkpoint(&path, &device)?;
                 SplitRecord::check(&format!("checkpoint {}", path.display()), ckpt.meta(SPLIT_KEY), &split)?;
@@ -483,7 +503,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             println!("(wrote {})", out.display());
         }
         Command::Report { .. } => unreachable!("handled before the device is opened"),
-        Command::Connect { a, b, seeds, budget, batch, points, arms, dataset, data_dir, out, existing } => {
+        Command::Connect { a, b, model, seeds, budget, batch, points, arms, dataset, data_dir, out, existing } => {
             use geopath::experiments::connect::{self, ConnectExperiment, PairRun};
             use geopath::experiments::runner::Output;
             let dataset: DatasetName = match (dataset, &a) {
@@ -502,8 +522,8 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 let (pa, pb) = match (&a, &b) {
                     (Some(a), Some(b)) => (a.clone(), b.clone()),
                     _ => (
-                        default_checkpoint(&device, dataset, data_dir.as_deref(), 2 * seed)?,
-                        default_checkpoint(&device, dataset, data_dir.as_deref(), 2 * seed + 1)?,
+                        default_checkpoint(&device, start_model(&model), dataset, data_dir.as_deref(), 2 * seed)?,
+                        default_checkpoint(&device, start_model(&model), dataset, data_dir.as_deref(), 2 * seed + 1)?,
                     ),
                 };
                 let load = |path: &PathBuf| -> geopath::Result<_> {
@@ -623,28 +643,41 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
 
 /// The default start network of `sparsify` (and `connect`'s A and B) for `seed`: LeNet-300-100 trained with the default
 /// recipe and that seed (validation split held out), cached in runs/cache/ for the next run.
+/// The model of the start networks trained when no checkpoint is given.
+fn start_model(model: &Option<String>) -> &str {
+    model.as_deref().unwrap_or("lenet-300-100")
+}
+
+/// The start network `model` trained on `dataset` with `seed` and its default recipe, the
+/// validation split held out: cached in runs/cache, trained there first when missing.
 fn default_checkpoint(
     device: &Device,
+    model: &str,
     dataset: DatasetName,
     data_dir: Option<&std::path::Path>,
     seed: u64,
 ) -> geopath::Result<PathBuf> {
+    // The spec is checked before anything is trained.
+    geopath::nn::spec::load(model)?;
     // (`-heldout`: trained with the validation split held out; earlier caches were not.)
-    let dir = PathBuf::from(format!("runs/cache/lenet-300-100-{dataset}-heldout-seed{seed}"));
+    let name = model.replace(['/', '\\'], "_");
+    let dir = PathBuf::from(format!("runs/cache/{name}-{dataset}-heldout-seed{seed}"));
     let ckpt = dir.join("model.ckpt");
     if ckpt.is_file() {
         println!("using the cached starting network {}", ckpt.display());
         return Ok(ckpt);
     }
+    let recipe = Recipe::default_for(model, dataset);
     println!(
-        "no --checkpoint: training lenet-300-100 on {dataset} with seed {seed} first (cached in {})",
+        "no start network given: training {model} on {dataset} with seed {seed} first ({} epochs; cached in {})",
+        recipe.epochs,
         dir.display()
     );
     let args = TrainArgs {
-        model: "lenet-300-100".into(),
+        model: model.to_string(),
         dataset,
         data_dir: data_dir.map(|p| p.to_path_buf()),
-        recipe: Recipe::default_for("lenet-300-100", dataset),
+        recipe,
         seed,
         out: dir,
         progress: true,

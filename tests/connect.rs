@@ -161,6 +161,50 @@ fn every_trained_arm_spends_the_same_counted_cost_and_reports_its_curve() {
 }
 
 #[test]
+fn two_vgg16_optima_are_connected_end_to_end_by_every_arm() {
+    let Some(dev) = test_device() else { return };
+    let net = Network::new(&geopath::nn::spec::load("vgg16@0.0625").unwrap(), [3, 32, 32], 10, &dev).unwrap();
+    let split = Split::of(&cifar_like(500, 1)).unwrap();
+    let test = cifar_like(200, 2);
+    let (wa, wb) = (trained(&net, &split.fit, 5, 40, 32, 0.05, &dev), trained(&net, &split.fit, 6, 40, 32, 0.05, &dev));
+    let pairs = [PairRun { seed: 0, net_a: &net, wa: &wa, net_b: &net, wb: &wb, source: "vgg16".into() }];
+    let exp = ConnectExperiment { budget: 60.0, batch: 32, points: 21, configurations: 1, ..Default::default() };
+    let out = std::env::temp_dir().join(format!("geopath-connect-vgg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let c = connect::run(
+        &exp,
+        &pairs,
+        &split,
+        &test,
+        &dev,
+        Output { dir: &out, existing: Existing::Refuse, progress: false },
+    )
+    .unwrap();
+    assert_eq!(c.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ARMS);
+    let along = |a: &geopath::experiments::compare::ArmReport| -> Vec<f64> {
+        serde_json::from_value::<Vec<Vec<f64>>>(a.extra["test_accuracy_along"].clone()).unwrap().remove(0)
+    };
+    for a in &c.arms {
+        let cost = a.cost.per_seed[0];
+        match a.name.as_str() {
+            "linear" => assert_eq!(cost, 0.0),
+            // The path stops after the step that crosses the budget; one trust-region step costs
+            // tens of units here.
+            "geodesic" => assert!(cost > 0.0 && cost <= 2.0 * 60.0, "geodesic: cost {cost}"),
+            _ => assert!((cost - 60.0).abs() <= 0.05 * 60.0, "{}: cost {cost}", a.name),
+        }
+        let points = along(a);
+        assert_eq!(points.len(), 21);
+        // Every curve runs from A to B: the same end accuracies for every arm.
+        assert_eq!((points[0], points[20]), (along(&c.arms[0])[0], along(&c.arms[0])[20]), "{}", a.name);
+    }
+    // The trained bends are written with the VGG16 spec.
+    let bend = geopath::checkpoint::Checkpoint::load(&out.join("bezier-seed0-bend.ckpt")).unwrap();
+    assert!(bend.spec.contains("vgg16@0.0625") && bend.params.len() == wa.numel(), "{}", bend.spec);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn pairs_of_different_architectures_and_too_few_points_are_refused() {
     let dev = Device::Reference;
     let net = toy_mlp(&dev, 10);

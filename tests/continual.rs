@@ -143,6 +143,59 @@ fn the_ewc_penalty_gradient_is_the_fisher_weighted_pull_to_the_anchor() {
     assert_close("EWC gradient", &got, &want, 1e-3, 1e-6);
 }
 
+/// Writes generated CIFAR files into `dir`: `per_class` records of every class of `classes`
+/// per file, each with `label_bytes` label bytes (CIFAR-100: coarse = fine / 5, then fine) and
+/// pixels that name the record.
+fn write_cifar(dir: &Path, files: &[&str], classes: u32, per_class: usize, label_bytes: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (f, file) in files.iter().enumerate() {
+        let mut bytes = Vec::new();
+        for i in 0..per_class {
+            for c in 0..classes {
+                if label_bytes == 2 {
+                    bytes.push((c / 5) as u8);
+                }
+                bytes.push(c as u8);
+                bytes.extend((0..3072).map(|p| ((p + 7 * i + 13 * c as usize + 31 * f) % 256) as u8));
+            }
+        }
+        std::fs::write(dir.join(file), bytes).unwrap();
+    }
+}
+
+#[test]
+fn split_cifar_tasks_are_five_tasks_of_consecutive_classes_from_generated_files() {
+    let dir = temp("cifar-files");
+    let batches = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+    write_cifar(&dir.join("c10"), &batches, 10, 3, 1);
+    write_cifar(&dir.join("c10"), &["test_batch.bin"], 10, 2, 1);
+    write_cifar(&dir.join("c100"), &["train.bin"], 100, 4, 2);
+    write_cifar(&dir.join("c100"), &["test.bin"], 100, 1, 2);
+    for (sequence, folder, per_task, head, train_per_class, test_per_class) in
+        [(TaskSequence::SplitCifar10, "c10", 2u32, 10, 15, 2), (TaskSequence::SplitCifar100, "c100", 20, 100, 4, 1)]
+    {
+        let (tasks, classes) = continual::build_tasks(sequence, 5, Some(&dir.join(folder))).unwrap();
+        assert_eq!((tasks.len(), classes), (5, head), "{sequence:?}");
+        for (k, t) in tasks.iter().enumerate() {
+            let want: Vec<u32> = (k as u32 * per_task..(k as u32 + 1) * per_task).collect();
+            assert_eq!(t.classes, want, "{}", t.name);
+            assert_eq!(t.name, format!("classes {}-{}", want[0], want[want.len() - 1]));
+            assert_eq!((t.train.classes, t.test.classes), (head, head), "one shared head");
+            assert_eq!(t.train.len(), per_task as usize * train_per_class, "{}", t.name);
+            assert_eq!(t.test.len(), per_task as usize * test_per_class, "{}", t.name);
+            for c in &want {
+                assert_eq!(t.train.labels.iter().filter(|l| *l == c).count(), train_per_class, "{} class {c}", t.name);
+            }
+            assert!(t.train.labels.iter().chain(&t.test.labels).all(|l| want.contains(l)), "{}", t.name);
+        }
+        assert_eq!(sequence.as_str().parse::<TaskSequence>().unwrap(), sequence);
+    }
+    // Without the files, the error says where it looked.
+    let e = continual::build_tasks(TaskSequence::SplitCifar100, 5, Some(&dir.join("c10"))).err().unwrap().to_string();
+    assert!(e.contains("train.bin"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn split_and_permuted_mnist_tasks_come_from_the_shipped_data() {
     let (tasks, head) = continual::build_tasks(TaskSequence::SplitMnist, 5, None).unwrap();

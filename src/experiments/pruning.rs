@@ -84,7 +84,8 @@ impl SgdRun<'_> {
                 }
             }
             let (x, y) = batch_at(self.fit, batches.at(step), self.device)?;
-            let (_, g) = autodiff::loss_grad(self.net, &w, &x, &y)?;
+            let g =
+                self.net.training_step(self.seed ^ step as u64, || Ok(autodiff::loss_grad(self.net, &w, &x, &y)?.1))?;
             w = flat::mask(&opt.step(&w, &flat::mask(&g, &mask)?)?, &mask)?;
             step += 1;
             if planned.is_none() {

@@ -276,25 +276,58 @@ pub fn save_params(path: &std::path::Path, net: &Network, w: &Tensor) -> Result<
     .save(path)
 }
 
-/// Loads the flat parameters of a checkpoint written by [`save_params`].
-pub fn load_params(path: &std::path::Path, device: &Device) -> Result<Tensor> {
+/// Loads the flat parameters of a checkpoint written by [`save_params`] and restores its
+/// BatchNorm running statistics into `net`.
+pub fn load_params(path: &std::path::Path, net: &Network, device: &Device) -> Result<Tensor> {
     let c = Checkpoint::load(path)?;
+    net.set_buffers(&c.buffers)?;
     Tensor::from_vec(device, &[c.params.len()], c.params)
 }
 
-/// Saves several flat parameter vectors of one length (a curve's points, the networks after
-/// every task) as one file.
-pub fn save_stack(path: &Path, stack: &[Tensor]) -> Result<()> {
-    let mut params = Vec::with_capacity(stack.iter().map(Tensor::numel).sum());
-    for p in stack {
-        params.extend(p.to_vec()?);
-    }
-    let metadata = vec![("stacked".to_string(), stack.len().to_string())];
-    Checkpoint { spec: "stacked parameter vectors".into(), params, buffers: Vec::new(), metadata }.save(path)
+/// A network's state: its flat parameters and its BatchNorm running statistics (none without
+/// BatchNorm), as [`Network::buffers`] gives them.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Flat parameters.
+    pub params: Tensor,
+    /// Running statistics.
+    pub buffers: Vec<(String, Vec<f32>)>,
 }
 
-/// Loads the vectors [`save_stack`] wrote.
-pub fn load_stack(path: &Path, device: &Device) -> Result<Vec<Tensor>> {
+impl Snapshot {
+    /// `w` with the running statistics `net` holds now.
+    pub fn of(net: &Network, w: &Tensor) -> Result<Snapshot> {
+        Ok(Snapshot { params: w.clone(), buffers: net.buffers()? })
+    }
+
+    /// Parameters alone, for states whose statistics are recomputed where they are used (the
+    /// points of a connecting curve).
+    pub fn bare(w: &Tensor) -> Snapshot {
+        Snapshot { params: w.clone(), buffers: Vec::new() }
+    }
+
+    /// Puts the running statistics back into `net` and returns the parameters.
+    pub fn restore(&self, net: &Network) -> Result<&Tensor> {
+        net.set_buffers(&self.buffers)?;
+        Ok(&self.params)
+    }
+}
+
+/// Saves several network states of one size (the networks after every task, a curve's
+/// points) as one file; the running statistics of state `k` are stored as `k:NAME`.
+pub fn save_stack(path: &Path, stack: &[Snapshot]) -> Result<()> {
+    let mut params = Vec::with_capacity(stack.iter().map(|s| s.params.numel()).sum());
+    let mut buffers = Vec::new();
+    for (k, s) in stack.iter().enumerate() {
+        params.extend(s.params.to_vec()?);
+        buffers.extend(s.buffers.iter().map(|(name, v)| (format!("{k}:{name}"), v.clone())));
+    }
+    let metadata = vec![("stacked".to_string(), stack.len().to_string())];
+    Checkpoint { spec: "stacked parameter vectors".into(), params, buffers, metadata }.save(path)
+}
+
+/// Loads the states [`save_stack`] wrote.
+pub fn load_stack(path: &Path, device: &Device) -> Result<Vec<Snapshot>> {
     let c = Checkpoint::load(path)?;
     let n: usize = c.meta("stacked").and_then(|v| v.parse().ok()).filter(|n| *n > 0).ok_or_else(|| {
         Error::Invalid(format!("{}: not a file of stacked parameters; rerun with --force", path.display()))
@@ -302,7 +335,19 @@ pub fn load_stack(path: &Path, device: &Device) -> Result<Vec<Tensor>> {
     if c.params.len() % n != 0 {
         return Err(Error::Invalid(format!("{}: {} values are not {n} vectors", path.display(), c.params.len())));
     }
-    c.params.chunks(c.params.len() / n).map(|p| Tensor::from_vec(device, &[p.len()], p.to_vec())).collect()
+    c.params
+        .chunks(c.params.len() / n)
+        .enumerate()
+        .map(|(k, p)| {
+            let prefix = format!("{k}:");
+            let buffers = c
+                .buffers
+                .iter()
+                .filter_map(|(name, v)| name.strip_prefix(&prefix).map(|n| (n.to_string(), v.clone())))
+                .collect();
+            Ok(Snapshot { params: Tensor::from_vec(device, &[p.len()], p.to_vec())?, buffers })
+        })
+        .collect()
 }
 
 /// Today's UTC date, `YYYY-MM-DD`.

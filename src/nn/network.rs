@@ -171,8 +171,19 @@ impl Network {
         })
     }
 
-    /// He-uniform weights (bound `sqrt(6 / fan_in)`), zero biases, BatchNorm scale 1 and shift 0.
+    /// He-uniform weights (bound `sqrt(6 / fan_in)`), zero biases, BatchNorm scale 1 and shift 0;
+    /// the running statistics go back to mean 0, variance 1, as for a new network.
     pub fn init_params(&self, seed: u64) -> Result<Tensor> {
+        {
+            let mut st = self.state.borrow_mut();
+            for (mean, var) in st.running.iter_mut() {
+                let c = mean.numel();
+                *mean = Tensor::zeros(&self.device, &[c])?;
+                *var = Tensor::full(&self.device, &[c], 1.0)?;
+            }
+            st.eval_stats = None;
+            st.batch_stats.iter_mut().for_each(|b| *b = None);
+        }
         let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
         let mut uniform = || {
             s ^= s << 13;
@@ -202,6 +213,21 @@ impl Network {
     /// Seed of the dropout masks of the next forward pass.
     pub fn set_dropout_seed(&self, seed: u64) {
         self.state.borrow_mut().dropout_seed = seed;
+    }
+
+    /// Runs the computations of one training step, `f`, in training mode (batch statistics,
+    /// dropout masks drawn from `seed`), then returns to eval mode and folds the batch statistics
+    /// of the last training forward pass into the running statistics. Every training step of
+    /// the experiments goes through here, so a BatchNorm network's running statistics follow its
+    /// weights, and evaluations between steps see eval mode.
+    pub fn training_step<T>(&self, seed: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.set_train(true);
+        self.set_dropout_seed(seed);
+        let out = f();
+        self.set_train(false);
+        let out = out?;
+        self.update_running_stats()?;
+        Ok(out)
     }
 
     /// True when the network has BatchNorm layers.

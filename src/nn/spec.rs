@@ -68,13 +68,26 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("vgg11-bn", include_str!("../../models/vgg11-bn.txt")),
     ("vgg16", include_str!("../../models/vgg16.txt")),
     ("vgg16-bn", include_str!("../../models/vgg16-bn.txt")),
-    ("vgg11-w8", include_str!("../../models/vgg11-w8.txt")),
-    ("vgg11-bn-w8", include_str!("../../models/vgg11-bn-w8.txt")),
-    ("vgg16-bn-w8", include_str!("../../models/vgg16-bn-w8.txt")),
 ];
 
-/// Loads `--model NAME_OR_PATH`: an existing file path, else a built-in spec by name.
+/// Loads `--model NAME_OR_PATH[@WIDTH]`: an existing file path, else a built-in spec by name;
+/// a suffix `@WIDTH` (e.g. `vgg11-bn@0.25`) scales the spec's widths with [`Spec::at_width`].
 pub fn load(name_or_path: &str) -> Result<Spec> {
+    if !Path::new(name_or_path).is_file() {
+        if let Some((base, width)) = name_or_path.rsplit_once('@') {
+            let multiplier = width.parse::<f64>().ok().filter(|w| w.is_finite() && *w > 0.0).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "model `{name_or_path}`: the width after `@` must be a positive number (e.g. `{base}@0.25`), got `{width}`"
+                ))
+            })?;
+            return load_unscaled(base)?.at_width(multiplier, width);
+        }
+    }
+    load_unscaled(name_or_path)
+}
+
+/// [`load`] without the width suffix.
+fn load_unscaled(name_or_path: &str) -> Result<Spec> {
     let path = Path::new(name_or_path);
     if path.is_file() {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Io(format!("{}: {e}", path.display())))?;
@@ -201,4 +214,57 @@ pub fn parse(text: &str, origin: &str, default_name: &str) -> Result<Spec> {
         return Err(Error::Invalid(format!("{origin}: the spec has no layers")));
     }
     Ok(Spec { name, input, layers, text: text.to_string() })
+}
+
+impl Spec {
+    /// The same architecture with every width scaled by `multiplier`: the output channels of
+    /// each conv and the output features of each linear layer except the class layer become
+    /// `max(1, round(width · multiplier))`. The result is named `NAME@LABEL` and its text is the
+    /// scaled spec written out in full (see [`Spec::render`]), so a checkpoint rebuilds it
+    /// without knowing the multiplier.
+    pub fn at_width(&self, multiplier: f64, label: &str) -> Result<Spec> {
+        if !(multiplier.is_finite() && multiplier > 0.0) {
+            return Err(Error::Invalid(format!("width multiplier must be a positive number, got {multiplier}")));
+        }
+        let scale = |w: usize| ((w as f64 * multiplier).round() as usize).max(1);
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| match *l {
+                LayerSpec::Conv { out, kernel, stride, pad } => {
+                    LayerSpec::Conv { out: scale(out), kernel, stride, pad }
+                }
+                LayerSpec::Linear { out } => LayerSpec::Linear { out: out.map(scale) },
+                ref other => other.clone(),
+            })
+            .collect();
+        let mut scaled =
+            Spec { name: format!("{}@{label}", self.name), input: self.input, layers, text: String::new() };
+        scaled.text = scaled.render();
+        Ok(scaled)
+    }
+
+    /// The spec in the text format of `models/` (name, input, one layer per line), which
+    /// [`parse`] reads back to the same spec.
+    pub fn render(&self) -> String {
+        let mut lines = vec![format!("name {}", self.name)];
+        if let Some([c, h, w]) = self.input {
+            lines.push(format!("input {c} {h} {w}"));
+        }
+        for layer in &self.layers {
+            lines.push(match *layer {
+                LayerSpec::Conv { out, kernel, stride, pad } => {
+                    format!("conv {out} {kernel} stride={stride} pad={pad}")
+                }
+                LayerSpec::Linear { out: Some(out) } => format!("linear {out}"),
+                LayerSpec::Linear { out: None } => "linear classes".to_string(),
+                LayerSpec::BatchNorm { eps, momentum } => format!("batchnorm eps={eps:e} momentum={momentum:e}"),
+                LayerSpec::Relu => "relu".to_string(),
+                LayerSpec::MaxPool { kernel, stride } => format!("maxpool {kernel} stride={stride}"),
+                LayerSpec::Dropout { p } => format!("dropout {p:e}"),
+                LayerSpec::Flatten => "flatten".to_string(),
+            });
+        }
+        lines.join("\n") + "\n"
+    }
 }

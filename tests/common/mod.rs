@@ -134,16 +134,44 @@ pub fn toy_dataset(n: usize, seed: u64) -> Dataset {
 
 /// Trains the toy network from `seed` for a few steps.
 pub fn toy_network(net: &Network, train: &Dataset, seed: u64, dev: &Device) -> Tensor {
+    trained(net, train, seed, 150, 50, 0.1, dev)
+}
+
+/// `net` trained from initialisation `seed` by `steps` SGD steps (momentum 0.9, rate `lr`) on
+/// consecutive batches of `batch` images of `train`, each step in training mode with its
+/// BatchNorm statistics folded into the running statistics.
+pub fn trained(net: &Network, train: &Dataset, seed: u64, steps: usize, batch: usize, lr: f32, dev: &Device) -> Tensor {
     let mut w = net.init_params(seed).unwrap();
-    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(0.1));
+    let mut opt = Optimizer::new(OptimizerKind::sgd(0.9), LrSchedule::constant(lr));
     let (mut images, mut labels) = (Vec::new(), Vec::new());
-    for step in 0..150 {
-        let idx: Vec<usize> = (0..50).map(|i| (step * 50 + i) % train.len()).collect();
+    for step in 0..steps {
+        let idx: Vec<usize> = (0..batch).map(|i| (step * batch + i) % train.len()).collect();
         train.gather(&idx, &mut images, &mut labels);
-        let x = Tensor::from_vec(dev, &[50, 1, 4, 4], images.clone()).unwrap();
-        let y = Tensor::from_u32(dev, &[50], &labels).unwrap();
-        let (_, g) = geopath::autodiff::loss_grad(net, &w, &x, &y).unwrap();
+        let x = Tensor::from_vec(dev, &[batch, train.channels, train.height, train.width], images.clone()).unwrap();
+        let y = Tensor::from_u32(dev, &[batch], &labels).unwrap();
+        let g = net.training_step(step as u64, || Ok(geopath::autodiff::loss_grad(net, &w, &x, &y)?.1)).unwrap();
         w = opt.step(&w, &g).unwrap();
     }
     w
+}
+
+/// `n` CIFAR-shaped images (3x32x32) of ten classes: class `c` brightens the 8x8 block `c` of a
+/// 4x4 grid in channel `c % 3`, over uniform noise.
+pub fn cifar_like(n: usize, seed: u64) -> Dataset {
+    let mut rng = Rng::new(seed);
+    let mut images = Vec::with_capacity(n * 3072);
+    let mut labels = Vec::with_capacity(n);
+    for _ in 0..n {
+        let c = rng.below(10);
+        for ch in 0..3 {
+            for y in 0..32 {
+                for x in 0..32 {
+                    let lit = ch == c % 3 && y / 8 == c / 4 && x / 8 == c % 4;
+                    images.push(if lit { 1.5 } else { 0.0 } + 0.5 * rng.uniform());
+                }
+            }
+        }
+        labels.push(c as u32);
+    }
+    Dataset { images, labels, channels: 3, height: 32, width: 32, classes: 10, name: "cifar-like".into() }
 }

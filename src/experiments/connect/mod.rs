@@ -25,7 +25,7 @@ pub use points::{ArcSampler, PairRun, REFRESH_IMAGES};
 use super::compare::{ArmReport, Compare, OverSeeds, Paired, SeedPick};
 use super::runner::{
     data_identity, forward_flops, load_stack, network_identity, save_params, save_stack, today, write_json, Output,
-    RunDir,
+    RunDir, Snapshot,
 };
 use super::search::{check_common, CommonOptions, Search};
 use crate::data::{Dataset, Split};
@@ -126,13 +126,14 @@ pub fn run(
                     p.accuracies(&curve, &split.fit, &split.validation, split.validation.len(), exp.batch, device)?;
                 r.validation = validation;
                 r.refresh_cost = refresh as f64 / ctx.unit_flops as f64;
-                save_stack(&dir.record_path(key, "ckpt"), &curve)?;
+                save_stack(&dir.record_path(key, "ckpt"), &curve.iter().map(Snapshot::bare).collect::<Vec<_>>())?;
                 if let Some(w) = network {
                     save_params(&dir.record_path(&format!("{key}-network"), "ckpt"), p.net_a, &w)?;
                 }
                 Ok(r)
             })?;
-            let curve = load_stack(&dir.record_path(&key, "ckpt"), device)?;
+            let curve: Vec<crate::tensor::Tensor> =
+                load_stack(&dir.record_path(&key, "ckpt"), device)?.into_iter().map(|s| s.params).collect();
             let (along, _) = p.accuracies(&curve, &split.fit, test, test.len(), exp.batch, device)?;
             if let Some(name) = network_output(arm, p.seed) {
                 let from = dir.record_path(&format!("{key}-network"), "ckpt");

@@ -11,7 +11,7 @@ use crate::cost;
 use crate::data::{Dataset, EpochBatches};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::experiments::runner::Budget;
+use crate::experiments::runner::{Budget, Snapshot};
 use crate::experiments::search::ConfigRecord;
 use crate::geodesic::penalty_step;
 use crate::geodesic::step::batch_at;
@@ -174,20 +174,30 @@ fn annealed(base: f32, total: usize) -> LrSchedule {
     LrSchedule { base, schedule: Schedule::Cosine { total, min_factor: 0.0 }, warmup: 0 }
 }
 
+/// What one step of an arm does to the weights.
+enum Update {
+    /// A gradient for the arm's optimiser.
+    Gradient(Tensor),
+    /// A displacement added as it is (the geodesic arm's penalty step).
+    Displacement(Tensor),
+    /// The gradient was not finite: the run stops.
+    Diverged,
+}
+
 /// Runs one configuration of `arm` over tasks `1..` from `w1` (the network after the first
-/// task, shared by every arm); `tick` reports progress. Returns the record and the network
-/// after every task (`w1` first).
+/// task, shared by every arm; its running statistics restored first); `tick` reports progress.
+/// Returns the record and the network after every task (`w1` first).
 pub(super) fn run_config(
     ctx: &Ctx<'_>,
-    w1: &Tensor,
+    w1: &Snapshot,
     arm: &str,
     config: Config,
     tick: &mut dyn FnMut(f64),
-) -> Result<(ConfigRun, Vec<Tensor>)> {
+) -> Result<(ConfigRun, Vec<Snapshot>)> {
     let (exp, net, device) = (ctx.exp, ctx.net, ctx.device);
     let start = Instant::now();
-    let mut w = w1.clone();
-    let mut nets = vec![w.clone()];
+    let mut w = w1.restore(net)?.clone();
+    let mut nets = vec![w1.clone()];
     let mut ewc = EwcMemory::new(&w)?;
     // DER++'s stored logits, in the order of the buffer's examples.
     let mut stored_logits: Vec<f32> = Vec::new();
@@ -232,51 +242,59 @@ pub(super) fn run_config(
                 let (x, y) = batch_at(data, &rows, device)?;
                 Ok(autodiff::loss_grad(net, w, &x, &y)?.1)
             };
-            let g = match (arm, config) {
-                ("fine-tune" | "joint", _) => new_grad(&w)?,
-                ("ewc", Config::Ewc { ewc_lambda, .. }) => {
-                    ew::add(&new_grad(&w)?, &ewc.penalty_grad(&w, ewc_lambda as f32)?)?
-                }
-                ("replay", _) => replay_grad(ctx, &w, data, &rows, buffer, step)?,
-                ("der++", Config::DerPlusPlus { alpha, beta, .. }) => {
-                    let g_new = new_grad(&w)?;
-                    let (xm, _, rows) = ctx.buffer_batch(buffer, step, 0xD1)?;
-                    let k = net.classes;
-                    let z: Vec<f32> =
-                        rows.iter().flat_map(|&r| stored_logits[r * k..(r + 1) * k].iter().copied()).collect();
-                    let z = Tensor::from_vec(device, &[rows.len(), k], z)?;
-                    let g_logits = logit_matching(net, &w, &xm, &z)?.1;
-                    let (xb, yb, _) = ctx.buffer_batch(buffer, step, 0xD2)?;
-                    let g_labels = autodiff::loss_grad(net, &w, &xb, &yb)?.1;
-                    flat::axpy(beta as f32, &g_labels, &flat::axpy(alpha as f32, &g_logits, &g_new)?)?
-                }
-                ("geodesic", Config::Geodesic { lambda, .. }) => {
-                    let g = replay_grad(ctx, &w, data, &rows, buffer, step)?;
-                    if !flat::norm(&g)?.is_finite() {
-                        // Diverged: the run is kept as it is, and never picked.
-                        diverged = true;
-                        break;
+            let step_seed = ctx.seed ^ ((t as u64) << 40) ^ step as u64;
+            let update = net.training_step(step_seed, || -> Result<Update> {
+                Ok(match (arm, config) {
+                    ("fine-tune" | "joint", _) => Update::Gradient(new_grad(&w)?),
+                    ("ewc", Config::Ewc { ewc_lambda, .. }) => {
+                        Update::Gradient(ew::add(&new_grad(&w)?, &ewc.penalty_grad(&w, ewc_lambda as f32)?)?)
                     }
-                    let (xm, _, _) = ctx.buffer_batch(buffer, step, 0xFACE)?;
-                    let reference = autodiff::forward(net, &task_start, &xm)?;
-                    let eps = schedule.lr(step).max(1e-3 * lr);
-                    let theta = penalty_step(net, &w, &reference, &xm, &g, lambda as f32, eps)?.theta;
-                    w = ew::add(&w, &theta)?;
-                    step += 1;
-                    plan(&mut schedule, &mut opt, lr, step, before, &budget);
-                    tick(((t - 1) as f64 + budget.fraction().min(1.0)) / (tasks - 1) as f64);
-                    continue;
+                    ("replay", _) => Update::Gradient(replay_grad(ctx, &w, data, &rows, buffer, step)?),
+                    ("der++", Config::DerPlusPlus { alpha, beta, .. }) => {
+                        let g_new = new_grad(&w)?;
+                        let (xm, _, rows) = ctx.buffer_batch(buffer, step, 0xD1)?;
+                        let k = net.classes;
+                        let z: Vec<f32> =
+                            rows.iter().flat_map(|&r| stored_logits[r * k..(r + 1) * k].iter().copied()).collect();
+                        let z = Tensor::from_vec(device, &[rows.len(), k], z)?;
+                        let g_logits = logit_matching(net, &w, &xm, &z)?.1;
+                        let (xb, yb, _) = ctx.buffer_batch(buffer, step, 0xD2)?;
+                        let g_labels = autodiff::loss_grad(net, &w, &xb, &yb)?.1;
+                        Update::Gradient(flat::axpy(
+                            beta as f32,
+                            &g_labels,
+                            &flat::axpy(alpha as f32, &g_logits, &g_new)?,
+                        )?)
+                    }
+                    ("geodesic", Config::Geodesic { lambda, .. }) => {
+                        let g = replay_grad(ctx, &w, data, &rows, buffer, step)?;
+                        if !flat::norm(&g)?.is_finite() {
+                            return Ok(Update::Diverged);
+                        }
+                        let (xm, _, _) = ctx.buffer_batch(buffer, step, 0xFACE)?;
+                        let reference = autodiff::forward(net, &task_start, &xm)?;
+                        let eps = schedule.lr(step).max(1e-3 * lr);
+                        Update::Displacement(penalty_step(net, &w, &reference, &xm, &g, lambda as f32, eps)?.theta)
+                    }
+                    _ => return Err(Error::Invalid(format!("configuration {config:?} is not one of arm {arm}"))),
+                })
+            })?;
+            w = match update {
+                Update::Gradient(g) => opt.step(&w, &g)?,
+                Update::Displacement(theta) => ew::add(&w, &theta)?,
+                Update::Diverged => {
+                    // The run is kept as it is, and never picked.
+                    diverged = true;
+                    break;
                 }
-                _ => return Err(Error::Invalid(format!("configuration {config:?} is not one of arm {arm}"))),
             };
-            w = opt.step(&w, &g)?;
             step += 1;
             plan(&mut schedule, &mut opt, lr, step, before, &budget);
             tick(((t - 1) as f64 + budget.fraction().min(1.0)) / (tasks - 1) as f64);
         }
         cost_per_task.push(budget.spent() as f64 / ctx.unit_flops as f64);
         steps_per_task.push(step);
-        nets.push(w.clone());
+        nets.push(Snapshot::of(net, &w)?);
     }
     let diverged = diverged || !flat::norm(&w)?.is_finite();
     let validation =

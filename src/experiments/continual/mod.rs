@@ -25,7 +25,9 @@ pub use losses::{logit_matching, EwcMemory};
 pub use tasks::{build_tasks, Scenario, Task, TaskSequence, TaskSplit};
 
 use super::compare::{ArmReport, Compare, OverSeeds, Paired, SeedPick};
-use super::runner::{data_identity, forward_flops, load_stack, save_stack, today, write_json, Output, RunDir};
+use super::runner::{
+    data_identity, forward_flops, load_stack, save_stack, today, write_json, Output, RunDir, Snapshot,
+};
 use super::search::{check_common, CommonOptions, Search};
 use crate::autodiff;
 use crate::data::{self, Dataset, EpochBatches};
@@ -35,7 +37,6 @@ use crate::geodesic::step::batch_at;
 use crate::nn::network::Network;
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind, Schedule};
 use crate::report::{write_plot, Series};
-use crate::tensor::Tensor;
 use arms::{run_config, ConfigRun, Ctx};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -116,7 +117,10 @@ pub fn run(
             let nets = load_stack(&dir.record_path(&key, "ckpt"), device)?;
             let matrix = nets
                 .iter()
-                .map(|w| (0..splits.len()).map(|t| ctx.accuracy(w, &splits[t].task.test, t)).collect())
+                .map(|s| {
+                    let w = s.restore(net)?;
+                    (0..splits.len()).map(|t| ctx.accuracy(w, &splits[t].task.test, t)).collect()
+                })
                 .collect::<Result<Vec<Vec<f64>>>>()?;
             let p = Picked { run: picked, matrix };
             search.progress.say(format!(
@@ -280,7 +284,7 @@ fn matrices_markdown(exp: &ContinualExperiment, per_arm: &[Vec<Picked>]) -> Stri
 /// The network after the first task, learned from `seed`'s initialisation by SGD (rate 0.05,
 /// Nesterov momentum 0.9, cosine-annealed over `exp.first_epochs` epochs of `fit`); shared by
 /// every arm and not part of any arm's cost.
-fn first_task(exp: &ContinualExperiment, net: &Network, fit: &Dataset, seed: u64, device: &Device) -> Result<Tensor> {
+fn first_task(exp: &ContinualExperiment, net: &Network, fit: &Dataset, seed: u64, device: &Device) -> Result<Snapshot> {
     let steps = exp.first_epochs * (fit.len() / exp.batch).max(1);
     let schedule = LrSchedule { base: 0.05, schedule: Schedule::Cosine { total: steps, min_factor: 0.0 }, warmup: 0 };
     let mut opt = Optimizer::new(OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 0.0 }, schedule);
@@ -289,9 +293,10 @@ fn first_task(exp: &ContinualExperiment, net: &Network, fit: &Dataset, seed: u64
     crate::cost::uncounted(|| {
         for step in 0..steps {
             let (x, y) = batch_at(fit, batches.at(step), device)?;
-            w = opt.step(&w, &autodiff::loss_grad(net, &w, &x, &y)?.1)?;
+            let g = net.training_step(seed ^ step as u64, || Ok(autodiff::loss_grad(net, &w, &x, &y)?.1))?;
+            w = opt.step(&w, &g)?;
         }
-        Ok(w)
+        Snapshot::of(net, &w)
     })
 }
 

@@ -1,5 +1,6 @@
-//! The task sequences of `geopath continual`: split MNIST (five tasks of two digits),
-//! permuted MNIST and MNIST → Fashion-MNIST, each task's training images split into the part
+//! The task sequences of `geopath continual`: split MNIST and split CIFAR-10 (five tasks of
+//! two classes), split CIFAR-100 (five tasks of twenty classes), permuted MNIST and MNIST →
+//! Fashion-MNIST, each task's training images split into the part
 //! the arms train on and the validation part every pick is made on, and the two ways a task's
 //! accuracy is measured.
 
@@ -17,6 +18,10 @@ pub enum TaskSequence {
     PermutedMnist,
     /// MNIST (labels 0–9), then Fashion-MNIST (labels 10–19), one 20-way head.
     MnistFashion,
+    /// Five tasks of two CIFAR-10 classes each: {0,1}, {2,3}, …, {8,9}, one 10-way head.
+    SplitCifar10,
+    /// Five tasks of twenty CIFAR-100 (fine) classes each: 0–19, 20–39, …, one 100-way head.
+    SplitCifar100,
 }
 
 impl FromStr for TaskSequence {
@@ -26,8 +31,10 @@ impl FromStr for TaskSequence {
             "split-mnist" => Ok(TaskSequence::SplitMnist),
             "permuted-mnist" => Ok(TaskSequence::PermutedMnist),
             "mnist-fashion" => Ok(TaskSequence::MnistFashion),
+            "split-cifar10" => Ok(TaskSequence::SplitCifar10),
+            "split-cifar100" => Ok(TaskSequence::SplitCifar100),
             other => Err(Error::Invalid(format!(
-                "unknown task sequence `{other}` (split-mnist, permuted-mnist, mnist-fashion)"
+                "unknown task sequence `{other}` (split-mnist, permuted-mnist, mnist-fashion, split-cifar10, split-cifar100)"
             ))),
         }
     }
@@ -40,6 +47,8 @@ impl TaskSequence {
             TaskSequence::SplitMnist => "split-mnist",
             TaskSequence::PermutedMnist => "permuted-mnist",
             TaskSequence::MnistFashion => "mnist-fashion",
+            TaskSequence::SplitCifar10 => "split-cifar10",
+            TaskSequence::SplitCifar100 => "split-cifar100",
         }
     }
 }
@@ -90,27 +99,19 @@ pub struct Task {
 
 /// Builds the tasks of `sequence` (`count` tasks for permuted MNIST: the plain images, then
 /// `count - 1` permutations) and returns them with the width of the shared head. MNIST is read
-/// from data/mnist (or `data_dir` for the MNIST-only sequences); Fashion-MNIST from `data_dir`
-/// or the system data folder.
+/// from data/mnist (or `data_dir` for the MNIST-only sequences); Fashion-MNIST and CIFAR from
+/// `data_dir` or the system data folders.
 pub fn build_tasks(sequence: TaskSequence, count: usize, data_dir: Option<&Path>) -> Result<(Vec<Task>, usize)> {
-    let mnist_dir = if sequence == TaskSequence::MnistFashion { None } else { data_dir };
-    let mnist = (data::load(DatasetName::Mnist, true, mnist_dir)?, data::load(DatasetName::Mnist, false, mnist_dir)?);
+    let load = |name: DatasetName, dir: Option<&Path>| -> Result<(Dataset, Dataset)> {
+        Ok((data::load(name, true, dir)?, data::load(name, false, dir)?))
+    };
+    let mnist = || load(DatasetName::Mnist, if sequence == TaskSequence::MnistFashion { None } else { data_dir });
     match sequence {
-        TaskSequence::SplitMnist => {
-            let tasks = (0..5u32)
-                .map(|k| {
-                    let classes = vec![2 * k, 2 * k + 1];
-                    Task {
-                        name: format!("digits {}-{}", 2 * k, 2 * k + 1),
-                        train: mnist.0.filter_classes(&classes),
-                        test: mnist.1.filter_classes(&classes),
-                        classes,
-                    }
-                })
-                .collect();
-            Ok((tasks, 10))
-        }
+        TaskSequence::SplitMnist => Ok((split_classes(&mnist()?, 2, "digits"), 10)),
+        TaskSequence::SplitCifar10 => Ok((split_classes(&load(DatasetName::Cifar10, data_dir)?, 2, "classes"), 10)),
+        TaskSequence::SplitCifar100 => Ok((split_classes(&load(DatasetName::Cifar100, data_dir)?, 20, "classes"), 100)),
         TaskSequence::PermutedMnist => {
+            let mnist = mnist()?;
             if count < 2 {
                 return Err(Error::Invalid(format!("permuted MNIST needs at least 2 tasks, got {count}")));
             }
@@ -127,10 +128,7 @@ pub fn build_tasks(sequence: TaskSequence, count: usize, data_dir: Option<&Path>
             Ok((tasks, 10))
         }
         TaskSequence::MnistFashion => {
-            let fashion = (
-                data::load(DatasetName::FashionMnist, true, data_dir)?,
-                data::load(DatasetName::FashionMnist, false, data_dir)?,
-            );
+            let (mnist, fashion) = (mnist()?, load(DatasetName::FashionMnist, data_dir)?);
             let tasks = vec![
                 Task {
                     name: "MNIST".into(),
@@ -148,6 +146,22 @@ pub fn build_tasks(sequence: TaskSequence, count: usize, data_dir: Option<&Path>
             Ok((tasks, 20))
         }
     }
+}
+
+/// Five tasks of `per_task` consecutive classes of `(train, test)` each (`{0..per_task}`, …),
+/// named `WHAT a-b`; the labels stay those of the whole data set (one shared head).
+fn split_classes((train, test): &(Dataset, Dataset), per_task: usize, what: &str) -> Vec<Task> {
+    (0..5)
+        .map(|k| {
+            let classes: Vec<u32> = (k * per_task..(k + 1) * per_task).map(|c| c as u32).collect();
+            Task {
+                name: format!("{what} {}-{}", classes[0], classes[per_task - 1]),
+                train: train.filter_classes(&classes),
+                test: test.filter_classes(&classes),
+                classes,
+            }
+        })
+        .collect()
 }
 
 /// A task with its training images split: the arms train on `fit`; picks are made on

@@ -186,7 +186,9 @@ fn geodesic_path(
     let seed = s.seed;
     let mut rule = |step: usize, w: &Tensor, g: &Tensor| -> Result<Step> {
         let (x, labels) = batch_of(&ctx.split.fit, exp.batch, step_batch_seed(seed, step), ctx.device)?;
-        let (st, _) = path_step(s.net, w, s.w0, &x, &labels, g, &settings)?;
+        let (st, _) = s
+            .net
+            .training_step(step_batch_seed(seed, step), || path_step(s.net, w, s.w0, &x, &labels, g, &settings))?;
         on_step(w)?;
         Ok(st)
     };

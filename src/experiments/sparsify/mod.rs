@@ -116,14 +116,17 @@ pub fn run(
     let mut per_arm: Vec<Vec<(ConfigRun, f64)>> = vec![Vec::new(); exp.arms.len()];
     let mut curves: Vec<Series> = Vec::new();
     for s in seeds {
+        // Every configuration run starts from the start network's running statistics.
+        let start_buffers = s.net.buffers()?;
         for (a, arm) in exp.arms.iter().enumerate() {
             let space: Vec<Config> = search_space(arm).into_iter().take(configs).collect();
             let (key, picked) = search.pick(s.seed, arm, &space, &mut |key, config, tick| {
+                s.net.set_buffers(&start_buffers)?;
                 let (r, w) = run_config(&ctx, s, arm, config, tick)?;
                 save_params(&dir.record_path(key, "ckpt"), s.net, &w)?;
                 Ok(r)
             })?;
-            let w = load_params(&dir.record_path(&key, "ckpt"), device)?;
+            let w = load_params(&dir.record_path(&key, "ckpt"), s.net, device)?;
             let test_accuracy = cost::uncounted(|| evaluate(s.net, &w, test, test.len(), device))?;
             save_params(&dir.staged(&format!("{arm}-seed{}.ckpt", s.seed)), s.net, &w)?;
             if s.seed == seeds[0].seed {
