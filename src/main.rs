@@ -206,7 +206,7 @@ enum Command {
     /// per task, each arm's configuration picked on validation images held out of every task;
     /// writes OUT/compare.json, compare.md (with the accuracy matrices) and compare.svg.
     Continual {
-        /// Task sequence: split-mnist, permuted-mnist or mnist-fashion.
+        /// Task sequence: split-mnist, permuted-mnist, mnist-fashion, split-cifar10 (five tasks of two classes) or split-cifar100 (five tasks of twenty).
         #[arg(long, default_value = "split-mnist")]
         tasks: String,
         /// task (the task is known at test time) or class (one prediction over the whole head).
@@ -237,7 +237,7 @@ enum Command {
         /// Arms (comma-separated): geodesic, fine-tune, ewc, replay, der++, joint.
         #[arg(long, value_delimiter = ',', default_value = "geodesic,fine-tune,ewc,replay,der++,joint")]
         arms: Vec<String>,
-        /// Folder holding the data set files (Fashion-MNIST for mnist-fashion).
+        /// Folder holding the data set files (Fashion-MNIST for mnist-fashion, CIFAR for split-cifar10/100).
         #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Output folder.
@@ -585,7 +585,13 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             };
             let (task_list, classes) = continual::build_tasks(sequence, num_tasks, data_dir.as_deref())?;
             let spec = geopath::nn::spec::load(&model)?;
-            let net = geopath::nn::network::Network::new(&spec, [1, 28, 28], classes, &device)?;
+            let first = &task_list[0].train;
+            let net = geopath::nn::network::Network::new(
+                &spec,
+                [first.channels, first.height, first.width],
+                classes,
+                &device,
+            )?;
             println!(
                 "continual {} ({} scenario, {buffer_per_class} stored inputs per class, {budget} forward passes of {batch} per task) with {} on {}: seeds {seeds:?}",
                 sequence.as_str(),
@@ -641,8 +647,6 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
     Ok(())
 }
 
-/// The default start network of `sparsify` (and `connect`'s A and B) for `seed`: LeNet-300-100 trained with the default
-/// recipe and that seed (validation split held out), cached in runs/cache/ for the next run.
 /// The model of the start networks trained when no checkpoint is given.
 fn start_model(model: &Option<String>) -> &str {
     model.as_deref().unwrap_or("lenet-300-100")

@@ -39,7 +39,7 @@ impl Recipe {
     pub fn default_for(model: &str, dataset: DatasetName) -> Recipe {
         let cifar = matches!(dataset, DatasetName::Cifar10 | DatasetName::Cifar100);
         if cifar || model.contains("vgg") {
-            // vgg11-bn-w8 on CIFAR-10: 7 epochs gave 73.0% in 14 minutes on lavapipe; 6 keep a margin.
+            // vgg11-bn@0.125 on CIFAR-10: 7 epochs gave 73.0% in 14 minutes on lavapipe; 6 keep a margin.
             Recipe {
                 epochs: 6,
                 batch: 128,

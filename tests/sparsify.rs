@@ -107,7 +107,9 @@ fn vgg11_bn_sparsifies_end_to_end_and_each_network_keeps_its_own_batchnorm_stati
     let test = cifar_like(200, 2);
     let w0 = trained(&net, &split.fit, 3, 40, 32, 0.05, &dev);
     let start_stats = net.buffers().unwrap();
-    let exp = SparsifyExperiment { sparsity: 0.9, budget: 60.0, batch: 32, configurations: 1, ..Default::default() };
+    geopath::experiments::runner::forward_flops(&net, 8, &dev).unwrap();
+    assert_eq!(net.buffers().unwrap(), start_stats, "counting a pass's FLOPs leaves the statistics as they are");
+    let exp = SparsifyExperiment { sparsity: 0.9, budget: 60.0, batch: 32, configurations: 2, ..Default::default() };
     let out = temp("vgg");
     let seeds = [SeedRun { seed: 0, net: &net, w0: &w0, source: "vgg".into() }];
     let c = sparsify::run(

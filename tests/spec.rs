@@ -82,9 +82,9 @@ fn widths(s: &spec::Spec) -> Vec<Option<usize>> {
 fn every_spec_scales_to_a_width_multiplier_and_round_trips_through_its_text() {
     for (name, _) in BUILTIN {
         let full = spec::load(name).unwrap();
-        for (label, m) in [("0.25", 0.25), ("0.125", 0.125), ("2", 2.0), ("0.001", 0.001)] {
+        for (label, m) in [("0.25", 0.25), (".125", 0.125), ("2", 2.0), ("0.001", 0.001)] {
             let scaled = spec::load(&format!("{name}@{label}")).unwrap_or_else(|e| panic!("{name}@{label}: {e}"));
-            assert_eq!(scaled.name, format!("{name}@{label}"));
+            assert_eq!(scaled.name, format!("{name}@{m}"), "the name shows the multiplier as a number");
             let want: Vec<Option<usize>> =
                 widths(&full).iter().map(|w| w.map(|w| ((w as f64 * m).round() as usize).max(1))).collect();
             assert_eq!(widths(&scaled), want, "{name}@{label}");
@@ -129,9 +129,10 @@ fn every_spec_scales_to_a_width_multiplier_and_round_trips_through_its_text() {
 
 #[test]
 fn bad_width_multipliers_are_refused_by_name() {
-    for bad in ["vgg11-bn@0", "vgg11-bn@-1", "vgg11-bn@x", "vgg11-bn@", "vgg11-bn@inf"] {
+    for bad in ["vgg11-bn@0", "vgg11-bn@-1", "vgg11-bn@x", "vgg11-bn@", "vgg11-bn@inf", "vgg11-bn@1e18", "vgg11-bn@NaN"]
+    {
         let e = spec::load(bad).unwrap_err().to_string();
-        assert!(e.contains("width after `@` must be a positive number"), "{bad}: {e}");
+        assert!(e.contains("is not a file, and the width after `@` must be a positive number up to 64"), "{bad}: {e}");
     }
     let e = spec::load("vgg12@0.5").unwrap_err().to_string();
     assert!(e.contains("unknown model `vgg12`"), "{e}");
@@ -146,5 +147,10 @@ fn a_spec_file_takes_a_width_too() {
     let s = spec::load(&format!("{}@0.5", path.display())).unwrap();
     assert_eq!(s.name, "small@0.5");
     assert_eq!(widths(&s), vec![Some(5), Some(4), None]);
+    // A file name with spaces still gives stored text that parses back.
+    let spaced = dir.join("my model.txt");
+    std::fs::copy(&path, &spaced).unwrap();
+    let s = spec::load(&format!("{}@2", spaced.display())).unwrap();
+    assert_eq!(spec::parse(&s.text, "stored", "x").unwrap().layers, s.layers);
     std::fs::remove_dir_all(&dir).unwrap();
 }

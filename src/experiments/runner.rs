@@ -256,7 +256,8 @@ pub fn data_identity(data: &crate::data::Dataset) -> String {
 pub fn forward_flops(net: &Network, batch: usize, device: &Device) -> Result<u64> {
     let [c, h, w] = net.input;
     let x = Tensor::from_vec(device, &[batch, c, h, w], vec![0.0; batch * c * h * w])?;
-    let params = net.init_params(0)?;
+    // Zero parameters: the count depends on the shapes only, and the network is left as it is.
+    let params = Tensor::zeros(device, &[crate::autodiff::Model::num_params(net)])?;
     let meter = Meter::start();
     crate::autodiff::forward(net, &params, &x)?;
     Ok(meter.flops())

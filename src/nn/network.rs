@@ -219,7 +219,8 @@ impl Network {
     /// dropout masks drawn from `seed`), then returns to eval mode and folds the batch statistics
     /// of the last training forward pass into the running statistics. Every training step of
     /// the experiments goes through here, so a BatchNorm network's running statistics follow its
-    /// weights, and evaluations between steps see eval mode.
+    /// weights, and evaluations between steps see eval mode. (Connect's bends train in
+    /// `curves::train_bend`, whose points get fresh statistics where they are evaluated.)
     pub fn training_step<T>(&self, seed: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
         self.set_train(true);
         self.set_dropout_seed(seed);
@@ -228,6 +229,16 @@ impl Network {
         let out = out?;
         self.update_running_stats()?;
         Ok(out)
+    }
+
+    /// Runs `f` (passes of a training step on other data than the step's own batch: a buffer
+    /// batch, a reference network's outputs) without letting its training passes decide the
+    /// running statistics: the batch statistics pending before `f` are pending again after it.
+    pub fn keeping_batch_stats<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let kept = self.state.borrow().batch_stats.clone();
+        let out = f();
+        self.state.borrow_mut().batch_stats = kept;
+        out
     }
 
     /// True when the network has BatchNorm layers.

@@ -70,17 +70,22 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("vgg16-bn", include_str!("../../models/vgg16-bn.txt")),
 ];
 
+/// The largest width multiplier `NAME@W` accepts.
+pub const MAX_WIDTH: f64 = 64.0;
+
 /// Loads `--model NAME_OR_PATH[@WIDTH]`: an existing file path, else a built-in spec by name;
-/// a suffix `@WIDTH` (e.g. `vgg11-bn@0.25`) scales the spec's widths with [`Spec::at_width`].
+/// a suffix `@WIDTH` (e.g. `vgg11-bn@0.25`) scales the spec's widths with [`Spec::at_width`]
+/// (the name shows the multiplier as a number: `vgg11-bn@.5` is `vgg11-bn@0.5`).
 pub fn load(name_or_path: &str) -> Result<Spec> {
     if !Path::new(name_or_path).is_file() {
         if let Some((base, width)) = name_or_path.rsplit_once('@') {
-            let multiplier = width.parse::<f64>().ok().filter(|w| w.is_finite() && *w > 0.0).ok_or_else(|| {
+            let multiplier = width.parse::<f64>().ok().filter(|w| *w > 0.0 && *w <= MAX_WIDTH).ok_or_else(|| {
                 Error::Invalid(format!(
-                    "model `{name_or_path}`: the width after `@` must be a positive number (e.g. `{base}@0.25`), got `{width}`"
+                    "model `{name_or_path}` is not a file, and the width after `@` must be a positive number \
+                     up to {MAX_WIDTH} (e.g. `{base}@0.25`), got `{width}`"
                 ))
             })?;
-            return load_unscaled(base)?.at_width(multiplier, width);
+            return load_unscaled(base)?.at_width(multiplier);
         }
     }
     load_unscaled(name_or_path)
@@ -221,10 +226,10 @@ impl Spec {
     /// each conv and the output features of each linear layer except the class layer become
     /// `max(1, round(width · multiplier))`. The result is named `NAME@LABEL` and its text is the
     /// scaled spec written out in full (see [`Spec::render`]), so a checkpoint rebuilds it
-    /// without knowing the multiplier.
-    pub fn at_width(&self, multiplier: f64, label: &str) -> Result<Spec> {
-        if !(multiplier.is_finite() && multiplier > 0.0) {
-            return Err(Error::Invalid(format!("width multiplier must be a positive number, got {multiplier}")));
+    /// without knowing the multiplier. `multiplier` is in `(0, MAX_WIDTH]`.
+    pub fn at_width(&self, multiplier: f64) -> Result<Spec> {
+        if !(multiplier > 0.0 && multiplier <= MAX_WIDTH) {
+            return Err(Error::Invalid(format!("width multiplier must be in (0, {MAX_WIDTH}], got {multiplier}")));
         }
         let scale = |w: usize| ((w as f64 * multiplier).round() as usize).max(1);
         let layers = self
@@ -239,15 +244,15 @@ impl Spec {
             })
             .collect();
         let mut scaled =
-            Spec { name: format!("{}@{label}", self.name), input: self.input, layers, text: String::new() };
+            Spec { name: format!("{}@{multiplier}", self.name), input: self.input, layers, text: String::new() };
         scaled.text = scaled.render();
         Ok(scaled)
     }
 
     /// The spec in the text format of `models/` (name, input, one layer per line), which
-    /// [`parse`] reads back to the same spec.
+    /// [`parse`] reads back to the same spec (whitespace in the name becomes `_`).
     pub fn render(&self) -> String {
-        let mut lines = vec![format!("name {}", self.name)];
+        let mut lines = vec![format!("name {}", self.name.split_whitespace().collect::<Vec<_>>().join("_"))];
         if let Some([c, h, w]) = self.input {
             lines.push(format!("input {c} {h} {w}"));
         }

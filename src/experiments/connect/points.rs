@@ -51,7 +51,7 @@ impl PairRun<'_> {
         }
         let last = points.len() - 1;
         let eval = |net: &Network, w: &Tensor| cost::uncounted(|| evaluate(net, w, data, limit, device));
-        // The ends first, with their own statistics (also when A and B are one network object).
+        // The ends first, each with the statistics its network holds.
         let (first, end) = (eval(self.net_a, &points[0])?, eval(self.net_b, &points[last])?);
         let own = self.net_a.buffers()?;
         let meter = Meter::start();

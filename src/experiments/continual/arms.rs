@@ -252,14 +252,17 @@ pub(super) fn run_config(
                     ("replay", _) => Update::Gradient(replay_grad(ctx, &w, data, &rows, buffer, step)?),
                     ("der++", Config::DerPlusPlus { alpha, beta, .. }) => {
                         let g_new = new_grad(&w)?;
-                        let (xm, _, rows) = ctx.buffer_batch(buffer, step, 0xD1)?;
-                        let k = net.classes;
-                        let z: Vec<f32> =
-                            rows.iter().flat_map(|&r| stored_logits[r * k..(r + 1) * k].iter().copied()).collect();
-                        let z = Tensor::from_vec(device, &[rows.len(), k], z)?;
-                        let g_logits = logit_matching(net, &w, &xm, &z)?.1;
-                        let (xb, yb, _) = ctx.buffer_batch(buffer, step, 0xD2)?;
-                        let g_labels = autodiff::loss_grad(net, &w, &xb, &yb)?.1;
+                        // The running statistics follow the new-task batch, not the buffer's.
+                        let (g_logits, g_labels) = net.keeping_batch_stats(|| {
+                            let (xm, _, rows) = ctx.buffer_batch(buffer, step, 0xD1)?;
+                            let k = net.classes;
+                            let z: Vec<f32> =
+                                rows.iter().flat_map(|&r| stored_logits[r * k..(r + 1) * k].iter().copied()).collect();
+                            let z = Tensor::from_vec(device, &[rows.len(), k], z)?;
+                            let g_logits = logit_matching(net, &w, &xm, &z)?.1;
+                            let (xb, yb, _) = ctx.buffer_batch(buffer, step, 0xD2)?;
+                            Ok((g_logits, autodiff::loss_grad(net, &w, &xb, &yb)?.1))
+                        })?;
                         Update::Gradient(flat::axpy(
                             beta as f32,
                             &g_labels,
@@ -271,10 +274,14 @@ pub(super) fn run_config(
                         if !flat::norm(&g)?.is_finite() {
                             return Ok(Update::Diverged);
                         }
-                        let (xm, _, _) = ctx.buffer_batch(buffer, step, 0xFACE)?;
-                        let reference = autodiff::forward(net, &task_start, &xm)?;
+                        // The running statistics follow the joined batch, not the buffer batch
+                        // of the distance term.
                         let eps = schedule.lr(step).max(1e-3 * lr);
-                        Update::Displacement(penalty_step(net, &w, &reference, &xm, &g, lambda as f32, eps)?.theta)
+                        Update::Displacement(net.keeping_batch_stats(|| {
+                            let (xm, _, _) = ctx.buffer_batch(buffer, step, 0xFACE)?;
+                            let reference = autodiff::forward(net, &task_start, &xm)?;
+                            Ok(penalty_step(net, &w, &reference, &xm, &g, lambda as f32, eps)?.theta)
+                        })?)
                     }
                     _ => return Err(Error::Invalid(format!("configuration {config:?} is not one of arm {arm}"))),
                 })

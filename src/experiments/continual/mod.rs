@@ -355,6 +355,16 @@ fn check(exp: &ContinualExperiment, net: &Network, tasks: &[Task], seeds: &[u64]
         return Err(Error::Invalid("--buffer-per-class must be at least 1".into()));
     }
     for t in tasks {
+        for d in [&t.train, &t.test] {
+            if [d.channels, d.height, d.width] != net.input {
+                return Err(Error::Invalid(format!(
+                    "task {} has images of shape {:?} but the network takes {:?}",
+                    t.name,
+                    [d.channels, d.height, d.width],
+                    net.input
+                )));
+            }
+        }
         if t.train.classes != net.classes || t.test.classes != net.classes {
             return Err(Error::Invalid(format!(
                 "task {} has {} classes but the network's head has {}",

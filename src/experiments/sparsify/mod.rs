@@ -115,13 +115,14 @@ pub fn run(
     // per arm: per seed (picked run, test accuracy)
     let mut per_arm: Vec<Vec<(ConfigRun, f64)>> = vec![Vec::new(); exp.arms.len()];
     let mut curves: Vec<Series> = Vec::new();
-    for s in seeds {
-        // Every configuration run starts from the start network's running statistics.
-        let start_buffers = s.net.buffers()?;
+    // Every configuration run starts from its start network's running statistics: those each
+    // seed's network holds now.
+    let start_stats = seeds.iter().map(|s| s.net.buffers()).collect::<Result<Vec<_>>>()?;
+    for (s, start_buffers) in seeds.iter().zip(&start_stats) {
         for (a, arm) in exp.arms.iter().enumerate() {
             let space: Vec<Config> = search_space(arm).into_iter().take(configs).collect();
             let (key, picked) = search.pick(s.seed, arm, &space, &mut |key, config, tick| {
-                s.net.set_buffers(&start_buffers)?;
+                s.net.set_buffers(start_buffers)?;
                 let (r, w) = run_config(&ctx, s, arm, config, tick)?;
                 save_params(&dir.record_path(key, "ckpt"), s.net, &w)?;
                 Ok(r)
