@@ -39,11 +39,13 @@ impl Recipe {
     pub fn default_for(model: &str, dataset: DatasetName) -> Recipe {
         let cifar = matches!(dataset, DatasetName::Cifar10 | DatasetName::Cifar100);
         if cifar || model.contains("vgg") {
-            // vgg11-bn@0.125 on CIFAR-10: 7 epochs gave 73.0% in 14 minutes on lavapipe; 6 keep a margin.
+            // vgg11-bn@0.25 on CIFAR-10 (seed 0, CPU backend, 2 threads): 85.23% test accuracy
+            // (validation 85.48%) in 25.3 minutes; 50 epochs at lr 0.1 gave 84.58% (validation
+            // 84.46%), 50 at lr 0.05 84.40% (83.72%).
             Recipe {
-                epochs: 6,
+                epochs: 60,
                 batch: 128,
-                lr: 0.05,
+                lr: 0.1,
                 optimizer: OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 },
                 schedule: Schedule::Cosine { total: 0, min_factor: 0.0 },
                 warmup: 100,
