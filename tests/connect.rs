@@ -16,6 +16,22 @@ fn t(dev: &Device, v: &[f32]) -> Tensor {
     Tensor::from_vec(dev, &[v.len()], v.to_vec()).unwrap()
 }
 
+/// Runs `exp` on `pairs` into a fresh temporary folder named after `name`; returns the
+/// comparison and the folder.
+fn run_fresh(
+    exp: &ConnectExperiment,
+    pairs: &[PairRun],
+    split: &Split,
+    test: &geopath::data::Dataset,
+    dev: &Device,
+    name: &str,
+) -> (geopath::experiments::compare::Compare, std::path::PathBuf) {
+    let out = std::env::temp_dir().join(format!("geopath-connect-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let output = Output { dir: &out, existing: Existing::Refuse, progress: false };
+    (connect::run(exp, pairs, split, test, dev, output).unwrap(), out)
+}
+
 #[test]
 fn path_points_are_evenly_spaced_by_arc_length_and_the_path_is_closed_at_the_target() {
     let dev = Device::Reference;
@@ -90,17 +106,7 @@ fn every_trained_arm_spends_the_same_counted_cost_and_reports_its_curve() {
         })
         .collect();
     let exp = ConnectExperiment { budget: 1000.0, batch: 50, points: 21, configurations: 2, ..Default::default() };
-    let out = std::env::temp_dir().join(format!("geopath-connect-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let c = connect::run(
-        &exp,
-        &pairs,
-        &split,
-        &test,
-        &dev,
-        Output { dir: &out, existing: Existing::Refuse, progress: false },
-    )
-    .unwrap();
+    let (c, out) = run_fresh(&exp, &pairs, &split, &test, &dev, "toy");
     let names: Vec<&str> = c.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ARMS);
     for a in &c.arms {
@@ -171,17 +177,7 @@ fn two_vgg16_optima_are_connected_end_to_end_by_every_arm() {
     let ends = (end_accuracy(&wa), end_accuracy(&wb));
     let pairs = [PairRun { seed: 0, net_a: &net, wa: &wa, net_b: &net, wb: &wb, source: "vgg16".into() }];
     let exp = ConnectExperiment { budget: 60.0, batch: 32, points: 21, configurations: 1, ..Default::default() };
-    let out = std::env::temp_dir().join(format!("geopath-connect-vgg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let c = connect::run(
-        &exp,
-        &pairs,
-        &split,
-        &test,
-        &dev,
-        Output { dir: &out, existing: Existing::Refuse, progress: false },
-    )
-    .unwrap();
+    let (c, out) = run_fresh(&exp, &pairs, &split, &test, &dev, "vgg");
     assert_eq!(c.arms.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(), ARMS);
     let along = |a: &geopath::experiments::compare::ArmReport| -> Vec<f64> {
         serde_json::from_value::<Vec<Vec<f64>>>(a.extra["test_accuracy_along"].clone()).unwrap().remove(0)
