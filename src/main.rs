@@ -120,9 +120,9 @@ enum Command {
         #[arg(long)]
         checkpoint: Option<PathBuf>,
         /// Model of the start networks trained here when no --checkpoint is given (e.g.
-        /// vgg11-bn@0.25 on cifar10) [default: lenet-300-100].
-        #[arg(long, conflicts_with = "checkpoint")]
-        model: Option<String>,
+        /// vgg11-bn@0.25 on cifar10).
+        #[arg(long, conflicts_with = "checkpoint", default_value = "lenet-300-100")]
+        model: String,
         /// Target fraction of zero weights.
         #[arg(long, default_value_t = 0.95)]
         sparsity: f32,
@@ -171,9 +171,9 @@ enum Command {
         #[arg(long, requires = "a")]
         b: Option<PathBuf>,
         /// Model of the optima trained here when --a/--b are not given (e.g. vgg16@0.25 on
-        /// cifar10) [default: lenet-300-100].
-        #[arg(long, conflicts_with = "a")]
-        model: Option<String>,
+        /// cifar10).
+        #[arg(long, conflicts_with = "a", default_value = "lenet-300-100")]
+        model: String,
         /// Seeds (comma-separated): batches, and the pair (A, B) when trained here.
         #[arg(long, value_delimiter = ',', default_value = "0")]
         seeds: Vec<u64>,
@@ -480,7 +480,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             for &seed in &seeds {
                 let path = match &checkpoint {
                     Some(c) => c.clone(),
-                    None => default_checkpoint(&device, start_model(&model), dataset, data_dir.as_deref(), seed)?,
+                    None => default_checkpoint(&device, &model, dataset, data_dir.as_deref(), seed)?,
                 };
                 let (net, w0, ckpt) = train::load_checkpoint(&path, &device)?;
                 SplitRecord::check(&format!("checkpoint {}", path.display()), ckpt.meta(SPLIT_KEY), &split)?;
@@ -522,8 +522,8 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 let (pa, pb) = match (&a, &b) {
                     (Some(a), Some(b)) => (a.clone(), b.clone()),
                     _ => (
-                        default_checkpoint(&device, start_model(&model), dataset, data_dir.as_deref(), 2 * seed)?,
-                        default_checkpoint(&device, start_model(&model), dataset, data_dir.as_deref(), 2 * seed + 1)?,
+                        default_checkpoint(&device, &model, dataset, data_dir.as_deref(), 2 * seed)?,
+                        default_checkpoint(&device, &model, dataset, data_dir.as_deref(), 2 * seed + 1)?,
                     ),
                 };
                 let load = |path: &PathBuf| -> geopath::Result<_> {
@@ -645,11 +645,6 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
         }
     }
     Ok(())
-}
-
-/// The model of the start networks trained when no checkpoint is given.
-fn start_model(model: &Option<String>) -> &str {
-    model.as_deref().unwrap_or("lenet-300-100")
 }
 
 /// The start network `model` trained on `dataset` with `seed` and its default recipe, the
