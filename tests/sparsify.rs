@@ -109,7 +109,15 @@ fn vgg11_bn_sparsifies_end_to_end_and_each_network_keeps_its_own_batchnorm_stati
     let start_stats = net.buffers().unwrap();
     geopath::experiments::runner::forward_flops(&net, 8, &dev).unwrap();
     assert_eq!(net.buffers().unwrap(), start_stats, "counting a pass's FLOPs leaves the statistics as they are");
-    let exp = SparsifyExperiment { sparsity: 0.9, budget: 60.0, batch: 32, configurations: 2, ..Default::default() };
+    // The learning rates of every arm's grid a decade lower, as on CIFAR.
+    let exp = SparsifyExperiment {
+        sparsity: 0.9,
+        budget: 60.0,
+        batch: 32,
+        configurations: 2,
+        lr_scale: 0.1,
+        ..Default::default()
+    };
     let out = temp("vgg");
     let seeds = [SeedRun { seed: 0, net: &net, w0: &w0, source: "vgg".into() }];
     let c = sparsify::run(
@@ -122,7 +130,11 @@ fn vgg11_bn_sparsifies_end_to_end_and_each_network_keeps_its_own_batchnorm_stati
     )
     .unwrap();
     assert_eq!(c.arms.len(), ARMS.len());
+    assert_eq!(c.setting["lr_scale"], 0.1);
     for a in &c.arms {
+        let lr = a.picked["lr"].as_f64().unwrap();
+        let scaled_grid = if a.name == "geodesic" { [0.001, 0.003] } else { [0.0003, 0.001] };
+        assert!(scaled_grid.contains(&lr), "{}: picked lr {lr}", a.name);
         let cost = a.cost.per_seed[0];
         assert!((60.0..=60.0 * 1.05).contains(&cost), "{}: cost {cost}", a.name);
         let zeros = a.extra["sparsity"]["mean"].as_f64().unwrap();
@@ -182,6 +194,8 @@ fn bad_options_are_refused_before_anything_is_written() {
         (SparsifyExperiment { sparsity: 1.0, ..experiment() }, "--sparsity"),
         (SparsifyExperiment { budget: 0.0, ..experiment() }, "--budget"),
         (SparsifyExperiment { arms: vec!["magic".into()], ..experiment() }, "unknown arm"),
+        (SparsifyExperiment { lr_scale: 0.0, ..experiment() }, "--lr-scale"),
+        (SparsifyExperiment { lr_scale: f64::NAN, ..experiment() }, "--lr-scale"),
     ] {
         let e = run(&t, &exp, &out, Existing::Refuse).unwrap_err().to_string();
         assert!(e.contains(why), "{e}");

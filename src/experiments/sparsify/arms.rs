@@ -48,7 +48,20 @@ pub enum Config {
     },
 }
 
-/// The declared search space of `arm`: four configurations each.
+impl Config {
+    /// This configuration with its learning rate multiplied by `scale` (λ and ε unchanged).
+    pub fn with_lr_scale(self, scale: f64) -> Config {
+        // Rounded to 9 significant digits, so that 0.003 × 0.1 reads 0.0003.
+        let scaled = |lr: f64| format!("{:.8e}", lr * scale).parse().unwrap_or(lr * scale);
+        match self {
+            Config::Geodesic { lambda, eps, lr } => Config::Geodesic { lambda, eps, lr: scaled(lr) },
+            Config::Baseline { lr } => Config::Baseline { lr: scaled(lr) },
+        }
+    }
+}
+
+/// The declared search space of `arm`: four configurations each (their learning rates are
+/// multiplied by the experiment's `lr_scale`).
 pub fn search_space(arm: &str) -> Vec<Config> {
     match arm {
         "geodesic" => [(0.1, 0.01), (0.1, 0.03), (0.3, 0.01), (0.3, 0.03)]

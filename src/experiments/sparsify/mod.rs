@@ -52,6 +52,10 @@ pub struct SparsifyExperiment {
     pub arms: Vec<String>,
     /// Configurations per arm: the first this many of [`search_space`] (default 4, all).
     pub configurations: usize,
+    /// Factor on the learning rate of every configuration of every arm (1: the grids of
+    /// [`search_space`]; 0.1 moves each grid a decade lower, e.g. for fine-tuning a network
+    /// trained at a decayed rate).
+    pub lr_scale: f64,
     /// For tests: fail after this many configuration runs, as a crash would.
     pub abort_after_runs: Option<usize>,
 }
@@ -64,6 +68,7 @@ impl Default for SparsifyExperiment {
             batch: 128,
             arms: ARMS.iter().map(|s| s.to_string()).collect(),
             configurations: 4,
+            lr_scale: 1.0,
             abort_after_runs: None,
         }
     }
@@ -120,7 +125,8 @@ pub fn run(
     let start_stats = seeds.iter().map(|s| s.net.buffers()).collect::<Result<Vec<_>>>()?;
     for (s, start_buffers) in seeds.iter().zip(&start_stats) {
         for (a, arm) in exp.arms.iter().enumerate() {
-            let space: Vec<Config> = search_space(arm).into_iter().take(configs).collect();
+            let space: Vec<Config> =
+                search_space(arm).into_iter().take(configs).map(|c| c.with_lr_scale(exp.lr_scale)).collect();
             let (key, picked) = search.pick(s.seed, arm, &space, &mut |key, config, tick| {
                 s.net.set_buffers(start_buffers)?;
                 let (r, w) = run_config(&ctx, s, arm, config, tick)?;
@@ -155,6 +161,7 @@ pub fn run(
             "dataset": split.fit.name.split(['-', ' ']).next().unwrap_or(""),
             "sparsity": (exp.sparsity as f64 * 1e6).round() / 1e6,
             "budget": exp.budget,
+            "lr_scale": exp.lr_scale,
             "start_networks": seeds.iter().map(|s| s.source.clone()).collect::<Vec<_>>(),
         }),
         seeds: seeds.iter().map(|s| s.seed).collect(),
@@ -204,6 +211,9 @@ fn identity(exp: &SparsifyExperiment, seeds: &[SeedRun<'_>], split: &Split) -> R
 fn check(exp: &SparsifyExperiment, seeds: &[SeedRun<'_>]) -> Result<()> {
     if !(exp.sparsity > 0.0 && exp.sparsity < 1.0) {
         return Err(Error::Invalid(format!("--sparsity must be in (0, 1), got {}", exp.sparsity)));
+    }
+    if !(exp.lr_scale.is_finite() && exp.lr_scale > 0.0) {
+        return Err(Error::Invalid(format!("--lr-scale must be a positive number, got {}", exp.lr_scale)));
     }
     check_common(&CommonOptions {
         budget: exp.budget,
