@@ -209,14 +209,17 @@ enum Command {
     /// Compare continual-learning methods like for like: the geodesic arm beside fine-tuning,
     /// EWC, experience replay, DER++ and joint training, with the same buffer and the same cost
     /// per task, each arm's configuration picked on validation images held out of every task;
-    /// writes OUT/compare.json, compare.md (with the accuracy matrices) and compare.svg.
+    /// writes OUT/compare.json, compare.md (with the accuracy matrices) and compare.svg (with
+    /// several scenarios: compare-SCENARIO.json, .md and .svg each).
     Continual {
         /// Task sequence: split-mnist, permuted-mnist, mnist-fashion, split-cifar10 (five tasks of two classes) or split-cifar100 (five tasks of twenty).
         #[arg(long, default_value = "split-mnist")]
         tasks: String,
-        /// task (the task is known at test time) or class (one prediction over the whole head).
-        #[arg(long, default_value = "class")]
-        scenario: String,
+        /// Scenarios (comma-separated): task (the task is known at test time) or class (one
+        /// prediction over the whole head); several are measured on the same configuration runs,
+        /// each with its own picks and report.
+        #[arg(long, value_delimiter = ',', default_value = "class")]
+        scenario: Vec<String>,
         /// Stored inputs per class of every finished task (every arm's buffer).
         #[arg(long, default_value_t = 50)]
         buffer_per_class: usize,
@@ -392,10 +395,12 @@ fn run(cli: Cli) -> geopath::Result<()> {
 fn run_command(cli: Cli) -> geopath::Result<()> {
     if let Command::Report { dirs } = &cli.command {
         // Reads files only: no device to open.
-        let runs = dirs
-            .iter()
-            .map(|d| geopath::experiments::compare::Compare::load(&d.join("compare.json")))
-            .collect::<geopath::Result<Vec<_>>>()?;
+        let mut runs = Vec::new();
+        for d in dirs {
+            for path in geopath::experiments::compare::reports_in(d)? {
+                runs.push(geopath::experiments::compare::Compare::load(&path)?);
+            }
+        }
         print!("{}", geopath::experiments::compare::gather(&runs));
         return Ok(());
     }
@@ -585,7 +590,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             let sequence: TaskSequence = tasks.parse()?;
             let exp = ContinualExperiment {
                 sequence,
-                scenario: scenario.parse()?,
+                scenarios: scenario.iter().map(|s| s.parse()).collect::<geopath::Result<_>>()?,
                 buffer_per_class,
                 budget,
                 batch,
@@ -603,15 +608,16 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 &device,
             )?;
             println!(
-                "continual {} ({} scenario, {buffer_per_class} stored inputs per class, {budget} forward passes of {batch} per task) with {} on {}: seeds {seeds:?}",
+                "continual {} ({}-incremental, {buffer_per_class} stored inputs per class, {budget} forward passes of {batch} per task) with {} on {}: seeds {seeds:?}",
                 sequence.as_str(),
-                exp.scenario.as_str(),
+                scenario.join(" and "),
                 spec.name,
                 device.name()
             );
             let output = Output { dir: &out, existing: existing.choice(), progress: true };
-            let c = continual::run(&exp, &net, &task_list, &seeds, &device, output)?;
-            println!("{}", c.markdown());
+            for c in continual::run(&exp, &net, &task_list, &seeds, &device, output)? {
+                println!("{}", c.markdown());
+            }
             println!("(wrote {})", out.display());
         }
         Command::Eval { checkpoint, dataset, data_dir, json } => {

@@ -47,7 +47,7 @@ fn toy_tasks() -> Vec<Task> {
 
 fn experiment(scenario: Scenario) -> ContinualExperiment {
     ContinualExperiment {
-        scenario,
+        scenarios: vec![scenario],
         buffer_per_class: 10,
         budget: 400.0,
         batch: 50,
@@ -63,7 +63,14 @@ fn temp(name: &str) -> PathBuf {
     dir
 }
 
-fn run(net: &Network, tasks: &[Task], exp: &ContinualExperiment, dev: &Device, out: &Path) -> geopath::Result<Compare> {
+/// Seeds 0 and 1 into `out` (replacing what is there): one report per scenario.
+fn run(
+    net: &Network,
+    tasks: &[Task],
+    exp: &ContinualExperiment,
+    dev: &Device,
+    out: &Path,
+) -> geopath::Result<Vec<Compare>> {
     continual::run(exp, net, tasks, &[0, 1], dev, Output { dir: out, existing: Existing::Force, progress: false })
 }
 
@@ -226,7 +233,11 @@ fn every_arm_learns_at_the_same_cost_per_task_and_the_buffer_keeps_the_first_tas
     let net = toy_mlp(&dev, 4);
     let tasks = toy_tasks();
     let out = temp("arms");
-    let c = run(&net, &tasks, &experiment(Scenario::Class), &dev, &out).unwrap();
+    // Both scenarios from the same configuration runs: class-incremental first.
+    let exp = ContinualExperiment { scenarios: vec![Scenario::Class, Scenario::Task], ..experiment(Scenario::Class) };
+    let both = run(&net, &tasks, &exp, &dev, &out).unwrap();
+    assert_eq!(both.iter().map(|c| c.setting["scenario"].as_str().unwrap()).collect::<Vec<_>>(), ["class", "task"]);
+    let c = &both[0];
     let names: Vec<&str> = c.arms.iter().map(|a| a.name.as_str()).collect();
     assert_eq!(names, ARMS);
     let get = |k: &str| c.arms.iter().find(|a| a.name == k).unwrap();
@@ -273,13 +284,22 @@ fn every_arm_learns_at_the_same_cost_per_task_and_the_buffer_keeps_the_first_tas
     }
     assert!(get("geodesic").extra["objective"].as_str().unwrap().contains("buffer batch"));
     assert_eq!(c.paired_difference.as_ref().map(|p| p.against != "joint"), Some(true));
-    let md = std::fs::read_to_string(out.join("compare.md")).unwrap();
+    let md = std::fs::read_to_string(out.join("compare-class.md")).unwrap();
     assert!(md.contains("der++:") && md.contains("| after | task 1 | task 2 |"), "{md}");
+    let reports = geopath::experiments::compare::reports_in(&out).unwrap();
+    assert_eq!(reports, [out.join("compare-class.json"), out.join("compare-task.json")]);
 
-    // Task-incremental: the prediction is restricted to the task's own two classes.
+    // Task-incremental: the prediction is restricted to the task's own two classes. A run of
+    // that scenario alone picks and scores exactly as the two-scenario run's task report, and
+    // replaces the earlier run's files.
     let exp = ContinualExperiment { arms: vec!["fine-tune".into()], ..experiment(Scenario::Task) };
-    let c = run(&net, &tasks, &exp, &dev, &out).unwrap();
-    assert!(c.arms[0].test_accuracy.mean > 0.9, "{:?}", c.arms[0].test_accuracy);
+    let task_only = &run(&net, &tasks, &exp, &dev, &out).unwrap()[0];
+    assert!(task_only.arms[0].test_accuracy.mean > 0.9, "{:?}", task_only.arms[0].test_accuracy);
+    let shared = both[1].arms.iter().find(|a| a.name == "fine-tune").unwrap();
+    assert_eq!(task_only.arms[0].test_accuracy.per_seed, shared.test_accuracy.per_seed);
+    assert_eq!(task_only.arms[0].picked_per_seed, shared.picked_per_seed);
+    assert_eq!(geopath::experiments::compare::reports_in(&out).unwrap(), [out.join("compare.json")]);
+    assert!(!out.join("compare-class.json").exists(), "the earlier run's reports are removed");
     let _ = std::fs::remove_dir_all(&out);
 }
 
@@ -295,6 +315,9 @@ fn bad_options_and_mismatched_heads_are_errors() {
     let refused = |exp: ContinualExperiment| run(&net, &toy_tasks(), &exp, &dev, &out).unwrap_err().to_string();
     assert!(refused(ContinualExperiment { buffer_per_class: 0, ..experiment(Scenario::Class) }).contains("buffer"));
     assert!(refused(ContinualExperiment { arms: vec!["si".into()], ..experiment(Scenario::Class) }).contains("`si`"));
+    for scenarios in [vec![], vec![Scenario::Task, Scenario::Task]] {
+        assert!(refused(ContinualExperiment { scenarios, ..experiment(Scenario::Class) }).contains("--scenario"));
+    }
     assert!(run(&net, &toy_tasks()[..1], &experiment(Scenario::Class), &dev, &out).is_err());
     assert!(!out.join("compare.json").exists(), "nothing is written for a refused run");
     let _ = std::fs::remove_dir_all(&out);
@@ -355,7 +378,7 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
         ..experiment(Scenario::Class)
     };
     let (whole, resumed) = (temp("whole"), temp("resumed"));
-    let whole_run = run(&net, &tasks, &exp, &dev, &whole).unwrap();
+    let whole_run = run(&net, &tasks, &exp, &dev, &whole).unwrap().remove(0);
     fn out(dir: &Path, existing: Existing) -> Output<'_> {
         Output { dir, existing, progress: false }
     }
@@ -368,7 +391,7 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
     let e = continual::run(&other, &net, &tasks, &[0, 1], &dev, out(&resumed, Existing::Resume)).unwrap_err();
     assert!(e.to_string().contains("budget"), "{e}");
     let done = continual::run(&exp, &net, &tasks, &[0, 1], &dev, out(&resumed, Existing::Resume)).unwrap();
-    for (a, b) in whole_run.arms.iter().zip(&done.arms) {
+    for (a, b) in whole_run.arms.iter().zip(&done[0].arms) {
         assert_eq!(a.test_accuracy.per_seed, b.test_accuracy.per_seed, "{}", a.name);
         assert_eq!(a.picked_per_seed, b.picked_per_seed, "{}", a.name);
     }

@@ -280,6 +280,31 @@ pub fn compact(v: &serde_json::Value) -> String {
     }
 }
 
+/// The reports of the run folder `dir`: its compare.json, or else its compare-NAME.json files
+/// (one per scenario of a continual run), in name order; an error naming the folder when it
+/// holds none.
+pub fn reports_in(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let single = dir.join("compare.json");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let mut found: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("compare-") && n.ends_with(".json"))
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        return Err(Error::Invalid(format!("{} holds no compare.json (not a finished run folder)", dir.display())));
+    }
+    Ok(found)
+}
+
 /// One Markdown table of the arms of several finished comparisons (`geopath report`): a row per
 /// (comparison, arm).
 pub fn gather(runs: &[Compare]) -> String {

@@ -59,7 +59,22 @@ impl<'a> Search<'a> {
         configs: &[R::Config],
         run: &mut RunConfig<'_, R>,
     ) -> Result<(String, R)> {
-        let mut best: Option<(String, R)> = None;
+        let runs = self.run_all(seed, arm, configs, run)?;
+        best_by(&runs, R::validation_score)
+            .cloned()
+            .ok_or_else(|| Error::Invalid(format!("arm {arm} has no configuration to run")))
+    }
+
+    /// Runs (or reuses) every configuration of `configs` for `arm` and `seed`; returns each
+    /// run's key and record, in the order of `configs`.
+    pub fn run_all<R: ConfigRecord>(
+        &mut self,
+        seed: u64,
+        arm: &str,
+        configs: &[R::Config],
+        run: &mut RunConfig<'_, R>,
+    ) -> Result<Vec<(String, R)>> {
+        let mut runs = Vec::with_capacity(configs.len());
         for (i, config) in configs.iter().enumerate() {
             let key = format!("seed{seed}-{arm}-{i}");
             let what = format!("seed {seed} · {arm} · configuration {}/{}", i + 1, configs.len());
@@ -85,26 +100,32 @@ impl<'a> Search<'a> {
                 }
             };
             self.done += 1;
-            // A score that is not a number never wins; equal scores go to the tie-break, then
-            // to the earlier configuration.
-            let rank = |r: &R| {
-                let score = if r.validation_score().is_nan() { f64::NEG_INFINITY } else { r.validation_score() };
-                (score, r.tie_break())
-            };
-            if best
-                .as_ref()
-                .is_none_or(|(_, b)| rank(&record).partial_cmp(&rank(b)) == Some(std::cmp::Ordering::Greater))
-            {
-                best = Some((key, record));
-            }
+            runs.push((key, record));
         }
-        best.ok_or_else(|| Error::Invalid(format!("arm {arm} has no configuration to run")))
+        Ok(runs)
     }
 
     /// Removes the progress display.
     pub fn finish(&self) {
         self.progress.finish();
     }
+}
+
+/// The run of `runs` with the best `score` (measured on validation only): a score that is not a
+/// number never wins; equal scores go to the record's tie-break, then to the earlier run. None
+/// when `runs` is empty.
+pub fn best_by<R: ConfigRecord>(runs: &[(String, R)], score: impl Fn(&R) -> f64) -> Option<&(String, R)> {
+    let rank = |r: &R| {
+        let s = score(r);
+        (if s.is_nan() { f64::NEG_INFINITY } else { s }, r.tie_break())
+    };
+    let mut best: Option<&(String, R)> = None;
+    for run in runs {
+        if best.is_none_or(|(_, b)| rank(&run.1).partial_cmp(&rank(b)) == Some(std::cmp::Ordering::Greater)) {
+            best = Some(run);
+        }
+    }
+    best
 }
 
 /// The options every comparison shares: the budget of a configuration run (in forward passes

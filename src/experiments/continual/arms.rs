@@ -98,8 +98,9 @@ pub fn search_space(arm: &str) -> Vec<Config> {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct ConfigRun {
     pub(super) config: Config,
-    /// Validation accuracy on every task after the last one.
-    pub(super) validation: Vec<f64>,
+    /// Validation accuracy on every task after the last one, under each scenario of the
+    /// experiment (in its order).
+    pub(super) validation: Vec<Vec<f64>>,
     /// Cost of every task after the first, in cost units.
     pub(super) cost_per_task: Vec<f64>,
     /// Steps taken on every task after the first.
@@ -111,9 +112,21 @@ pub(super) struct ConfigRun {
 }
 
 impl ConfigRun {
-    /// Mean validation accuracy over the tasks after the last one.
-    pub(super) fn validation_mean(&self) -> f64 {
-        self.validation.iter().sum::<f64>() / self.validation.len().max(1) as f64
+    /// Mean validation accuracy over the tasks after the last one, under the experiment's
+    /// scenario `s` (an index into its scenarios).
+    pub(super) fn validation_mean(&self, s: usize) -> f64 {
+        let v = self.validation.get(s).map_or(&[][..], Vec::as_slice);
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    }
+
+    /// What picks among an arm's runs under scenario `s`: the mean validation accuracy; a
+    /// diverged run never wins.
+    pub(super) fn score(&self, s: usize) -> f64 {
+        if self.diverged {
+            f64::NEG_INFINITY
+        } else {
+            self.validation_mean(s)
+        }
     }
 }
 
@@ -122,16 +135,14 @@ impl ConfigRecord for ConfigRun {
     fn config(&self) -> &Config {
         &self.config
     }
-    /// The mean validation accuracy; a diverged run never wins.
+    /// The score under the experiment's first scenario ([`ConfigRun::score`]).
     fn validation_score(&self) -> f64 {
-        if self.diverged {
-            f64::NEG_INFINITY
-        } else {
-            self.validation_mean()
-        }
+        self.score(0)
     }
     fn describe(&self) -> String {
-        format!("validation {:.2}%, {:.0} s", 100.0 * self.validation_mean(), self.seconds)
+        let means: Vec<String> =
+            (0..self.validation.len()).map(|s| format!("{:.2}%", 100.0 * self.validation_mean(s))).collect();
+        format!("validation {}, {:.0} s", means.join(" / "), self.seconds)
     }
 }
 
@@ -148,9 +159,9 @@ pub(super) struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Accuracy of `w` on `data` of task `t` under the experiment's scenario (not counted).
-    pub(super) fn accuracy(&self, w: &Tensor, data: &Dataset, t: usize) -> Result<f64> {
-        let among = (self.exp.scenario == Scenario::Task).then_some(self.tasks[t].task.classes.as_slice());
+    /// Accuracy of `w` on `data` of task `t` under `scenario` (not counted).
+    pub(super) fn accuracy(&self, w: &Tensor, data: &Dataset, t: usize, scenario: Scenario) -> Result<f64> {
+        let among = (scenario == Scenario::Task).then_some(self.tasks[t].task.classes.as_slice());
         cost::uncounted(|| evaluate_among(self.net, w, data, usize::MAX, among, self.device))
     }
 
@@ -304,8 +315,11 @@ pub(super) fn run_config(
         nets.push(Snapshot::of(net, &w)?);
     }
     let diverged = diverged || !flat::norm(&w)?.is_finite();
-    let validation =
-        (0..tasks).map(|t| ctx.accuracy(&w, &ctx.tasks[t].split.validation, t)).collect::<Result<Vec<f64>>>()?;
+    let validation = exp
+        .scenarios
+        .iter()
+        .map(|&scenario| (0..tasks).map(|t| ctx.accuracy(&w, &ctx.tasks[t].split.validation, t, scenario)).collect())
+        .collect::<Result<Vec<Vec<f64>>>>()?;
     let seconds = start.elapsed().as_secs_f64();
     Ok((ConfigRun { config, validation, cost_per_task, steps_per_task, seconds, diverged }, nets))
 }

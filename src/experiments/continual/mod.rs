@@ -18,17 +18,17 @@
 
 mod arms;
 mod losses;
+mod report;
 pub mod tasks;
 
 pub use arms::{search_space, Config, ARMS, GEODESIC_OBJECTIVE};
 pub use losses::{logit_matching, EwcMemory};
+pub use report::forgetting;
 pub use tasks::{build_tasks, Scenario, Task, TaskSequence, TaskSplit};
 
-use super::compare::{ArmReport, Compare, OverSeeds, Paired, SeedPick};
-use super::runner::{
-    data_identity, forward_flops, load_stack, save_stack, today, write_json, Output, RunDir, Snapshot,
-};
-use super::search::{check_common, CommonOptions, Search};
+use super::compare::Compare;
+use super::runner::{data_identity, forward_flops, load_stack, save_stack, Output, RunDir, Snapshot};
+use super::search::{best_by, check_common, CommonOptions, Search};
 use crate::autodiff;
 use crate::data::{self, Dataset, EpochBatches};
 use crate::device::Device;
@@ -36,18 +36,18 @@ use crate::error::{Error, Result};
 use crate::geodesic::step::batch_at;
 use crate::nn::network::Network;
 use crate::optim::{LrSchedule, Optimizer, OptimizerKind, Schedule};
-use crate::report::{write_plot, Series};
-use arms::{run_config, ConfigRun, Ctx};
+use arms::{run_config, Ctx};
+use report::{Picked, Report};
 use serde_json::json;
-use std::fmt::Write as _;
 
 /// Options of a continual comparison.
 #[derive(Debug, Clone)]
 pub struct ContinualExperiment {
     /// The task sequence (for the report).
     pub sequence: TaskSequence,
-    /// How accuracy is measured.
-    pub scenario: Scenario,
+    /// How accuracy is measured: one report per scenario, every one from the same
+    /// configuration runs (a scenario changes the measurement, not the training).
+    pub scenarios: Vec<Scenario>,
     /// Stored inputs per class of every finished task.
     pub buffer_per_class: usize,
     /// Cost of each task after the first, per arm, in forward passes of one batch.
@@ -70,7 +70,7 @@ impl Default for ContinualExperiment {
     fn default() -> Self {
         ContinualExperiment {
             sequence: TaskSequence::SplitMnist,
-            scenario: Scenario::Class,
+            scenarios: vec![Scenario::Class],
             buffer_per_class: 50,
             budget: 2000.0,
             batch: 128,
@@ -83,12 +83,21 @@ impl Default for ContinualExperiment {
     }
 }
 
-/// The output files of a comparison.
-const OUTPUTS: [&str; 3] = ["compare.json", "compare.md", "compare.svg"];
+/// The output files of the report of `scenario`: compare.json, compare.md and compare.svg when
+/// the experiment measures one scenario; compare-SCENARIO.json, .md and .svg each when more.
+fn output_names(exp: &ContinualExperiment, scenario: Scenario) -> [String; 3] {
+    let stem = match exp.scenarios.len() {
+        1 => "compare".to_string(),
+        _ => format!("compare-{}", scenario.as_str()),
+    };
+    ["json", "md", "svg"].map(|ext| format!("{stem}.{ext}"))
+}
 
 /// Runs the comparison for every seed of `seeds` (initialisation, batches, buffers) on `tasks`
-/// into `out.dir` and returns it (also written as OUT/compare.json, compare.md with the accuracy
-/// matrices, and compare.svg).
+/// into `out.dir` and returns one report per scenario of `exp.scenarios`, in its order (also
+/// written as JSON, Markdown with the accuracy matrices, and SVG: [`output_names`]). Every
+/// scenario's picks and test accuracies come from the same configuration runs: a scenario only
+/// changes how accuracy is measured.
 pub fn run(
     exp: &ContinualExperiment,
     net: &Network,
@@ -96,189 +105,67 @@ pub fn run(
     seeds: &[u64],
     device: &Device,
     out: Output<'_>,
-) -> Result<Compare> {
+) -> Result<Vec<Compare>> {
     check(exp, net, tasks, seeds)?;
     let splits = TaskSplit::all(tasks)?;
-    let dir = RunDir::open(out.dir, &OUTPUTS, out.existing, &identity(exp, net, &splits, seeds))?;
+    let names: Vec<[String; 3]> = exp.scenarios.iter().map(|&s| output_names(exp, s)).collect();
+    let outputs: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
+    let dir = RunDir::open(out.dir, &outputs, out.existing, &identity(exp, net, &splits, seeds))?;
     let unit_flops = forward_flops(net, exp.batch, device)?;
     let space = |arm: &str| -> Vec<Config> { search_space(arm).into_iter().take(exp.configurations).collect() };
     let total: usize = exp.arms.iter().map(|a| space(a).len()).sum::<usize>() * seeds.len();
     let mut search = Search::new(&dir, total, out.progress, exp.abort_after_runs);
-    let mut per_arm: Vec<Vec<Picked>> = vec![Vec::new(); exp.arms.len()];
+    // per scenario, per arm: per seed
+    let mut picks: Vec<Vec<Vec<Picked>>> = vec![vec![Vec::new(); exp.arms.len()]; exp.scenarios.len()];
     for &seed in seeds {
         let w1 = first_task(exp, net, &splits[0].split.fit, seed, device)?;
         let ctx = Ctx { exp, net, tasks: &splits, buffers: buffers(exp, &splits, seed)?, seed, device, unit_flops };
         for (a, arm) in exp.arms.iter().enumerate() {
-            let (key, picked) = search.pick(seed, arm, &space(arm), &mut |key, config, tick| {
+            let runs = search.run_all(seed, arm, &space(arm), &mut |key, config, tick| {
                 let (r, nets) = run_config(&ctx, &w1, arm, config, tick)?;
                 save_stack(&dir.record_path(key, "ckpt"), &nets)?;
                 Ok(r)
             })?;
-            let nets = load_stack(&dir.record_path(&key, "ckpt"), device)?;
-            let matrix = nets
-                .iter()
-                .map(|s| {
-                    let w = s.restore(net)?;
-                    (0..splits.len()).map(|t| ctx.accuracy(w, &splits[t].task.test, t)).collect()
-                })
-                .collect::<Result<Vec<Vec<f64>>>>()?;
-            let p = Picked { run: picked, matrix };
-            search.progress.say(format!(
-                "seed {seed} · {arm}: picked {} (validation {:.2}%), test: average accuracy {:.2}%, forgetting {:.2}%",
-                super::compare::compact(&serde_json::to_value(p.run.config).unwrap_or_default()),
-                100.0 * p.run.validation_mean(),
-                100.0 * p.average(),
-                100.0 * p.forgetting()
-            ));
-            per_arm[a].push(p);
+            for (s, &scenario) in exp.scenarios.iter().enumerate() {
+                let (key, run) = best_by(&runs, |r| r.score(s))
+                    .cloned()
+                    .ok_or_else(|| Error::Invalid(format!("arm {arm} has no configuration to run")))?;
+                let nets = load_stack(&dir.record_path(&key, "ckpt"), device)?;
+                let matrix = nets
+                    .iter()
+                    .map(|n| {
+                        let w = n.restore(net)?;
+                        (0..splits.len()).map(|t| ctx.accuracy(w, &splits[t].task.test, t, scenario)).collect()
+                    })
+                    .collect::<Result<Vec<Vec<f64>>>>()?;
+                let p = Picked { validation: run.validation_mean(s), run, matrix };
+                search.progress.say(format!(
+                    "seed {seed} · {arm} ({}-incremental): picked {} (validation {:.2}%), test: average accuracy {:.2}%, forgetting {:.2}%",
+                    scenario.as_str(),
+                    super::compare::compact(&serde_json::to_value(p.run.config).unwrap_or_default()),
+                    100.0 * p.validation,
+                    100.0 * p.average(),
+                    100.0 * p.forgetting()
+                ));
+                picks[s][a].push(p);
+            }
         }
     }
     search.finish();
-    let arms: Vec<ArmReport> = exp
-        .arms
+    let tried: Vec<usize> = exp.arms.iter().map(|a| space(a).len()).collect();
+    let compares = exp
+        .scenarios
         .iter()
-        .zip(&per_arm)
-        .map(|(name, picks)| {
-            let mut report = arm_report(name, picks, space(name).len());
-            if name == "geodesic" {
-                report.extra.insert("objective".into(), json!(GEODESIC_OBJECTIVE));
-            }
-            report
+        .zip(&picks)
+        .zip(&names)
+        .map(|((&scenario, per_arm), names)| {
+            let report = Report { exp, net, tasks, seeds, scenario, per_arm, tried: &tried, unit_flops, device };
+            report.write(&dir, names)
         })
-        .collect();
-    // The geodesic arm against the best continual baseline on validation (joint training,
-    // which sees every task's data, is the reference, not a baseline).
-    let paired = Paired::against_best(&arms, &["joint"]);
-    let compare = Compare {
-        experiment: "continual".into(),
-        setting: json!({
-            "model": net.spec.name,
-            "tasks": exp.sequence.as_str(),
-            "scenario": exp.scenario.as_str(),
-            "buffer_per_class": exp.buffer_per_class,
-            "budget_per_task": exp.budget,
-            "task_names": tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-        }),
-        seeds: seeds.to_vec(),
-        cost_unit: format!("forward passes of one batch of {} examples, per task", exp.batch),
-        cost_unit_flops: unit_flops,
-        arms,
-        paired_difference: paired,
-        device: device.name(),
-        date: today(),
-    };
-    write_json(&dir.staged("compare.json"), &compare)?;
-    let objective = if exp.arms.iter().any(|a| a == "geodesic") {
-        format!("\nThe geodesic arm's step: {GEODESIC_OBJECTIVE}.\n")
-    } else {
-        String::new()
-    };
-    let markdown = compare.markdown() + &objective + &matrices_markdown(exp, &per_arm);
-    crate::train::write_atomic(&dir.staged("compare.md"), markdown.as_bytes())?;
-    let series: Vec<Series> = exp
-        .arms
-        .iter()
-        .zip(&per_arm)
-        .enumerate()
-        .map(|(a, (name, picks))| Series {
-            name: name.clone(),
-            points: picks[0]
-                .matrix
-                .iter()
-                .enumerate()
-                .map(|(t, row)| ((t + 1) as f64, row[..=t].iter().sum::<f64>() / (t + 1) as f64))
-                .collect(),
-            dashed: a > 0,
-        })
-        .collect();
-    write_plot(
-        &dir.staged("compare.svg"),
-        &format!("continual {} ({}): seed {}", exp.sequence.as_str(), exp.scenario.as_str(), seeds[0]),
-        "tasks learned",
-        "mean test accuracy over the tasks seen so far",
-        &series,
-    )?;
-    dir.finish(&OUTPUTS, "compare.json")?;
-    Ok(compare)
-}
-
-/// One seed's picked run of one arm with its test accuracy matrix (row `i`: after task `i`;
-/// column `j`: on task `j`).
-#[derive(Clone)]
-struct Picked {
-    run: ConfigRun,
-    matrix: Vec<Vec<f64>>,
-}
-
-impl Picked {
-    /// Mean test accuracy over all tasks after the last one.
-    fn average(&self) -> f64 {
-        let last = self.matrix.last().map_or(&[][..], Vec::as_slice);
-        last.iter().sum::<f64>() / last.len().max(1) as f64
-    }
-
-    /// Average forgetting of its matrix ([`forgetting`]).
-    fn forgetting(&self) -> f64 {
-        forgetting(&self.matrix)
-    }
-}
-
-/// Average forgetting (Chaudhry et al. 2018) of an accuracy matrix (row `i`: after task `i`;
-/// column `j`: on task `j`): over the tasks before the last, the best accuracy an earlier row
-/// had on the task minus the last row's; 0 for fewer than two rows.
-pub fn forgetting(matrix: &[Vec<f64>]) -> f64 {
-    let n = matrix.len();
-    if n < 2 {
-        return 0.0;
-    }
-    let last = &matrix[n - 1];
-    let drops: f64 =
-        (0..n - 1).map(|j| (j..n - 1).map(|i| matrix[i][j]).fold(f64::NEG_INFINITY, f64::max) - last[j]).sum();
-    drops / (n - 1) as f64
-}
-
-/// The report of one arm: `test_accuracy` is the average accuracy over all tasks after the
-/// last one; `cost` the mean cost per task after the first.
-fn arm_report(name: &str, picks: &[Picked], tried: usize) -> ArmReport {
-    let seeds: Vec<SeedPick> = picks
-        .iter()
-        .map(|p| SeedPick {
-            config: serde_json::to_value(p.run.config).unwrap_or_default(),
-            validation_accuracy: p.run.validation_mean(),
-            test_accuracy: p.average(),
-            cost: p.run.cost_per_task.iter().sum::<f64>() / p.run.cost_per_task.len().max(1) as f64,
-            seconds: p.run.seconds,
-        })
-        .collect();
-    let mut extra = serde_json::Map::new();
-    extra.insert("forgetting".into(), json!(OverSeeds::of(picks.iter().map(Picked::forgetting).collect())));
-    extra.insert("accuracy_matrix".into(), json!(picks.iter().map(|p| p.matrix.clone()).collect::<Vec<_>>()));
-    extra.insert("cost_per_task".into(), json!(picks.iter().map(|p| p.run.cost_per_task.clone()).collect::<Vec<_>>()));
-    extra
-        .insert("steps_per_task".into(), json!(picks.iter().map(|p| p.run.steps_per_task.clone()).collect::<Vec<_>>()));
-    extra.insert("diverged".into(), json!(picks.iter().map(|p| p.run.diverged).collect::<Vec<_>>()));
-    ArmReport::of(name, &seeds, tried, extra)
-}
-
-/// Each arm's accuracy matrix, mean over the seeds, as Markdown.
-fn matrices_markdown(exp: &ContinualExperiment, per_arm: &[Vec<Picked>]) -> String {
-    let mut s = String::from("\nTest accuracy after task i (rows) on task j (columns), mean over the seeds:\n");
-    for (name, picks) in exp.arms.iter().zip(per_arm) {
-        let n = picks[0].matrix.len();
-        let _ = writeln!(s, "\n{name}:\n");
-        let _ = writeln!(s, "| after | {} |", (1..=n).map(|j| format!("task {j}")).collect::<Vec<_>>().join(" | "));
-        let _ = writeln!(s, "|---|{}", "---:|".repeat(n));
-        for i in 0..n {
-            let cells: Vec<String> = (0..n)
-                .map(|j| {
-                    let mean = picks.iter().map(|p| p.matrix[i][j]).sum::<f64>() / picks.len() as f64;
-                    format!("{:.2}", 100.0 * mean)
-                })
-                .collect();
-            let _ = writeln!(s, "| {} | {} |", i + 1, cells.join(" | "));
-        }
-    }
-    s
+        .collect::<Result<Vec<Compare>>>()?;
+    let last = outputs.iter().rev().find(|f| f.ends_with(".json")).copied().unwrap_or("compare.json");
+    dir.finish(&outputs, last)?;
+    Ok(compares)
 }
 
 /// The network after the first task, learned from `seed`'s initialisation by SGD (rate 0.05,
@@ -332,7 +219,7 @@ fn identity(exp: &ContinualExperiment, net: &Network, splits: &[TaskSplit<'_>], 
         "classes": net.classes,
         "input": net.input,
         "tasks": exp.sequence.as_str(),
-        "scenario": exp.scenario.as_str(),
+        "scenarios": exp.scenarios.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
         "buffer_per_class": exp.buffer_per_class,
         "budget": exp.budget,
         "batch": exp.batch,
@@ -350,6 +237,9 @@ fn check(exp: &ContinualExperiment, net: &Network, tasks: &[Task], seeds: &[u64]
     }
     if exp.first_epochs == 0 || exp.fisher_examples == 0 {
         return Err(Error::Invalid("--first-epochs and the EWC Fisher's examples must be positive".into()));
+    }
+    if exp.scenarios.is_empty() || exp.scenarios.iter().enumerate().any(|(i, s)| exp.scenarios[..i].contains(s)) {
+        return Err(Error::Invalid("--scenario needs one or more scenarios (task, class), each once".into()));
     }
     if exp.buffer_per_class == 0 {
         return Err(Error::Invalid("--buffer-per-class must be at least 1".into()));
