@@ -404,7 +404,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
         print!("{}", geopath::experiments::compare::gather(&runs));
         return Ok(());
     }
-    let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups })?;
+    let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups, class: None })?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),
         Command::Bench { names, json, model, batch } => {

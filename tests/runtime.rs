@@ -135,3 +135,27 @@ fn elementwise_ops_match_the_cpu_reference() {
     let e = ew::add(&Tensor::zeros(&dev, &[3]).unwrap(), &Tensor::zeros(&cpu, &[3]).unwrap()).unwrap_err();
     assert!(matches!(e, Error::DeviceMismatch(_)), "{e}");
 }
+
+#[test]
+fn the_adapter_profile_forces_the_hardware_variants_and_an_unknown_one_is_refused() {
+    if wgpu_device().is_none() {
+        return;
+    }
+    let info = |profile: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
+            .args(["--device", "gpu", "info"])
+            .env("GEOPATH_ADAPTER_PROFILE", profile)
+            .output()
+            .unwrap()
+    };
+    let hardware = info("hardware");
+    let stdout = String::from_utf8_lossy(&hardware.stdout);
+    assert!(hardware.status.success() && stdout.contains("(Hardware kernel variants)"), "{stdout}");
+    let bogus = info("fastest");
+    let stderr = String::from_utf8_lossy(&bogus.stderr);
+    assert!(!bogus.status.success() && stderr.contains("GEOPATH_ADAPTER_PROFILE=fastest"), "{stderr}");
+    // The hardware-variant test device really takes them (on a software adapter).
+    if let Some(geopath::Device::Gpu(ctx)) = gpu_hardware_variants() {
+        assert_eq!(ctx.class, geopath::gpu::AdapterClass::Hardware);
+    }
+}

@@ -31,6 +31,26 @@ pub enum AdapterClass {
     Hardware,
 }
 
+impl AdapterClass {
+    /// The class of the adapter, or the one `GEOPATH_ADAPTER_PROFILE` forces (`hardware`,
+    /// `software`; `native` or unset: the adapter's own), so that the kernel variants of a
+    /// hardware GPU run, and are tested, on a software driver too. An unknown value is an error.
+    pub fn of(info: &wgpu::AdapterInfo) -> Result<AdapterClass> {
+        let native = if is_software(info.device_type) { AdapterClass::Software } else { AdapterClass::Hardware };
+        match std::env::var(PROFILE_VAR).as_deref() {
+            Err(_) | Ok("") | Ok("native") => Ok(native),
+            Ok("hardware") => Ok(AdapterClass::Hardware),
+            Ok("software") => Ok(AdapterClass::Software),
+            Ok(other) => Err(Error::Invalid(format!(
+                "{PROFILE_VAR}={other}: unknown adapter profile (native, hardware, software)"
+            ))),
+        }
+    }
+}
+
+/// The environment variable that forces the kernel variants of an adapter class.
+pub const PROFILE_VAR: &str = "GEOPATH_ADAPTER_PROFILE";
+
 /// Which device `--device` asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceChoice {
@@ -67,11 +87,13 @@ pub struct ContextOptions {
     /// Enable subgroup operations where the adapter offers them (default); off, every kernel
     /// takes its subgroup-free variant.
     pub subgroups: bool,
+    /// The class whose kernel variants run, whatever the adapter (None: [`AdapterClass::of`]).
+    pub class: Option<AdapterClass>,
 }
 
 impl Default for ContextOptions {
     fn default() -> Self {
-        ContextOptions { subgroups: true }
+        ContextOptions { subgroups: true, class: None }
     }
 }
 
@@ -96,7 +118,8 @@ pub struct GpuContext {
     pub limits: wgpu::Limits,
     /// The features enabled on the device.
     pub features: wgpu::Features,
-    /// Software or hardware, for kernel-variant choice.
+    /// Software or hardware, for kernel-variant choice (the adapter's own unless
+    /// [`PROFILE_VAR`] forces one).
     pub class: AdapterClass,
     /// Whether kernels may share loads among the SIMD lanes of a CPU-emulated driver through
     /// subgroup broadcasts: a software adapter whose subgroups are exactly 8 lanes, with the
@@ -160,7 +183,10 @@ impl GpuContext {
         device.on_uncaptured_error(Arc::new(|e: wgpu::Error| {
             eprintln!("geopath: uncaptured wgpu error: {e}");
         }));
-        let class = if is_software(info.device_type) { AdapterClass::Software } else { AdapterClass::Hardware };
+        let class = match options.class {
+            Some(c) => c,
+            None => AdapterClass::of(&info)?,
+        };
         let lane_sharing = class == AdapterClass::Software
             && features.contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size == 8

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use geopath::data::Dataset;
-use geopath::gpu::{ContextOptions, GpuContext};
+use geopath::gpu::{AdapterClass, ContextOptions, GpuContext};
 use geopath::nn::network::Network;
 use geopath::optim::{LrSchedule, Optimizer, OptimizerKind};
 use geopath::{Device, DeviceChoice, Tensor};
@@ -51,20 +51,40 @@ pub fn gpu_without_subgroups() -> Option<Device> {
     static DEV: OnceLock<Option<Device>> = OnceLock::new();
     DEV.get_or_init(|| {
         wgpu_device()?;
-        let ctx = GpuContext::with_options(ContextOptions { subgroups: false }).expect("second wgpu device");
+        let ctx =
+            GpuContext::with_options(ContextOptions { subgroups: false, class: None }).expect("second wgpu device");
         assert!(!ctx.lane_sharing);
         Some(Device::Gpu(ctx))
     })
     .clone()
 }
 
+/// A wgpu device on the same adapter that takes the kernel variants of a hardware GPU, so that
+/// they are checked on a software driver too (`None` where [`wgpu_device`] is, or where the
+/// adapter is hardware already: [`wgpu_device`] covers it).
+pub fn gpu_hardware_variants() -> Option<Device> {
+    static DEV: OnceLock<Option<Device>> = OnceLock::new();
+    DEV.get_or_init(|| {
+        let Device::Gpu(native) = wgpu_device()? else { return None };
+        if native.class == AdapterClass::Hardware {
+            return None;
+        }
+        let options = ContextOptions { subgroups: true, class: Some(AdapterClass::Hardware) };
+        let ctx = GpuContext::with_options(options).expect("wgpu device with hardware variants");
+        assert!(ctx.class == AdapterClass::Hardware && !ctx.lane_sharing);
+        Some(Device::Gpu(ctx))
+    })
+    .clone()
+}
+
 /// The devices to check kernels on against the reference: the native CPU backend, and unless
-/// `GEOPATH_TEST_DEVICE=cpu`, the wgpu device and the one without subgroup operations.
+/// `GEOPATH_TEST_DEVICE=cpu`, the wgpu device, the one without subgroup operations and the one
+/// taking the hardware variants.
 pub fn devices() -> Vec<Device> {
     let gpus = if testing_cpu_backend() {
         Vec::new()
     } else {
-        wgpu_device().into_iter().chain(gpu_without_subgroups()).collect()
+        wgpu_device().into_iter().chain(gpu_without_subgroups()).chain(gpu_hardware_variants()).collect()
     };
     std::iter::once(Device::Cpu).chain(gpus).collect()
 }
