@@ -45,6 +45,7 @@ pub const FAMILIES: &[Family] = &[
     family!("matmul", 4, 2, prelude "matmul_tile"),
     family!("matmul_subgroup", 4, 2, prelude "matmul_tile", "lane_share"),
     family!("matmul_general", 4, 2),
+    family!("matmul_wg", 4, 2),
     family!("matmul_jvp", 6, 2, prelude "matmul_jvp_tile"),
     family!("matmul_jvp_subgroup", 6, 2, prelude "matmul_jvp_tile", "lane_share"),
     family!("matmul_jvp_general", 6, 2),

@@ -199,3 +199,26 @@ fn matmul_shape_mismatch_is_an_error_naming_both_shapes() {
     let e = geopath::ops::matmul::matmul(&a, &b).unwrap_err().to_string();
     assert!(e.contains("[3, 4]") && e.contains("[5, 6]"), "{e}");
 }
+
+#[test]
+fn each_adapter_class_takes_its_matmul_variants() {
+    use geopath::ops::matmul::MatmulVariant;
+    if let Some(Device::Gpu(hw)) = gpu_hardware_variants() {
+        // The workgroup-memory blocks for every shape and layout; 8 × 8 per invocation once
+        // both sides reach 128 (the shapes the tests above check include both).
+        assert_eq!(MatmulVariant::select(&hw, 200, 300, 100, false, false), MatmulVariant::WorkgroupTiled { tm: 8 });
+        assert_eq!(MatmulVariant::select(&hw, 130, 70, 20, true, false), MatmulVariant::WorkgroupTiled { tm: 4 });
+        assert_eq!(MatmulVariant::select(&hw, 31, 33, 35, true, true), MatmulVariant::WorkgroupTiled { tm: 4 });
+    }
+    if let Some(Device::Gpu(sw)) = wgpu_device() {
+        if sw.class == geopath::gpu::AdapterClass::Software {
+            assert!(matches!(MatmulVariant::select(&sw, 31, 33, 35, false, false), MatmulVariant::General { .. }));
+            let aligned = MatmulVariant::select(&sw, 64, 64, 64, false, false);
+            if sw.lane_sharing {
+                assert!(matches!(aligned, MatmulVariant::LaneShared { .. }), "{aligned:?}");
+            } else {
+                assert!(matches!(aligned, MatmulVariant::RegisterTiled { .. }), "{aligned:?}");
+            }
+        }
+    }
+}

@@ -252,54 +252,119 @@ fn gpu_matmul(
     }
     let mut outputs = vec![buf(out)];
     outputs.extend(col_sums.map(buf));
-    let aligned = n % 4 == 0
-        && match (o.trans_a, o.trans_b) {
-            (false, false) | (false, true) => k % 4 == 0,
-            (true, false) => m % 4 == 0,
-            (true, true) => false,
-        };
-    if aligned && k > 0 && ctx.class == AdapterClass::Software {
-        let rows_on_lanes = rows_on_lanes(m, n, 16);
-        // The lane-sharing kernels need K % 4 == 0 for Aᵀ B too.
-        let shared_loads = ctx.lane_sharing && (!o.trans_a || k % 4 == 0);
-        let (family, entry) = match (o.trans_a, o.trans_b, shared_loads, rows_on_lanes) {
-            (false, false, true, true) => ("matmul_subgroup", "matmul_nn_rows"),
-            (false, false, true, false) => ("matmul_subgroup", "matmul_nn_cols"),
-            (true, false, true, true) => ("matmul_subgroup", "matmul_tn_rows"),
-            (true, false, true, false) => ("matmul_subgroup", "matmul_tn_cols"),
-            (false, true, true, true) => ("matmul_subgroup", "matmul_nt_rows"),
-            (false, true, true, false) => ("matmul_subgroup", "matmul_nt_cols"),
-            (false, false, false, _) => ("matmul", "matmul_nn"),
-            (true, false, false, _) => ("matmul", "matmul_tn"),
-            _ => ("matmul", "matmul_nt"),
-        };
-        let flags = flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
-        let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta);
-        let (along_x, along_y) = if shared_loads { TILE_NN_SHARED } else { TILE_NN };
-        let groups = if rows_on_lanes {
-            [m.div_ceil(along_x) as u32, n.div_ceil(along_y) as u32, 1]
-        } else {
-            [n.div_ceil(along_x) as u32, m.div_ceil(along_y) as u32, 1]
-        };
-        ctx.dispatch("matmul", &KernelKey::new(family, entry), p.bytes(), &inputs, &outputs, groups)?;
-    } else {
+    let variant = MatmulVariant::select(ctx, m, n, k, o.trans_a, o.trans_b);
+    let rows_flag = |rows_on_lanes: bool| flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
+    let strided = |flags: usize| {
         let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
         let (sb_row, sb_col) = if o.trans_b { (1, k) } else { (n, 1) };
-        let rows_on_lanes = rows_on_lanes(m, n, 4);
-        let flags = flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
-        let p = Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta).u(sa_row).u(sa_col).u(sb_row).u(sb_col);
-        let (gm, gn) = (m.div_ceil(32) as u32, n.div_ceil(32) as u32);
-        let groups = if rows_on_lanes { [gm, gn, 1] } else { [gn, gm, 1] };
-        ctx.dispatch(
-            "matmul",
-            &KernelKey::new("matmul_general", "matmul_general"),
-            p.bytes(),
-            &inputs,
-            &outputs,
-            groups,
-        )?;
+        Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta).u(sa_row).u(sa_col).u(sb_row).u(sb_col)
+    };
+    // Workgroups along x and y for blocks of `rows` x `cols`, rows along x when `rows_on_lanes`.
+    let grid = |rows: usize, cols: usize, rows_on_lanes: bool| {
+        let (gm, gn) = (m.div_ceil(rows) as u32, n.div_ceil(cols) as u32);
+        if rows_on_lanes {
+            [gm, gn, 1]
+        } else {
+            [gn, gm, 1]
+        }
+    };
+    let (key, p, groups) = match variant {
+        MatmulVariant::RegisterTiled { rows_on_lanes } | MatmulVariant::LaneShared { rows_on_lanes } => {
+            let shared = matches!(variant, MatmulVariant::LaneShared { .. });
+            let (family, entry) = match (o.trans_a, o.trans_b, shared, rows_on_lanes) {
+                (false, false, true, true) => ("matmul_subgroup", "matmul_nn_rows"),
+                (false, false, true, false) => ("matmul_subgroup", "matmul_nn_cols"),
+                (true, false, true, true) => ("matmul_subgroup", "matmul_tn_rows"),
+                (true, false, true, false) => ("matmul_subgroup", "matmul_tn_cols"),
+                (false, true, true, true) => ("matmul_subgroup", "matmul_nt_rows"),
+                (false, true, true, false) => ("matmul_subgroup", "matmul_nt_cols"),
+                (false, false, false, _) => ("matmul", "matmul_nn"),
+                (true, false, false, _) => ("matmul", "matmul_tn"),
+                _ => ("matmul", "matmul_nt"),
+            };
+            let p = Params::new().u(m).u(n).u(k).u(rows_flag(rows_on_lanes)).f(o.alpha).f(beta);
+            let (along_x, along_y) = if shared { TILE_NN_SHARED } else { TILE_NN };
+            let groups = if rows_on_lanes {
+                [m.div_ceil(along_x) as u32, n.div_ceil(along_y) as u32, 1]
+            } else {
+                [n.div_ceil(along_x) as u32, m.div_ceil(along_y) as u32, 1]
+            };
+            (KernelKey::new(family, entry), p, groups)
+        }
+        MatmulVariant::WorkgroupTiled { tm } => {
+            let key = KernelKey {
+                family: "matmul_wg",
+                entry: "matmul_wg",
+                specialise: vec![("TM", tm as u32), ("TN", tm as u32)],
+            };
+            (key, strided(flags), grid(16 * tm, 16 * tm, false))
+        }
+        MatmulVariant::General { rows_on_lanes } => {
+            let key = KernelKey::new("matmul_general", "matmul_general");
+            (key, strided(rows_flag(rows_on_lanes)), grid(32, 32, rows_on_lanes))
+        }
+    };
+    ctx.dispatch("matmul", &key, p.bytes(), &inputs, &outputs, groups)
+}
+
+/// The kernel variants of the matrix product on a wgpu device (chosen by
+/// [`MatmulVariant::select`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulVariant {
+    /// Register tiles with vec4 loads (kernels/matmul.wgsl): software drivers, aligned shapes.
+    RegisterTiled {
+        /// Consecutive invocations take consecutive row tiles (else column tiles).
+        rows_on_lanes: bool,
+    },
+    /// Register tiles whose loads are shared among 8 SIMD lanes by subgroup broadcasts
+    /// (kernels/matmul_subgroup.wgsl): software drivers with 8-lane subgroups, aligned shapes.
+    LaneShared {
+        /// Consecutive invocations take consecutive row tiles (else column tiles).
+        rows_on_lanes: bool,
+    },
+    /// Blocks of 16·tm × 16·tm staged through workgroup memory (kernels/matmul_wg.wgsl):
+    /// hardware GPUs, every shape and layout.
+    WorkgroupTiled {
+        /// Outputs per invocation along each side (4 or 8).
+        tm: usize,
+    },
+    /// Scalar 4×4 tiles (kernels/matmul_general.wgsl): software drivers, every other shape.
+    General {
+        /// Consecutive invocations take consecutive row tiles (else column tiles).
+        rows_on_lanes: bool,
+    },
+}
+
+impl MatmulVariant {
+    /// The variant for an `m × n × k` product of the given layout on `ctx`: on a hardware GPU
+    /// the workgroup-memory blocks (8 × 8 outputs per invocation once both sides reach 128,
+    /// when the blocks fit the adapter's workgroup memory); on a software driver the register
+    /// tiles where the shape is aligned to vec4 loads, lane-shared where the driver's subgroups
+    /// allow, else the scalar kernel.
+    pub fn select(ctx: &GpuContext, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
+        if ctx.class == AdapterClass::Hardware {
+            // Two f32 blocks of 16 × 16·tm each.
+            let fits = |tm: usize| 2 * 16 * 16 * tm * 4 <= ctx.limits.max_compute_workgroup_storage_size as usize;
+            let tm = if m >= 128 && n >= 128 && fits(8) { 8 } else { 4 };
+            return MatmulVariant::WorkgroupTiled { tm };
+        }
+        let aligned = n % 4 == 0
+            && match (trans_a, trans_b) {
+                (false, false) | (false, true) => k % 4 == 0,
+                (true, false) => m % 4 == 0,
+                (true, true) => false,
+            };
+        if !(aligned && k > 0) {
+            return MatmulVariant::General { rows_on_lanes: rows_on_lanes(m, n, 4) };
+        }
+        let rows_on_lanes = rows_on_lanes(m, n, 16);
+        // The lane-sharing kernels need K % 4 == 0 for Aᵀ B too.
+        if ctx.lane_sharing && (!trans_a || k % 4 == 0) {
+            MatmulVariant::LaneShared { rows_on_lanes }
+        } else {
+            MatmulVariant::RegisterTiled { rows_on_lanes }
+        }
     }
-    Ok(())
 }
 
 /// Fused forward mode of a dense layer: `(C, dC)` for `C = act(A B + bias)` and
