@@ -49,6 +49,7 @@ pub const FAMILIES: &[Family] = &[
     family!("matmul_jvp", 6, 2, prelude "matmul_jvp_tile"),
     family!("matmul_jvp_subgroup", 6, 2, prelude "matmul_jvp_tile", "lane_share"),
     family!("matmul_jvp_general", 6, 2),
+    family!("matmul_jvp_wg", 6, 2),
     family!("conv2d", 6, 2),
     family!("conv2d_3x3", 6, 2),
     family!("conv2d_lower", 4, 2),

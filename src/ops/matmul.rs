@@ -348,10 +348,10 @@ impl MatmulVariant {
             let tm = if m >= 128 && n >= 128 && fits(8) { 8 } else { 4 };
             return MatmulVariant::WorkgroupTiled { tm };
         }
-        let aligned = n % 4 == 0
+        let aligned = n.is_multiple_of(4)
             && match (trans_a, trans_b) {
-                (false, false) | (false, true) => k % 4 == 0,
-                (true, false) => m % 4 == 0,
+                (false, false) | (false, true) => k.is_multiple_of(4),
+                (true, false) => m.is_multiple_of(4),
                 (true, true) => false,
             };
         if !(aligned && k > 0) {
@@ -359,7 +359,7 @@ impl MatmulVariant {
         }
         let rows_on_lanes = rows_on_lanes(m, n, 16);
         // The lane-sharing kernels need K % 4 == 0 for Aᵀ B too.
-        if ctx.lane_sharing && (!trans_a || k % 4 == 0) {
+        if ctx.lane_sharing && (!trans_a || k.is_multiple_of(4)) {
             MatmulVariant::LaneShared { rows_on_lanes }
         } else {
             MatmulVariant::RegisterTiled { rows_on_lanes }
@@ -421,8 +421,9 @@ pub fn matmul_jvp(
             Ok((Tensor::host_result(&dev, &[m, n], c), Tensor::host_result(&dev, &[m, n], dc)))
         }
         Device::Gpu(ctx) => {
-            // Aligned shapes: the vec4 register-tiled kernel; others: the scalar general one.
-            let fast = n % 4 == 0 && k % 4 == 0 && k > 0;
+            // Hardware GPUs: workgroup-memory blocks (any shape). Software drivers: the vec4
+            // register-tiled kernel for aligned shapes, the scalar general one for others.
+            let fast = n.is_multiple_of(4) && k.is_multiple_of(4) && k > 0;
             let c = Tensor::gpu_uninit(&ctx, "matmul_jvp", &[m, n])?;
             let dc = Tensor::gpu_uninit(&ctx, "matmul_jvp", &[m, n])?;
             let flags = if bias.is_some() { FLAG_BIAS } else { 0 } | if relu { FLAG_RELU } else { 0 };
@@ -434,7 +435,9 @@ pub fn matmul_jvp(
                 buf(db),
                 bias.map_or(buf(a), |(_, y)| buf(y)),
             ];
-            let (family, entry, tile) = if fast && ctx.lane_sharing {
+            let (family, entry, tile) = if ctx.class == AdapterClass::Hardware {
+                ("matmul_jvp_wg", "matmul_jvp_wg", (64, 64))
+            } else if fast && ctx.lane_sharing {
                 ("matmul_jvp_subgroup", "matmul_jvp_nn_cols", TILE_JVP)
             } else if fast {
                 ("matmul_jvp", "matmul_jvp_nn", TILE_JVP)
