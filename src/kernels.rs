@@ -55,6 +55,7 @@ pub const FAMILIES: &[Family] = &[
     family!("conv2d_lower", 4, 2),
     family!("conv2d_gemm", 6, 1),
     family!("conv2d_im2col", 2, 2),
+    family!("conv2d_igemm", 6, 2),
     family!("pool", 3, 3),
     family!("reduce", 2, 2),
     family!("softmax", 3, 2),

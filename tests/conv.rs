@@ -165,90 +165,94 @@ fn check(what: &str, got: &Tensor, want: &Tensor, len: usize) {
 
 #[test]
 fn conv2d_forward_matches_cpu_reference() {
-    let Some(dev) = test_device() else { return };
-    let mut rng = Rng::new(21);
-    for case in CASES {
-        let (x, xc) = pair(&dev, &mut rng, &case.x());
-        let (w, wc) = pair(&dev, &mut rng, &case.wt());
-        let (b, bc) = pair(&dev, &mut rng, &[case.o]);
-        let len = case.c * case.kh * case.kw;
-        for (bias, relu) in [(false, false), (true, false), (true, true), (false, true)] {
-            let got = conv2d(&x, &w, bias.then_some(&b), case.g(), relu).unwrap();
-            let want = conv2d(&xc, &wc, bias.then_some(&bc), case.g(), relu).unwrap();
-            assert_eq!(got.shape(), case.y());
-            check(&format!("conv2d {case:?} bias={bias} relu={relu}"), &got, &want, len);
+    for dev in test_devices() {
+        let mut rng = Rng::new(21);
+        for case in CASES {
+            let (x, xc) = pair(&dev, &mut rng, &case.x());
+            let (w, wc) = pair(&dev, &mut rng, &case.wt());
+            let (b, bc) = pair(&dev, &mut rng, &[case.o]);
+            let len = case.c * case.kh * case.kw;
+            for (bias, relu) in [(false, false), (true, false), (true, true), (false, true)] {
+                let got = conv2d(&x, &w, bias.then_some(&b), case.g(), relu).unwrap();
+                let want = conv2d(&xc, &wc, bias.then_some(&bc), case.g(), relu).unwrap();
+                assert_eq!(got.shape(), case.y());
+                check(&format!("conv2d {case:?} bias={bias} relu={relu}"), &got, &want, len);
+            }
         }
     }
 }
 
 #[test]
 fn conv2d_jvp_matches_cpu_reference() {
-    let Some(dev) = test_device() else { return };
-    let mut rng = Rng::new(22);
-    for case in CASES {
-        let (x, xc) = pair(&dev, &mut rng, &case.x());
-        let (dx, dxc) = pair(&dev, &mut rng, &case.x());
-        let (w, wc) = pair(&dev, &mut rng, &case.wt());
-        let (dw, dwc) = pair(&dev, &mut rng, &case.wt());
-        let (b, bc) = pair(&dev, &mut rng, &[case.o]);
-        let (db, dbc) = pair(&dev, &mut rng, &[case.o]);
-        let len = 2 * case.c * case.kh * case.kw;
-        for (has_dx, bias, relu) in
-            [(true, true, true), (false, true, false), (true, false, false), (false, false, true)]
-        {
-            let (y, dy) =
-                conv2d_jvp(&x, has_dx.then_some(&dx), &w, &dw, bias.then_some((&b, &db)), case.g(), relu).unwrap();
-            let (yc, dyc) =
-                conv2d_jvp(&xc, has_dx.then_some(&dxc), &wc, &dwc, bias.then_some((&bc, &dbc)), case.g(), relu)
-                    .unwrap();
-            let what = format!("conv2d_jvp {case:?} dx={has_dx} bias={bias} relu={relu}");
-            check(&what, &y, &yc, len);
-            check(&what, &dy, &dyc, len);
+    for dev in test_devices() {
+        let mut rng = Rng::new(22);
+        for case in CASES {
+            let (x, xc) = pair(&dev, &mut rng, &case.x());
+            let (dx, dxc) = pair(&dev, &mut rng, &case.x());
+            let (w, wc) = pair(&dev, &mut rng, &case.wt());
+            let (dw, dwc) = pair(&dev, &mut rng, &case.wt());
+            let (b, bc) = pair(&dev, &mut rng, &[case.o]);
+            let (db, dbc) = pair(&dev, &mut rng, &[case.o]);
+            let len = 2 * case.c * case.kh * case.kw;
+            for (has_dx, bias, relu) in
+                [(true, true, true), (false, true, false), (true, false, false), (false, false, true)]
+            {
+                let (y, dy) =
+                    conv2d_jvp(&x, has_dx.then_some(&dx), &w, &dw, bias.then_some((&b, &db)), case.g(), relu).unwrap();
+                let (yc, dyc) =
+                    conv2d_jvp(&xc, has_dx.then_some(&dxc), &wc, &dwc, bias.then_some((&bc, &dbc)), case.g(), relu)
+                        .unwrap();
+                let what = format!("conv2d_jvp {case:?} dx={has_dx} bias={bias} relu={relu}");
+                check(&what, &y, &yc, len);
+                check(&what, &dy, &dyc, len);
+            }
         }
     }
 }
 
 #[test]
 fn conv2d_backward_matches_cpu_reference() {
-    let Some(dev) = test_device() else { return };
-    let mut rng = Rng::new(23);
-    // The extra cases have few channels and many rows, so the weight and bias gradients take
-    // the split-reduction path.
-    let extra = [Case::new(8, 3, (16, 16), 3, (3, 3), 1, 1), Case::new(5, 2, (9, 9), 1, (2, 2), 2, 1)];
-    for case in CASES.iter().chain(&extra) {
-        let (x, xc) = pair(&dev, &mut rng, &case.x());
-        let (w, wc) = pair(&dev, &mut rng, &case.wt());
-        let (gy, gyc) = pair(&dev, &mut rng, &case.y());
-        let [_, _, oh, ow] = case.y();
-        let what = format!("{case:?}");
-        let got = conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap();
-        let want = conv2d_backward_data(&gyc, &wc, &case.x(), case.g()).unwrap();
-        check(&format!("backward_data {what}"), &got, &want, case.o * case.kh * case.kw);
-        let got = conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap();
-        let want = conv2d_backward_weight(&xc, &gyc, &case.wt(), case.g()).unwrap();
-        check(&format!("backward_weight {what}"), &got, &want, case.n * oh * ow);
-        let got = conv2d_backward_bias(&gy).unwrap();
-        let want = conv2d_backward_bias(&gyc).unwrap();
-        check(&format!("backward_bias {what}"), &got, &want, case.n * oh * ow);
+    for dev in test_devices() {
+        let mut rng = Rng::new(23);
+        // The extra cases have few channels and many rows, so the weight and bias gradients take
+        // the split-reduction path.
+        let extra = [Case::new(8, 3, (16, 16), 3, (3, 3), 1, 1), Case::new(5, 2, (9, 9), 1, (2, 2), 2, 1)];
+        for case in CASES.iter().chain(&extra) {
+            let (x, xc) = pair(&dev, &mut rng, &case.x());
+            let (w, wc) = pair(&dev, &mut rng, &case.wt());
+            let (gy, gyc) = pair(&dev, &mut rng, &case.y());
+            let [_, _, oh, ow] = case.y();
+            let what = format!("{case:?}");
+            let got = conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap();
+            let want = conv2d_backward_data(&gyc, &wc, &case.x(), case.g()).unwrap();
+            check(&format!("backward_data {what}"), &got, &want, case.o * case.kh * case.kw);
+            let got = conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap();
+            let want = conv2d_backward_weight(&xc, &gyc, &case.wt(), case.g()).unwrap();
+            check(&format!("backward_weight {what}"), &got, &want, case.n * oh * ow);
+            let got = conv2d_backward_bias(&gy).unwrap();
+            let want = conv2d_backward_bias(&gyc).unwrap();
+            check(&format!("backward_bias {what}"), &got, &want, case.n * oh * ow);
+        }
     }
 }
 
 #[test]
 fn gpu_conv2d_vjp_is_the_transpose_of_the_jvp() {
     // <gy, J [dx, dw, db]> = <J^T gy, [dx, dw, db]>, all on the GPU.
-    let Some(dev) = test_device() else { return };
-    let mut rng = Rng::new(24);
-    for case in CASES {
-        let t = |rng: &mut Rng, s: &[usize]| rand_tensor(&dev, rng, s).0;
-        let (x, dx, w, dw) =
-            (t(&mut rng, &case.x()), t(&mut rng, &case.x()), t(&mut rng, &case.wt()), t(&mut rng, &case.wt()));
-        let (b, db, gy) = (t(&mut rng, &[case.o]), t(&mut rng, &[case.o]), t(&mut rng, &case.y()));
-        let (_, dy) = conv2d_jvp(&x, Some(&dx), &w, &dw, Some((&b, &db)), case.g(), false).unwrap();
-        let lhs = dot(&gy, &dy);
-        let rhs = dot(&conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap(), &dx)
-            + dot(&conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap(), &dw)
-            + dot(&conv2d_backward_bias(&gy).unwrap(), &db);
-        assert_near(&format!("{case:?}"), lhs, rhs, 1e-4);
+    for dev in test_devices() {
+        let mut rng = Rng::new(24);
+        for case in CASES {
+            let t = |rng: &mut Rng, s: &[usize]| rand_tensor(&dev, rng, s).0;
+            let (x, dx, w, dw) =
+                (t(&mut rng, &case.x()), t(&mut rng, &case.x()), t(&mut rng, &case.wt()), t(&mut rng, &case.wt()));
+            let (b, db, gy) = (t(&mut rng, &[case.o]), t(&mut rng, &[case.o]), t(&mut rng, &case.y()));
+            let (_, dy) = conv2d_jvp(&x, Some(&dx), &w, &dw, Some((&b, &db)), case.g(), false).unwrap();
+            let lhs = dot(&gy, &dy);
+            let rhs = dot(&conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap(), &dx)
+                + dot(&conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap(), &dw)
+                + dot(&conv2d_backward_bias(&gy).unwrap(), &db);
+            assert_near(&format!("{case:?}"), lhs, rhs, 1e-4);
+        }
     }
 }
 
@@ -256,18 +260,19 @@ fn gpu_conv2d_vjp_is_the_transpose_of_the_jvp() {
 fn conv2d_on_large_activations_matches_cpu_reference() {
     // N = 200, C = 64, 32 x 32 activations: 13 M elements, more than 65535 workgroups' worth of
     // per-element invocations. Few output channels keep the reference fast.
-    let Some(dev) = test_device() else { return };
-    let mut rng = Rng::new(25);
-    let case = Case::new(200, 64, (32, 32), 2, (3, 3), 1, 1);
-    let (x, xc) = pair(&dev, &mut rng, &case.x());
-    let (w, wc) = pair(&dev, &mut rng, &case.wt());
-    let got = conv2d(&x, &w, None, case.g(), false).unwrap();
-    let want = conv2d(&xc, &wc, None, case.g(), false).unwrap();
-    check("large conv2d", &got, &want, 64 * 9);
-    let (gy, gyc) = pair(&dev, &mut rng, &case.y());
-    let got = conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap();
-    let want = conv2d_backward_data(&gyc, &wc, &case.x(), case.g()).unwrap();
-    check("large conv2d_backward_data", &got, &want, 2 * 9);
+    for dev in test_devices() {
+        let mut rng = Rng::new(25);
+        let case = Case::new(200, 64, (32, 32), 2, (3, 3), 1, 1);
+        let (x, xc) = pair(&dev, &mut rng, &case.x());
+        let (w, wc) = pair(&dev, &mut rng, &case.wt());
+        let got = conv2d(&x, &w, None, case.g(), false).unwrap();
+        let want = conv2d(&xc, &wc, None, case.g(), false).unwrap();
+        check("large conv2d", &got, &want, 64 * 9);
+        let (gy, gyc) = pair(&dev, &mut rng, &case.y());
+        let got = conv2d_backward_data(&gy, &w, &case.x(), case.g()).unwrap();
+        let want = conv2d_backward_data(&gyc, &wc, &case.x(), case.g()).unwrap();
+        check("large conv2d_backward_data", &got, &want, 2 * 9);
+    }
 }
 
 #[test]

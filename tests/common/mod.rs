@@ -45,6 +45,13 @@ pub fn test_device() -> Option<Device> {
     }
 }
 
+/// The devices the device tests of one op check: [`test_device`], and unless
+/// `GEOPATH_TEST_DEVICE=cpu`, the device taking the hardware variants.
+pub fn test_devices() -> Vec<Device> {
+    let hardware = if testing_cpu_backend() { None } else { gpu_hardware_variants() };
+    test_device().into_iter().chain(hardware).collect()
+}
+
 /// A second wgpu device on the same adapter with subgroup operations turned off, so that the
 /// kernels' subgroup-free variants are checked too (`None` where [`wgpu_device`] is).
 pub fn gpu_without_subgroups() -> Option<Device> {

@@ -16,13 +16,20 @@
 //! The lowered forward replaces the 3x3 fast kernel only where it measured faster (many patch
 //! rows on small images, see `lower_forward_wins`); it always replaces the general kernels.
 //!
-//! Otherwise (hardware GPUs, tiny layers): 3x3 stride-1 pad-1 convolutions use register-tiled
-//! fast paths (big tiles on software adapters, small ones on hardware GPUs): forward and fused
-//! JVP in `conv2d_3x3`, backward-data as a forward 3x3 convolution of `gy` with rotated,
-//! transposed weights, and backward-weight in `conv2d_bwd_weight_3x3`. Every other geometry
-//! uses the general direct (gather) kernels of `conv2d.wgsl`. The weight and bias gradients
-//! split their reduction over `(n, oy)` rows into partial sums (then one summing dispatch) when
-//! the gradient alone would give too few invocations.
+//! On hardware GPUs every non-empty convolution runs as an implicit GEMM staged through
+//! workgroup memory ([`igemm`], `kernels/conv2d_igemm.wgsl`): forward and fused JVP; backward
+//! data, stride 1 and a square kernel, as the forward convolution of `gy` with the rotated,
+//! transposed weights (other strides: the direct kernel); backward weight as a split-K product.
+//!
+//! Otherwise (tiny layers on software adapters, empty shapes): 3x3 stride-1 pad-1 convolutions
+//! use register-tiled fast paths: forward and fused JVP in `conv2d_3x3`, backward-data as a
+//! forward 3x3 convolution of `gy` with rotated, transposed weights, and backward-weight in
+//! `conv2d_bwd_weight_3x3`. Every other geometry uses the general direct (gather) kernels of
+//! `conv2d.wgsl`. The weight and bias gradients split their reduction over `(n, oy)` rows into
+//! partial sums (then one summing dispatch) when the gradient alone would give too few
+//! invocations.
+
+mod igemm;
 
 use super::{buf, common_device, groups_1d, host_impl, Params};
 use crate::cost;
@@ -157,6 +164,11 @@ fn target_invocations(class: AdapterClass) -> usize {
     }
 }
 
+/// Whether `s` runs as an implicit GEMM on `ctx`: hardware GPUs, non-empty shapes.
+fn implicit_gemm(ctx: &GpuContext, s: &ConvShape) -> bool {
+    ctx.class == AdapterClass::Hardware && s.n > 0 && s.o > 0 && s.c > 0 && s.oh > 0 && s.ow > 0
+}
+
 /// Records the forward or JVP kernel. `tangent` is `(dx, dw, dbias)` for the JVP.
 #[allow(clippy::too_many_arguments)]
 fn gpu_forward(
@@ -169,6 +181,9 @@ fn gpu_forward(
     tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
     relu: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    if implicit_gemm(ctx, s) {
+        return igemm::forward(ctx, op, s, x, w, bias, tangent, relu);
+    }
     if let Some(l) = lowering(ctx, s).filter(|l| lower_forward_wins(s, l, tangent.is_some())) {
         return lowered_forward(ctx, op, s, &l, x, w, bias, tangent, relu);
     }
@@ -339,6 +354,7 @@ pub fn conv2d_backward_weight(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: Con
             &s.w_shape(),
             host_impl!(dev, conv::conv2d_backward_weight)(&s, x.host().unwrap(), gy.host().unwrap()),
         )),
+        Device::Gpu(ctx) if implicit_gemm(&ctx, &s) => igemm::backward_weight(&ctx, OP, &s, x, gy),
         Device::Gpu(ctx) if lowering(&ctx, &s).is_some() => {
             let l = lowering(&ctx, &s).expect("checked");
             lowered_backward_weight(&ctx, OP, &s, &l, x, gy)
@@ -540,9 +556,10 @@ fn lower_forward_wins(s: &ConvShape, l: &Lowering, jvp: bool) -> bool {
 
 /// The forward convolution whose output is the input gradient of `s` (stride 1, square
 /// kernel, `pad < K`: `gy` convolved with the rotated, transposed weights, padded by
-/// `K - 1 - pad`), when that is how a software adapter should run it; `None` otherwise.
+/// `K - 1 - pad`), when that is how `ctx` should run it (hardware GPUs: as an implicit GEMM);
+/// `None` otherwise.
 fn flipped_backward_data(ctx: &GpuContext, s: &ConvShape) -> Option<ConvShape> {
-    if ctx.class != AdapterClass::Software || s.stride != 1 || s.kh != s.kw || s.pad >= s.kh {
+    if s.stride != 1 || s.kh != s.kw || s.pad >= s.kh {
         return None;
     }
     let st = ConvShape {
@@ -558,10 +575,10 @@ fn flipped_backward_data(ctx: &GpuContext, s: &ConvShape) -> Option<ConvShape> {
         oh: s.h,
         ow: s.w,
     };
-    // Through the lowering, or the 3x3 fast path; otherwise the direct backward kernel (which
-    // equals the general forward kernel in cost) is as good.
+    // Through the implicit GEMM, the lowering, or the 3x3 fast path; otherwise the direct
+    // backward kernel (which equals the general forward kernel in cost) is as good.
     let lowered = lowering(ctx, &st).is_some_and(|l| lower_forward_wins(&st, &l, false));
-    (lowered || is_fast_3x3(&st)).then_some(st)
+    (implicit_gemm(ctx, &st) || lowered || is_fast_3x3(&st)).then_some(st)
 }
 
 /// The uniform block of `conv2d_lower.wgsl`.

@@ -1,0 +1,94 @@
+//! Implicit-GEMM convolutions for hardware GPUs (`kernels/conv2d_igemm.wgsl`): the forward
+//! pass and its fused JVP as products of the weights `[O, C KH KW]` by patches
+//! `[C KH KW, N OH OW]` read on the fly from the input, and the weight gradient as a split-K
+//! product of the output gradient by the patches over the long `N OH OW` reduction.
+
+use super::{buf, params, sum_splits, target_invocations, FLAG_BIAS, FLAG_HAS_DX, FLAG_RELU};
+use crate::error::{Error, Result};
+use crate::gpu::{GpuContext, KernelKey};
+use crate::reference::conv::ConvShape;
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+/// Side of the output block of one workgroup (16 × 16 invocations, 4 × 4 outputs each).
+const BLOCK: usize = 64;
+/// Steps of the reduction staged at a time (`BK` in the kernel).
+const BK: usize = 16;
+/// Invocations per workgroup.
+const INVOCATIONS: usize = 256;
+
+/// Workgroups `[x, y, z]`, each count checked against the dispatch limit.
+fn grid(x: usize, y: usize, z: usize) -> Result<[u32; 3]> {
+    let count = |v: usize| {
+        u32::try_from(v)
+            .ok()
+            .filter(|&v| v <= 65_535)
+            .ok_or_else(|| Error::Invalid(format!("conv2d: {v} workgroups along one axis is too many")))
+    };
+    Ok([count(x)?, count(y)?, count(z)?])
+}
+
+/// `act(conv(x, w) + bias)`, and with `tangent = (dx, dw, dbias)` its JVP, into fresh outputs.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward(
+    ctx: &Arc<GpuContext>,
+    op: &'static str,
+    s: &ConvShape,
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
+    relu: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let y = Tensor::gpu_uninit(ctx, op, &s.y_shape())?;
+    let dy = match tangent {
+        Some(_) => Some(Tensor::gpu_uninit(ctx, op, &s.y_shape())?),
+        None => None,
+    };
+    let has_dx = matches!(tangent, Some((Some(_), _, _)));
+    let flags = if bias.is_some() { FLAG_BIAS } else { 0 }
+        | if relu { FLAG_RELU } else { 0 }
+        | if has_dx { FLAG_HAS_DX } else { 0 };
+    let mut inputs = vec![buf(x), buf(w), bias.map_or(buf(x), buf)];
+    if let Some((dx, dw, dbias)) = tangent {
+        inputs.extend([dx.map_or(buf(x), buf), buf(dw), dbias.map_or(buf(x), buf)]);
+    }
+    let mut outputs = vec![buf(&y)];
+    outputs.extend(dy.as_ref().map(buf));
+    let pixels = s.n * s.oh * s.ow;
+    let entry = if tangent.is_some() { "conv_igemm_jvp" } else { "conv_igemm_fwd" };
+    let p = params(s, flags, 0, pixels, 1, 0);
+    let groups = grid(pixels.div_ceil(BLOCK), s.o.div_ceil(BLOCK), 1)?;
+    ctx.dispatch(op, &KernelKey::new("conv2d_igemm", entry), p.bytes(), &inputs, &outputs, groups)?;
+    Ok((y, dy))
+}
+
+/// The weight gradient `[O, C, KH, KW]` from `x` and `gy`: blocks of the `O × C KH KW` product
+/// times splits of the pixels, enough workgroups in all to fill the GPU, then one summing pass.
+pub(super) fn backward_weight(
+    ctx: &Arc<GpuContext>,
+    op: &'static str,
+    s: &ConvShape,
+    x: &Tensor,
+    gy: &Tensor,
+) -> Result<Tensor> {
+    let q = s.c * s.kh * s.kw;
+    let pixels = s.n * s.oh * s.ow;
+    let blocks = q.div_ceil(BLOCK) * s.o.div_ceil(BLOCK);
+    // Splits of at least 8 staged slices each, as many as fill the GPU's wanted invocations.
+    let wanted = target_invocations(ctx.class).div_ceil(blocks * INVOCATIONS).max(1);
+    let most = pixels.div_ceil(8 * BK).clamp(1, 65_535);
+    let per_split = pixels.div_ceil(wanted.min(most)).div_ceil(BK) * BK;
+    let splits = pixels.div_ceil(per_split.max(1)).max(1);
+    let shape = if splits == 1 { s.w_shape().to_vec() } else { vec![splits, s.o * q] };
+    let out = Tensor::gpu_uninit(ctx, op, &shape)?;
+    let p = params(s, 0, 0, pixels, splits, per_split);
+    let groups = grid(q.div_ceil(BLOCK), s.o.div_ceil(BLOCK), splits)?;
+    let key = KernelKey::new("conv2d_igemm", "conv_igemm_bwd_weight");
+    ctx.dispatch(op, &key, p.bytes(), &[buf(x), buf(gy)], &[buf(&out)], groups)?;
+    if splits == 1 {
+        Ok(out)
+    } else {
+        sum_splits(ctx, op, s, &out, splits, &s.w_shape())
+    }
+}
