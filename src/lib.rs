@@ -22,6 +22,7 @@ pub mod ops;
 pub mod optim;
 pub mod reference;
 pub mod report;
+pub mod selftest;
 pub mod tensor;
 pub mod train;
 

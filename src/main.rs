@@ -62,9 +62,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Measure kernel and autodiff throughput (all benchmarks when no NAME is given).
+    /// Check the chosen device against the native CPU backend (matrix products; LeNet-300-100
+    /// end to end; VGG11-BN's logits and JVP, then each of its layers' ops); fails when a case
+    /// is off.
+    Selftest {
+        /// Print one JSON object {"adapter": {...}, "tolerance": T, "cases": [...], "pass": B}.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure kernel and autodiff throughput (all benchmarks but the large ones when no NAME
+    /// is given).
     Bench {
-        /// Benchmarks to run: matmul, matmul-512, matmul-256, mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step, fip-step, fip-penalty-step.
+        /// Benchmarks to run: matmul, matmul-512, matmul-256, matmul-4096, matmul-4096-tn, matmul-4096-nt, conv-layers (every conv layer of --model at --batch: forward, data and weight gradients), mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step, fip-step, fip-penalty-step.
         names: Vec<String>,
         /// Print one JSON object {"adapter": {...}, "results": [...]}.
         #[arg(long)]
@@ -407,6 +416,32 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
     let device = Device::open_with(cli.device, ContextOptions { subgroups: cli.subgroups, class: None })?;
     match cli.command {
         Command::Info { json } => print_info(&device, json),
+        Command::Selftest { json } => {
+            let cases = geopath::selftest::run(&device)?;
+            let pass = cases.iter().all(|c| c.pass);
+            if json {
+                let cases = serde_json::to_string(&cases).map_err(|e| geopath::Error::Invalid(e.to_string()))?;
+                println!(
+                    "{{\"adapter\": {}, \"tolerance\": {}, \"cases\": {cases}, \"pass\": {pass}}}",
+                    adapter_json(&device),
+                    geopath::selftest::TOLERANCE
+                );
+            } else {
+                println!("device: {} against the native CPU backend", device.name());
+                for c in &cases {
+                    let verdict = if c.pass { "ok" } else { "FAIL" };
+                    println!("{verdict:>4}  {:.2e}  {}", c.relative_error, c.name);
+                }
+            }
+            if !pass {
+                return Err(geopath::Error::Invalid(format!(
+                    "selftest: {} of {} cases beyond relative error {}",
+                    cases.iter().filter(|c| !c.pass).count(),
+                    cases.len(),
+                    geopath::selftest::TOLERANCE
+                )));
+            }
+        }
         Command::Bench { names, json, model, batch } => {
             let results = bench::run(&device, &names, &bench::TrainStepConfig { model, batch })?;
             print_bench(&device, &results, json);

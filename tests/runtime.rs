@@ -159,3 +159,22 @@ fn the_adapter_profile_forces_the_hardware_variants_and_an_unknown_one_is_refuse
         assert_eq!(ctx.class, geopath::gpu::AdapterClass::Hardware);
     }
 }
+
+#[test]
+fn the_selftest_passes_on_the_wgpu_adapter_and_reports_every_case() {
+    if wgpu_device().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
+        .args(["--device", "gpu", "selftest", "--json"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["pass"], true);
+    let cases = report["cases"].as_array().unwrap();
+    // 3 matrix products, 4 LeNet cases, VGG's logits and JVP, 9 ops for each of 8 conv layers.
+    assert_eq!(cases.len(), 3 + 4 + 2 + 9 * 8, "{stdout}");
+    assert!(cases.iter().all(|c| c["relative_error"].as_f64().unwrap() <= 1e-3));
+}

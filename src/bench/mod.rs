@@ -3,6 +3,10 @@
 //! Each benchmark records its work once to warm pipelines and the buffer pool, then times
 //! repeated runs, each ended by a device sync, and reports the median.
 
+mod layers;
+
+pub use layers::{conv_layers, ConvLayer};
+
 use crate::autodiff::Model;
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -25,11 +29,16 @@ pub struct BenchResult {
     pub gflops: Option<f64>,
 }
 
-/// Names `geopath bench` knows, in the order they run.
+/// Names `geopath bench` knows, in the order they run (all but the large ones, [`LARGE`], when
+/// none are named).
 pub const NAMES: &[&str] = &[
     "matmul",
     "matmul-512",
     "matmul-256",
+    "matmul-4096",
+    "matmul-4096-tn",
+    "matmul-4096-nt",
+    "conv-layers",
     "mlp-forward",
     "mlp-jvp",
     "mlp-grad",
@@ -40,7 +49,10 @@ pub const NAMES: &[&str] = &[
     "fip-penalty-step",
 ];
 
-/// Model and batch of the `train-step` benchmark.
+/// The benchmarks that run only when named: the GPU check's (minutes on a CPU).
+pub const LARGE: &[&str] = &["matmul-4096", "matmul-4096-tn", "matmul-4096-nt", "conv-layers"];
+
+/// Model and batch of the `train-step` benchmark (and of `conv-layers`).
 #[derive(Debug, Clone)]
 pub struct TrainStepConfig {
     /// Model name or spec path.
@@ -184,9 +196,13 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
     Ok(BenchResult { name: name.into(), shape, ms, gflops: gflops(flops, ms) })
 }
 
-/// Runs the named benchmarks (all of [`NAMES`] when empty).
+/// Runs the named benchmarks (when none are named, all of [`NAMES`] but the [`LARGE`] ones).
 pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> Result<Vec<BenchResult>> {
-    let wanted: Vec<&str> = if names.is_empty() { NAMES.to_vec() } else { names.iter().map(|s| s.as_str()).collect() };
+    let wanted: Vec<&str> = if names.is_empty() {
+        NAMES.iter().copied().filter(|n| !LARGE.contains(n)).collect()
+    } else {
+        names.iter().map(|s| s.as_str()).collect()
+    };
     for w in &wanted {
         if !NAMES.contains(w) {
             return Err(Error::Invalid(format!("unknown benchmark `{w}`; known: {}", NAMES.join(", "))));
@@ -200,6 +216,13 @@ pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> R
             "matmul" => bench_matmul(device, 1024, "matmul")?,
             "matmul-512" => bench_matmul(device, 512, "matmul-512")?,
             "matmul-256" => bench_matmul(device, 256, "matmul-256")?,
+            "matmul-4096" => layers::matmul_large(device, "nn", w)?,
+            "matmul-4096-tn" => layers::matmul_large(device, "tn", w)?,
+            "matmul-4096-nt" => layers::matmul_large(device, "nt", w)?,
+            "conv-layers" => {
+                out.extend(layers::conv_layer_benches(device, &train_step.model, train_step.batch)?);
+                continue;
+            }
             "train-step" => bench_train_step(device, train_step)?,
             "fip-step" | "fip-penalty-step" => bench_fip_step(device, w)?,
             other => mlp.as_ref().unwrap().run(device, other)?,
