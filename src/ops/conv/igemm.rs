@@ -3,7 +3,7 @@
 //! `[C KH KW, N OH OW]` read on the fly from the input, and the weight gradient as a split-K
 //! product of the output gradient by the patches over the long `N OH OW` reduction.
 
-use super::{buf, params, sum_splits, target_invocations, FLAG_BIAS, FLAG_HAS_DX, FLAG_RELU};
+use super::{buf, forward_flags, forward_inputs, forward_outputs, params, sum_splits, target_invocations};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
 use crate::reference::conv::ConvShape;
@@ -40,19 +40,9 @@ pub(super) fn forward(
     tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
     relu: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let y = Tensor::gpu_uninit(ctx, op, &s.y_shape())?;
-    let dy = match tangent {
-        Some(_) => Some(Tensor::gpu_uninit(ctx, op, &s.y_shape())?),
-        None => None,
-    };
-    let has_dx = matches!(tangent, Some((Some(_), _, _)));
-    let flags = if bias.is_some() { FLAG_BIAS } else { 0 }
-        | if relu { FLAG_RELU } else { 0 }
-        | if has_dx { FLAG_HAS_DX } else { 0 };
-    let mut inputs = vec![buf(x), buf(w), bias.map_or(buf(x), buf)];
-    if let Some((dx, dw, dbias)) = tangent {
-        inputs.extend([dx.map_or(buf(x), buf), buf(dw), dbias.map_or(buf(x), buf)]);
-    }
+    let (y, dy) = forward_outputs(ctx, op, s, tangent.is_some())?;
+    let flags = forward_flags(bias, tangent, relu);
+    let inputs = forward_inputs(x, w, bias, tangent);
     let mut outputs = vec![buf(&y)];
     outputs.extend(dy.as_ref().map(buf));
     let pixels = s.n * s.oh * s.ow;

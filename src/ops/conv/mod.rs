@@ -169,6 +169,45 @@ fn implicit_gemm(ctx: &GpuContext, s: &ConvShape) -> bool {
     ctx.class == AdapterClass::Hardware && s.n > 0 && s.o > 0 && s.c > 0 && s.oh > 0 && s.ow > 0
 }
 
+/// The output `y` of a forward pass, and `dy` too for a JVP.
+fn forward_outputs(
+    ctx: &Arc<GpuContext>,
+    op: &'static str,
+    s: &ConvShape,
+    jvp: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let y = Tensor::gpu_uninit(ctx, op, &s.y_shape())?;
+    let dy = if jvp { Some(Tensor::gpu_uninit(ctx, op, &s.y_shape())?) } else { None };
+    Ok((y, dy))
+}
+
+/// The epilogue flags of a forward or JVP kernel.
+fn forward_flags(
+    bias: Option<&Tensor>,
+    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
+    relu: bool,
+) -> usize {
+    let has_dx = matches!(tangent, Some((Some(_), _, _)));
+    (if bias.is_some() { FLAG_BIAS } else { 0 })
+        | if relu { FLAG_RELU } else { 0 }
+        | if has_dx { FLAG_HAS_DX } else { 0 }
+}
+
+/// The read bindings of a forward or JVP kernel: x, w, bias, then dx, dw, dbias for a JVP
+/// (absent ones bound to `x`, unread).
+fn forward_inputs<'t>(
+    x: &'t Tensor,
+    w: &'t Tensor,
+    bias: Option<&'t Tensor>,
+    tangent: Option<(Option<&'t Tensor>, &'t Tensor, Option<&'t Tensor>)>,
+) -> Vec<crate::gpu::BufferView<'t>> {
+    let mut inputs = vec![buf(x), buf(w), bias.map_or(buf(x), buf)];
+    if let Some((dx, dw, dbias)) = tangent {
+        inputs.extend([dx.map_or(buf(x), buf), buf(dw), dbias.map_or(buf(x), buf)]);
+    }
+    inputs
+}
+
 /// Records the forward or JVP kernel. `tangent` is `(dx, dw, dbias)` for the JVP.
 #[allow(clippy::too_many_arguments)]
 fn gpu_forward(
@@ -187,21 +226,9 @@ fn gpu_forward(
     if let Some(l) = lowering(ctx, s).filter(|l| lower_forward_wins(s, l, tangent.is_some())) {
         return lowered_forward(ctx, op, s, &l, x, w, bias, tangent, relu);
     }
-    let y = Tensor::gpu_uninit(ctx, op, &s.y_shape())?;
-    let dy = match tangent {
-        Some(_) => Some(Tensor::gpu_uninit(ctx, op, &s.y_shape())?),
-        None => None,
-    };
-    let has_dx = matches!(tangent, Some((Some(_), _, _)));
-    let flags = if bias.is_some() { FLAG_BIAS } else { 0 }
-        | if relu { FLAG_RELU } else { 0 }
-        | if has_dx { FLAG_HAS_DX } else { 0 };
-    let mut inputs = vec![buf(x), buf(w), bias.map_or(buf(x), buf)];
-    if let Some((dx, dw, dbias)) = tangent {
-        inputs.push(dx.map_or(buf(x), buf));
-        inputs.push(buf(dw));
-        inputs.push(dbias.map_or(buf(x), buf));
-    }
+    let (y, dy) = forward_outputs(ctx, op, s, tangent.is_some())?;
+    let flags = forward_flags(bias, tangent, relu);
+    let inputs = forward_inputs(x, w, bias, tangent);
     let mut outputs = vec![buf(&y)];
     outputs.extend(dy.as_ref().map(buf));
     let jvp = tangent.is_some();
@@ -772,11 +799,7 @@ fn lowered_forward(
     tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
     relu: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let y = Tensor::gpu_uninit(ctx, op, &s.y_shape())?;
-    let dy = match tangent {
-        Some(_) => Some(Tensor::gpu_uninit(ctx, op, &s.y_shape())?),
-        None => None,
-    };
+    let (y, dy) = forward_outputs(ctx, op, s, tangent.is_some())?;
     let dx = tangent.and_then(|t| t.0);
     let (wt, dwt) = lowered_weights(ctx, op, s, l, w, tangent.map(|t| t.1))?;
     for (n0, nb) in l.chunks(s.n) {
