@@ -161,6 +161,10 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "runs/sparsify")]
         out: PathBuf,
+        /// Configurations per arm: the first N of each arm's search space (default: all), e.g.
+        /// for a quick pilot; compare.json records how many each arm tried.
+        #[arg(long)]
+        configurations: Option<usize>,
         #[command(flatten)]
         existing: ExistingArgs,
     },
@@ -212,6 +216,10 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "runs/connect")]
         out: PathBuf,
+        /// Configurations per arm: the first N of each arm's search space (default: all), e.g.
+        /// for a quick pilot; compare.json records how many each arm tried.
+        #[arg(long)]
+        configurations: Option<usize>,
         #[command(flatten)]
         existing: ExistingArgs,
     },
@@ -260,6 +268,10 @@ enum Command {
         /// Output folder.
         #[arg(long, default_value = "runs/continual")]
         out: PathBuf,
+        /// Configurations per arm: the first N of each arm's search space (default: all), e.g.
+        /// for a quick pilot; compare.json records how many each arm tried.
+        #[arg(long)]
+        configurations: Option<usize>,
         #[command(flatten)]
         existing: ExistingArgs,
     },
@@ -513,6 +525,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             dataset,
             data_dir,
             out,
+            configurations,
             existing,
         } => {
             use geopath::experiments::runner::Output;
@@ -522,7 +535,8 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 DatasetName::Cifar10 | DatasetName::Cifar100 => 0.1,
                 _ => 1.0,
             });
-            let exp = SparsifyExperiment { sparsity, budget, batch, arms, lr_scale, ..Default::default() };
+            let mut exp = SparsifyExperiment { sparsity, budget, batch, arms, lr_scale, ..Default::default() };
+            exp.configurations = configurations.unwrap_or(exp.configurations);
             let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             // Every start network is checked (and trained where needed) before anything runs.
@@ -553,7 +567,21 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             println!("(wrote {})", out.display());
         }
         Command::Report { .. } => unreachable!("handled before the device is opened"),
-        Command::Connect { a, b, model, seeds, budget, batch, points, arms, dataset, data_dir, out, existing } => {
+        Command::Connect {
+            a,
+            b,
+            model,
+            seeds,
+            budget,
+            batch,
+            points,
+            arms,
+            dataset,
+            data_dir,
+            out,
+            configurations,
+            existing,
+        } => {
             use geopath::experiments::connect::{self, ConnectExperiment, PairRun};
             use geopath::experiments::runner::Output;
             let dataset: DatasetName = match (dataset, &a) {
@@ -563,7 +591,8 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 }
                 (None, None) => DatasetName::Mnist,
             };
-            let exp = ConnectExperiment { budget, batch, points, arms, ..Default::default() };
+            let mut exp = ConnectExperiment { budget, batch, points, arms, ..Default::default() };
+            exp.configurations = configurations.unwrap_or(exp.configurations);
             let split = Split::of(&data::load(dataset, true, data_dir.as_deref())?)?;
             let test_set = data::load(dataset, false, data_dir.as_deref())?;
             // Every pair is checked (and trained where needed) before anything runs.
@@ -618,6 +647,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             arms,
             data_dir,
             out,
+            configurations,
             existing,
         } => {
             use geopath::experiments::continual::{self, ContinualExperiment, TaskSequence};
@@ -633,6 +663,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 arms,
                 ..Default::default()
             };
+            let exp = ContinualExperiment { configurations: configurations.unwrap_or(exp.configurations), ..exp };
             let (task_list, classes) = continual::build_tasks(sequence, num_tasks, data_dir.as_deref())?;
             let spec = geopath::nn::spec::load(&model)?;
             let first = &task_list[0].train;

@@ -193,6 +193,7 @@ fn bad_options_are_refused_before_anything_is_written() {
     for (exp, why) in [
         (SparsifyExperiment { sparsity: 1.0, ..experiment() }, "--sparsity"),
         (SparsifyExperiment { budget: 0.0, ..experiment() }, "--budget"),
+        (SparsifyExperiment { configurations: 0, ..experiment() }, "--configurations"),
         (SparsifyExperiment { arms: vec!["magic".into()], ..experiment() }, "unknown arm"),
         (SparsifyExperiment { lr_scale: 0.0, ..experiment() }, "--lr-scale"),
         (SparsifyExperiment { lr_scale: f64::NAN, ..experiment() }, "--lr-scale"),

@@ -148,10 +148,11 @@ pub struct CommonOptions<'a> {
 /// Refuses a budget under one forward pass, a zero batch or configuration count, an empty or
 /// repeated seed list, an empty or repeated arm list, and arms not in `known`.
 pub fn check_common(o: &CommonOptions<'_>) -> Result<()> {
-    if !(o.budget >= 1.0 && o.budget.is_finite()) || o.batch == 0 || o.configurations == 0 {
-        return Err(Error::Invalid(
-            "--budget must be at least 1 forward pass; --batch and configurations positive".into(),
-        ));
+    if !(o.budget >= 1.0 && o.budget.is_finite()) {
+        return Err(Error::Invalid(format!("--budget must be at least 1 forward pass, got {}", o.budget)));
+    }
+    if o.batch == 0 || o.configurations == 0 {
+        return Err(Error::Invalid("--batch and --configurations must be positive".into()));
     }
     let (seeds, arms, known) = (o.seeds, o.arms, o.known);
     if seeds.is_empty() {
