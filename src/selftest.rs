@@ -53,16 +53,7 @@ impl Case {
 
 /// Seeded values in [-1, 1) on `device` and on the CPU backend.
 fn pair(device: &Device, shape: &[usize], seed: u64) -> Result<(Tensor, Tensor)> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect();
+    let v = crate::bench::seeded_values(shape.iter().product(), seed);
     Ok((Tensor::from_vec(device, shape, v.clone())?, Tensor::from_vec(&Device::Cpu, shape, v)?))
 }
 

@@ -125,18 +125,22 @@ fn gflops(flops: u64, ms: f64) -> Option<f64> {
     Some(flops as f64 / ms / 1e6)
 }
 
-fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
+/// `n` seeded values in [-1, 1) (xorshift).
+pub(crate) fn seeded_values(n: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let n: usize = shape.iter().product();
-    let v = (0..n)
+    (0..n)
         .map(|_| {
             s ^= s << 13;
             s ^= s >> 7;
             s ^= s << 17;
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
-        .collect();
-    Tensor::from_vec(device, shape, v)
+        .collect()
+}
+
+/// A tensor of `shape` on `device` holding [`seeded_values`].
+fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
+    Tensor::from_vec(device, shape, seeded_values(shape.iter().product(), seed))
 }
 
 fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
