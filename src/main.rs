@@ -237,9 +237,11 @@ enum Command {
         /// each with its own picks and report.
         #[arg(long, value_delimiter = ',', default_value = "class")]
         scenario: Vec<String>,
-        /// Stored inputs per class of every finished task (every arm's buffer).
-        #[arg(long, default_value_t = 50)]
-        buffer_per_class: usize,
+        /// Stored inputs per class of every finished task (every arm's buffer); several sizes
+        /// (comma-separated) make one report each, the arms that do not read the buffer
+        /// (fine-tune, EWC, joint) running once for all of them.
+        #[arg(long, value_delimiter = ',', default_value = "50")]
+        buffer_per_class: Vec<usize>,
         /// Number of tasks of permuted MNIST (the plain images, then permutations).
         #[arg(long, default_value_t = 5)]
         num_tasks: usize,
@@ -656,7 +658,7 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             let exp = ContinualExperiment {
                 sequence,
                 scenarios: scenario.iter().map(|s| s.parse()).collect::<geopath::Result<_>>()?,
-                buffer_per_class,
+                buffer_per_class: buffer_per_class.clone(),
                 budget,
                 batch,
                 first_epochs,
@@ -674,9 +676,10 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                 &device,
             )?;
             println!(
-                "continual {} ({}-incremental, {buffer_per_class} stored inputs per class, {budget} forward passes of {batch} per task) with {} on {}: seeds {seeds:?}",
+                "continual {} ({}-incremental, {} stored inputs per class, {budget} forward passes of {batch} per task) with {} on {}: seeds {seeds:?}",
                 sequence.as_str(),
                 scenario.join(" and "),
+                buffer_per_class.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(" or "),
                 spec.name,
                 device.name()
             );

@@ -48,7 +48,7 @@ fn toy_tasks() -> Vec<Task> {
 fn experiment(scenario: Scenario) -> ContinualExperiment {
     ContinualExperiment {
         scenarios: vec![scenario],
-        buffer_per_class: 10,
+        buffer_per_class: vec![10],
         budget: 400.0,
         batch: 50,
         first_epochs: 3,
@@ -76,6 +76,14 @@ fn run(
 
 #[test]
 fn options_parse_and_unknown_values_are_named() {
+    // Both split CIFARs take their own two-point grids, the MNIST sequences the wider ones.
+    for arm in ARMS {
+        let space = |sequence| continual::search_space(arm, sequence);
+        assert_eq!(space(TaskSequence::SplitCifar10).len(), 2, "{arm}");
+        assert_eq!(space(TaskSequence::SplitCifar100), space(TaskSequence::SplitCifar10), "{arm}");
+        assert!(space(TaskSequence::SplitMnist).len() >= 5, "{arm}");
+        assert_eq!(space(TaskSequence::PermutedMnist), space(TaskSequence::SplitMnist), "{arm}");
+    }
     assert_eq!("split-mnist".parse::<TaskSequence>().unwrap(), TaskSequence::SplitMnist);
     assert_eq!("mnist-fashion".parse::<TaskSequence>().unwrap().as_str(), "mnist-fashion");
     assert_eq!("task".parse::<Scenario>().unwrap(), Scenario::Task);
@@ -313,7 +321,10 @@ fn bad_options_and_mismatched_heads_are_errors() {
     assert!(err.to_string().contains("4 classes") && err.to_string().contains("10"), "{err}");
     let net = Network::new(&spec, [1, 4, 4], 4, &dev).unwrap();
     let refused = |exp: ContinualExperiment| run(&net, &toy_tasks(), &exp, &dev, &out).unwrap_err().to_string();
-    assert!(refused(ContinualExperiment { buffer_per_class: 0, ..experiment(Scenario::Class) }).contains("buffer"));
+    for sizes in [vec![0], vec![], vec![10, 10]] {
+        let exp = ContinualExperiment { buffer_per_class: sizes, ..experiment(Scenario::Class) };
+        assert!(refused(exp).contains("--buffer-per-class"));
+    }
     assert!(refused(ContinualExperiment { arms: vec!["si".into()], ..experiment(Scenario::Class) }).contains("`si`"));
     for scenarios in [vec![], vec![Scenario::Task, Scenario::Task]] {
         assert!(refused(ContinualExperiment { scenarios, ..experiment(Scenario::Class) }).contains("--scenario"));
@@ -396,4 +407,37 @@ fn an_interrupted_run_resumes_to_the_uninterrupted_result() {
         assert_eq!(a.picked_per_seed, b.picked_per_seed, "{}", a.name);
     }
     let _ = (std::fs::remove_dir_all(&whole), std::fs::remove_dir_all(&resumed));
+}
+
+#[test]
+fn several_buffer_sizes_share_the_runs_of_the_arms_that_do_not_read_the_buffer() {
+    let Some(dev) = test_device() else { return };
+    let net = toy_mlp(&dev, 4);
+    let tasks = toy_tasks();
+    let out = temp("buffers");
+    let exp = |sizes: Vec<usize>| ContinualExperiment {
+        arms: vec!["fine-tune".into(), "replay".into()],
+        configurations: 1,
+        buffer_per_class: sizes,
+        ..experiment(Scenario::Class)
+    };
+    // Two seeds: one fine-tune run and one replay run per size each, six runs in all; a seventh
+    // would fail the run.
+    let two = ContinualExperiment { abort_after_runs: Some(6), ..exp(vec![5, 10]) };
+    let reports = run(&net, &tasks, &two, &dev, &out).unwrap();
+    assert_eq!(
+        geopath::experiments::compare::reports_in(&out).unwrap(),
+        [out.join("compare-buffer10.json"), out.join("compare-buffer5.json")],
+        "in name order"
+    );
+    let sizes: Vec<u64> = reports.iter().map(|c| c.setting["buffer_per_class"].as_u64().unwrap()).collect();
+    assert_eq!(sizes, [5, 10]);
+    assert_eq!(reports[0].arms[0].test_accuracy.per_seed, reports[1].arms[0].test_accuracy.per_seed);
+    // Each size's report is that of a run with that size alone.
+    let alone = run(&net, &tasks, &exp(vec![10]), &dev, &out).unwrap().remove(0);
+    for (a, b) in reports[1].arms.iter().zip(&alone.arms) {
+        assert_eq!(a.test_accuracy.per_seed, b.test_accuracy.per_seed, "{}", a.name);
+        assert_eq!(a.picked_per_seed, b.picked_per_seed, "{}", a.name);
+    }
+    let _ = std::fs::remove_dir_all(&out);
 }

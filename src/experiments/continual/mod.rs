@@ -21,7 +21,7 @@ mod losses;
 mod report;
 pub mod tasks;
 
-pub use arms::{search_space, Config, ARMS, GEODESIC_OBJECTIVE};
+pub use arms::{search_space, uses_buffer, Config, ARMS, GEODESIC_OBJECTIVE};
 pub use losses::{logit_matching, EwcMemory};
 pub use report::forgetting;
 pub use tasks::{build_tasks, Scenario, Task, TaskSequence, TaskSplit};
@@ -48,8 +48,9 @@ pub struct ContinualExperiment {
     /// How accuracy is measured: one report per scenario, every one from the same
     /// configuration runs (a scenario changes the measurement, not the training).
     pub scenarios: Vec<Scenario>,
-    /// Stored inputs per class of every finished task.
-    pub buffer_per_class: usize,
+    /// Stored inputs per class of every finished task: one report per size (per scenario),
+    /// the arms that do not read the buffer ([`uses_buffer`]) run once for all of them.
+    pub buffer_per_class: Vec<usize>,
     /// Cost of each task after the first, per arm, in forward passes of one batch.
     pub budget: f64,
     /// Examples per step (every arm: new-task batches, buffer batches) and per cost unit.
@@ -71,7 +72,7 @@ impl Default for ContinualExperiment {
         ContinualExperiment {
             sequence: TaskSequence::SplitMnist,
             scenarios: vec![Scenario::Class],
-            buffer_per_class: 50,
+            buffer_per_class: vec![50],
             budget: 2000.0,
             batch: 128,
             first_epochs: 5,
@@ -83,14 +84,29 @@ impl Default for ContinualExperiment {
     }
 }
 
-/// The output files of the report of `scenario`: compare.json, compare.md and compare.svg when
-/// the experiment measures one scenario; compare-SCENARIO.json, .md and .svg each when more.
-fn output_names(exp: &ContinualExperiment, scenario: Scenario) -> [String; 3] {
-    let stem = match exp.scenarios.len() {
-        1 => "compare".to_string(),
-        _ => format!("compare-{}", scenario.as_str()),
-    };
+/// The output files of the report of `scenario` with `per_class` stored inputs per class:
+/// compare.json, compare.md and compare.svg when the experiment makes one report; with several
+/// scenarios the stem gains `-SCENARIO`, with several buffer sizes `-bufferN`.
+fn output_names(exp: &ContinualExperiment, per_class: usize, scenario: Scenario) -> [String; 3] {
+    let mut stem = "compare".to_string();
+    if exp.scenarios.len() > 1 {
+        stem += &format!("-{}", scenario.as_str());
+    }
+    if exp.buffer_per_class.len() > 1 {
+        stem += &format!("-buffer{per_class}");
+    }
     ["json", "md", "svg"].map(|ext| format!("{stem}.{ext}"))
+}
+
+/// The name under which `arm`'s configuration runs with `per_class` stored inputs per class are
+/// recorded: the arm's own when the experiment has one buffer size or the arm does not read
+/// the buffer, else `ARM-bufferN`.
+fn run_label(exp: &ContinualExperiment, arm: &str, per_class: usize) -> String {
+    if exp.buffer_per_class.len() > 1 && uses_buffer(arm) {
+        format!("{arm}-buffer{per_class}")
+    } else {
+        arm.to_string()
+    }
 }
 
 /// Runs the comparison for every seed of `seeds` (initialisation, batches, buffers) on `tasks`
@@ -108,64 +124,112 @@ pub fn run(
 ) -> Result<Vec<Compare>> {
     check(exp, net, tasks, seeds)?;
     let splits = TaskSplit::all(tasks)?;
-    let names: Vec<[String; 3]> = exp.scenarios.iter().map(|&s| output_names(exp, s)).collect();
+    // The reports, buffer size by buffer size, each with every scenario.
+    let reports: Vec<(usize, Scenario)> =
+        exp.buffer_per_class.iter().flat_map(|&b| exp.scenarios.iter().map(move |&s| (b, s))).collect();
+    let names: Vec<[String; 3]> = reports.iter().map(|&(b, s)| output_names(exp, b, s)).collect();
     let outputs: Vec<&str> = names.iter().flatten().map(String::as_str).collect();
     let dir = RunDir::open(out.dir, &outputs, out.existing, &identity(exp, net, &splits, seeds))?;
     let unit_flops = forward_flops(net, exp.batch, device)?;
-    let space = |arm: &str| -> Vec<Config> { search_space(arm).into_iter().take(exp.configurations).collect() };
-    let total: usize = exp.arms.iter().map(|a| space(a).len()).sum::<usize>() * seeds.len();
+    let space =
+        |arm: &str| -> Vec<Config> { search_space(arm, exp.sequence).into_iter().take(exp.configurations).collect() };
+    let sizes = exp.buffer_per_class.len();
+    let total: usize =
+        exp.arms.iter().map(|a| space(a).len() * if uses_buffer(a) { sizes } else { 1 }).sum::<usize>() * seeds.len();
     let mut search = Search::new(&dir, total, out.progress, exp.abort_after_runs);
-    // per scenario, per arm: per seed
-    let mut picks: Vec<Vec<Vec<Picked>>> = vec![vec![Vec::new(); exp.arms.len()]; exp.scenarios.len()];
+    // per report, per arm: per seed
+    let mut picks: Vec<Vec<Vec<Picked>>> = vec![vec![Vec::new(); exp.arms.len()]; reports.len()];
     for &seed in seeds {
         let w1 = first_task(exp, net, &splits[0].split.fit, seed, device)?;
-        let ctx = Ctx { exp, net, tasks: &splits, buffers: buffers(exp, &splits, seed)?, seed, device, unit_flops };
+        let contexts = exp
+            .buffer_per_class
+            .iter()
+            .map(|&per_class| {
+                let buffers = buffers(per_class, &splits, seed)?;
+                Ok(Ctx { exp, net, tasks: &splits, buffers, seed, device, unit_flops })
+            })
+            .collect::<Result<Vec<Ctx<'_>>>>()?;
         for (a, arm) in exp.arms.iter().enumerate() {
-            let runs = search.run_all(seed, arm, &space(arm), &mut |key, config, tick| {
-                let (r, nets) = run_config(&ctx, &w1, arm, config, tick)?;
-                save_stack(&dir.record_path(key, "ckpt"), &nets)?;
-                Ok(r)
-            })?;
-            for (s, &scenario) in exp.scenarios.iter().enumerate() {
-                let (key, run) = best_by(&runs, |r| r.score(s))
-                    .cloned()
-                    .ok_or_else(|| Error::Invalid(format!("arm {arm} has no configuration to run")))?;
-                let nets = load_stack(&dir.record_path(&key, "ckpt"), device)?;
-                let matrix = nets
-                    .iter()
-                    .map(|n| {
-                        let w = n.restore(net)?;
-                        (0..splits.len()).map(|t| ctx.accuracy(w, &splits[t].task.test, t, scenario)).collect()
-                    })
-                    .collect::<Result<Vec<Vec<f64>>>>()?;
-                let p = Picked { validation: run.validation_mean(s), run, matrix };
-                search.progress.say(format!(
-                    "seed {seed} · {arm} ({}-incremental): picked {} (validation {:.2}%), test: average accuracy {:.2}%, forgetting {:.2}%",
-                    scenario.as_str(),
-                    super::compare::compact(&serde_json::to_value(p.run.config).unwrap_or_default()),
-                    100.0 * p.validation,
-                    100.0 * p.average(),
-                    100.0 * p.forgetting()
-                ));
-                picks[s][a].push(p);
+            let mut shared: Option<Vec<(String, arms::ConfigRun)>> = None;
+            for (b, (&per_class, ctx)) in exp.buffer_per_class.iter().zip(&contexts).enumerate() {
+                let runs = match shared.take() {
+                    Some(runs) if !uses_buffer(arm) => runs,
+                    _ => search.run_all(
+                        seed,
+                        &run_label(exp, arm, per_class),
+                        &space(arm),
+                        &mut |key, config, tick| {
+                            let (r, nets) = run_config(ctx, &w1, arm, config, tick)?;
+                            save_stack(&dir.record_path(key, "ckpt"), &nets)?;
+                            Ok(r)
+                        },
+                    )?,
+                };
+                for (s, &scenario) in exp.scenarios.iter().enumerate() {
+                    let p = pick(ctx, &dir, &runs, s, scenario)?;
+                    search.progress.say(format!(
+                        "seed {seed} · {} ({}-incremental): picked {} (validation {:.2}%), test: average accuracy {:.2}%, forgetting {:.2}%",
+                        run_label(exp, arm, per_class),
+                        scenario.as_str(),
+                        super::compare::compact(&serde_json::to_value(p.run.config).unwrap_or_default()),
+                        100.0 * p.validation,
+                        100.0 * p.average(),
+                        100.0 * p.forgetting()
+                    ));
+                    picks[b * exp.scenarios.len() + s][a].push(p);
+                }
+                shared = Some(runs);
             }
         }
     }
     search.finish();
     let tried: Vec<usize> = exp.arms.iter().map(|a| space(a).len()).collect();
-    let compares = exp
-        .scenarios
+    let compares = reports
         .iter()
         .zip(&picks)
         .zip(&names)
-        .map(|((&scenario, per_arm), names)| {
-            let report = Report { exp, net, tasks, seeds, scenario, per_arm, tried: &tried, unit_flops, device };
+        .map(|((&(buffer_per_class, scenario), per_arm), names)| {
+            let report = Report {
+                exp,
+                net,
+                tasks,
+                seeds,
+                buffer_per_class,
+                scenario,
+                per_arm,
+                tried: &tried,
+                unit_flops,
+                device,
+            };
             report.write(&dir, names)
         })
         .collect::<Result<Vec<Compare>>>()?;
     let last = outputs.iter().rev().find(|f| f.ends_with(".json")).copied().unwrap_or("compare.json");
     dir.finish(&outputs, last)?;
     Ok(compares)
+}
+
+/// The run of `runs` picked on validation under scenario `s` (`scenario`), with its test
+/// accuracy matrix: the test set is read here, for the picked run only.
+fn pick(
+    ctx: &Ctx<'_>,
+    dir: &RunDir,
+    runs: &[(String, arms::ConfigRun)],
+    s: usize,
+    scenario: Scenario,
+) -> Result<Picked> {
+    let (key, run) = best_by(runs, |r| r.score(s))
+        .cloned()
+        .ok_or_else(|| Error::Invalid("an arm has no configuration to run".into()))?;
+    let nets = load_stack(&dir.record_path(&key, "ckpt"), ctx.device)?;
+    let matrix = nets
+        .iter()
+        .map(|n| {
+            let w = n.restore(ctx.net)?;
+            (0..ctx.tasks.len()).map(|t| ctx.accuracy(w, &ctx.tasks[t].task.test, t, scenario)).collect()
+        })
+        .collect::<Result<Vec<Vec<f64>>>>()?;
+    Ok(Picked { validation: run.validation_mean(s), run, matrix })
 }
 
 /// The network after the first task, learned from `seed`'s initialisation by SGD (rate 0.05,
@@ -187,16 +251,16 @@ fn first_task(exp: &ContinualExperiment, net: &Network, fit: &Dataset, seed: u64
     })
 }
 
-/// The buffer after each task: `exp.buffer_per_class` seeded random fit images of every class
-/// of every task so far.
-fn buffers(exp: &ContinualExperiment, splits: &[TaskSplit<'_>], seed: u64) -> Result<Vec<Dataset>> {
+/// The buffer after each task: `per_class` seeded random fit images of every class of every
+/// task so far (a smaller buffer is the start of a larger one).
+fn buffers(per_class: usize, splits: &[TaskSplit<'_>], seed: u64) -> Result<Vec<Dataset>> {
     let mut out: Vec<Dataset> = Vec::new();
     for (t, s) in splits.iter().enumerate() {
         let fit = &s.split.fit;
         let order = data::shuffled_indices(fit.len(), seed ^ (0xB0F + t as u64));
         let mut rows = Vec::new();
         for &c in &s.task.classes {
-            rows.extend(order.iter().copied().filter(|&i| fit.labels[i] == c).take(exp.buffer_per_class));
+            rows.extend(order.iter().copied().filter(|&i| fit.labels[i] == c).take(per_class));
         }
         let stored = fit.subset(&rows);
         out.push(match out.last() {
@@ -241,8 +305,9 @@ fn check(exp: &ContinualExperiment, net: &Network, tasks: &[Task], seeds: &[u64]
     if exp.scenarios.is_empty() || exp.scenarios.iter().enumerate().any(|(i, s)| exp.scenarios[..i].contains(s)) {
         return Err(Error::Invalid("--scenario needs one or more scenarios (task, class), each once".into()));
     }
-    if exp.buffer_per_class == 0 {
-        return Err(Error::Invalid("--buffer-per-class must be at least 1".into()));
+    let sizes = &exp.buffer_per_class;
+    if sizes.is_empty() || sizes.contains(&0) || sizes.iter().enumerate().any(|(i, b)| sizes[..i].contains(b)) {
+        return Err(Error::Invalid("--buffer-per-class needs one or more sizes, each at least 1 and each once".into()));
     }
     for t in tasks {
         for d in [&t.train, &t.test] {

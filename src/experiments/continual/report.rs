@@ -19,6 +19,8 @@ pub(super) struct Report<'a> {
     pub(super) net: &'a Network,
     pub(super) tasks: &'a [Task],
     pub(super) seeds: &'a [u64],
+    /// Stored inputs per class of the report's runs.
+    pub(super) buffer_per_class: usize,
     pub(super) scenario: Scenario,
     /// Per arm (in `exp.arms` order): the picked run of every seed.
     pub(super) per_arm: &'a [Vec<Picked>],
@@ -55,7 +57,7 @@ impl Report<'_> {
                 "model": self.net.spec.name,
                 "tasks": exp.sequence.as_str(),
                 "scenario": self.scenario.as_str(),
-                "buffer_per_class": exp.buffer_per_class,
+                "buffer_per_class": self.buffer_per_class,
                 "budget_per_task": exp.budget,
                 "task_names": self.tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
             }),
@@ -94,9 +96,10 @@ impl Report<'_> {
         write_plot(
             &dir.staged(&names[2]),
             &format!(
-                "continual {} ({}-incremental): seed {}",
+                "continual {} ({}-incremental, buffer {} per class): seed {}",
                 exp.sequence.as_str(),
                 self.scenario.as_str(),
+                self.buffer_per_class,
                 self.seeds[0]
             ),
             "tasks learned",
