@@ -3,7 +3,7 @@
 // [N, O, OH, OW] with OH = (H + 2 pad - KH) / stride + 1. No workgroup memory: each invocation
 // keeps a small tile in registers (lavapipe vectorises across invocations).
 //
-// Invocation layout: the "lane" index t = gid.x + gid.y * num_workgroups.x * WG runs over a
+// Invocation layout: the lane index t = gid.x + gid.y * num_workgroups.x * LANE_WG runs over a
 // flattened pixel dimension (see each entry point), gid.z over channel blocks, so that all
 // invocations of one workgroup share their weight loads.
 //
@@ -19,33 +19,12 @@
 // conv2d_bwd_weight_3x3 (3x3, stride 1, pad 1): bindings as conv2d_bwd_weight.
 // conv2d_flip_weights: in0 w [O, C, KH, KW] -> out0 [C, O, KH, KW] rotated by 180 degrees, so
 // that a stride-1 backward-data pass is a forward convolution of gy (the 3x3 fast path uses it).
-// Flags: 1 bias (with dbias), 2 ReLU, 8 dx present (else dx = 0).
+// Flags: FLAG_BIAS (with dbias), FLAG_RELU, FLAG_HAS_DX (dx present, else dx = 0).
 
-const WG: u32 = 64u;
 const PX: u32 = 4u;    // output pixels (one row segment) per invocation in fwd / jvp / bwd_data
 const BW_OT: u32 = 8u; // output channels per invocation in conv2d_bwd_weight_3x3
 const BW_CT: u32 = 8u; // input channels per invocation in conv2d_bwd_weight_3x3
 
-struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    o: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    flags: u32,
-    tiles_x: u32,     // row segments per row (fwd, jvp, bwd_data)
-    total: u32,       // lane count
-    splits: u32,      // partial sums of the reductions (bwd_weight, bwd_bias, sum_splits)
-    rows_per_split: u32, // flattened (n, oy) rows per split
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> in0: array<f32>;
 @group(0) @binding(2) var<storage, read> in1: array<f32>;
 @group(0) @binding(3) var<storage, read> in2: array<f32>;
@@ -55,10 +34,6 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> out0: array<f32>;
 @group(0) @binding(8) var<storage, read_write> out1: array<f32>;
 
-fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
 // Input coordinate of output coordinate `o` at kernel tap `k` (may be out of range).
 fn in_coord(o: u32, k: u32) -> i32 {
     return i32(o * p.stride + k) - i32(p.pad);
@@ -66,7 +41,7 @@ fn in_coord(o: u32, k: u32) -> i32 {
 
 // y = act(conv(x, w) + bias). Lanes: (n, oy, row segment of PX output pixels); gid.z: block
 // of 4 output channels.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -101,13 +76,13 @@ fn conv2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         let o = o0 + q;
         if (o >= p.o) { break; }
         var b = 0.0;
-        if ((p.flags & 1u) != 0u) { b = in2[o]; }
+        if ((p.flags & FLAG_BIAS) != 0u) { b = in2[o]; }
         let ybase = ((n * p.o + o) * p.oh + oy) * p.ow;
         for (var j = 0u; j < PX; j++) {
             let ox = ox0 + j;
             if (ox >= p.ow) { break; }
             var v = acc[j][q] + b;
-            if ((p.flags & 2u) != 0u) { v = max(v, 0.0); }
+            if ((p.flags & FLAG_RELU) != 0u) { v = max(v, 0.0); }
             out0[ybase + ox] = v;
         }
     }
@@ -115,7 +90,7 @@ fn conv2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 // Fused forward mode: y = act(conv(x, w) + bias), dy = act'·(conv(dx, w) + conv(x, dw) + dbias).
 // Same lanes as conv2d_fwd.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -126,7 +101,7 @@ fn conv2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let n = r / p.oh;
     let ksz = p.kh * p.kw;
     let wso = p.c * ksz;
-    let has_dx = (p.flags & 8u) != 0u;
+    let has_dx = (p.flags & FLAG_HAS_DX) != 0u;
     let oc = min(vec4<u32>(o0) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.o - 1u)) * wso;
     var acc: array<vec4<f32>, PX>;
     var dacc: array<vec4<f32>, PX>;
@@ -161,7 +136,7 @@ fn conv2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         if (o >= p.o) { break; }
         var b = 0.0;
         var db = 0.0;
-        if ((p.flags & 1u) != 0u) {
+        if ((p.flags & FLAG_BIAS) != 0u) {
             b = in2[o];
             db = in5[o];
         }
@@ -171,7 +146,7 @@ fn conv2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
             if (ox >= p.ow) { break; }
             var v = acc[j][q] + b;
             var dv = dacc[j][q] + db;
-            if ((p.flags & 2u) != 0u && v <= 0.0) {
+            if ((p.flags & FLAG_RELU) != 0u && v <= 0.0) {
                 v = 0.0;
                 dv = 0.0;
             }
@@ -184,7 +159,7 @@ fn conv2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 // gx[n, c, iy, ix] = sum over (o, ky, kx) of gy[n, o, oy, ox] w[o, c, ky, kx] where
 // oy * stride - pad + ky = iy (likewise x). Lanes: (n, iy, row segment of PX input pixels);
 // gid.z: block of 4 input channels.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_bwd_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -234,7 +209,7 @@ fn conv2d_bwd_data(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 // q = (c, ky, kx) flattened (Q = C KH KW). Lanes: blocks of 4 consecutive q; gid.z:
 // split * ceil(O / 4) + block of 4 output channels. Split s sums rows
 // [s * rows_per_split, (s + 1) * rows_per_split) and writes out0[s * O * Q + o * Q + q].
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_bwd_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -296,7 +271,7 @@ fn conv2d_bwd_weight(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 // values per output channel (the same for every invocation of the workgroup) and a 3 x 6
 // input patch per input channel, then accumulates dot products. Lanes: blocks of BW_CT input channels; gid.z:
 // split * ceil(O / BW_OT) + output-channel block; out0[split * O * C * 9 + (o * C + c) * 9 + k].
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_bwd_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -363,7 +338,7 @@ fn conv2d_bwd_weight_3x3(@builtin(global_invocation_id) gid: vec3<u32>, @builtin
 
 // gb[o] = sum of gy[n, o, :, :]. Lanes: output channel o; gid.z: split, summing rows (n, oy)
 // [s * rows_per_split, (s + 1) * rows_per_split) into out0[s * O + o].
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_bwd_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let o = lane(gid, nwg);
     if (o >= p.o) { return; }
@@ -389,7 +364,7 @@ fn conv2d_bwd_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 }
 
 // out0[i] = sum over s < splits of in0[s * total + i], for i < total.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = lane(gid, nwg);
     if (i >= p.total) { return; }
@@ -401,7 +376,7 @@ fn conv2d_sum_splits(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
 }
 
 // out0[c, o, ky, kx] = in0[o, c, KH - 1 - ky, KW - 1 - kx], for total = O C KH KW elements.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv2d_flip_weights(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = lane(gid, nwg);
     if (i >= p.total) { return; }

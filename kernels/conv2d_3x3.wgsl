@@ -9,37 +9,16 @@
 // per-invocation register work across invocations; hardware adapters get smaller tiles via
 // specialisation of OT and PX4.
 //
-// Lanes t = gid.x + gid.y * num_workgroups.x * WG run over (n, oy, row segment); gid.z over
+// Lanes t = gid.x + gid.y * num_workgroups.x * LANE_WG run over (n, oy, row segment); gid.z over
 // blocks of OT output channels.
 // Bindings and params as in conv2d.wgsl:
 //   1 x, 2 w, 3 bias, 4 dx, 5 dw, 6 dbias (read), 7 y, 8 dy (read_write).
-// Flags: 1 bias (with dbias), 2 ReLU, 8 dx present (else dx = 0).
+// Flags: FLAG_BIAS (with dbias), FLAG_RELU, FLAG_HAS_DX (dx present, else dx = 0).
 
 const OT: u32 = 8u;    // output channels per invocation
 const PX4: u32 = 2u;   // vec4 groups of output pixels per invocation
-const WG: u32 = 64u;
 const XW: u32 = 4u * PX4 + 2u;   // input row segment per output row segment
 
-struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    o: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    flags: u32,
-    tiles_x: u32,
-    total: u32,
-    splits: u32,
-    rows_per_split: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -71,7 +50,7 @@ fn store(n: u32, oy: u32, o0: u32, ox0: u32, acc: ptr<function, array<vec4<f32>,
         if (o >= p.o) { break; }
         var b = 0.0;
         var db = 0.0;
-        if ((p.flags & 1u) != 0u) {
+        if ((p.flags & FLAG_BIAS) != 0u) {
             b = bias[o];
             if (tangent) { db = dbias[o]; }
         }
@@ -84,7 +63,7 @@ fn store(n: u32, oy: u32, o0: u32, ox0: u32, acc: ptr<function, array<vec4<f32>,
                 if (ox >= p.w) { break; }
                 var v = v4[e];
                 var d = d4[e];
-                if ((p.flags & 2u) != 0u && v <= 0.0) {
+                if ((p.flags & FLAG_RELU) != 0u && v <= 0.0) {
                     v = 0.0;
                     d = 0.0;
                 }
@@ -95,9 +74,9 @@ fn store(n: u32, oy: u32, o0: u32, ox0: u32, acc: ptr<function, array<vec4<f32>,
     }
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv3x3_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
+    let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let o0 = gid.z * OT;
     let ox0 = (t % p.tiles_x) * (4u * PX4);
@@ -137,9 +116,9 @@ fn conv3x3_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     store(n, oy, o0, ox0, &acc, &unused, false);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn conv3x3_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
+    let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let o0 = gid.z * OT;
     let ox0 = (t % p.tiles_x) * (4u * PX4);
@@ -147,7 +126,7 @@ fn conv3x3_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     let oy = r % p.h;
     let n = r / p.h;
     let wso = p.c * 9u;
-    let has_dx = (p.flags & 8u) != 0u;
+    let has_dx = (p.flags & FLAG_HAS_DX) != 0u;
     var acc: array<vec4<f32>, OT * PX4>;
     var dacc: array<vec4<f32>, OT * PX4>;
     var seg: array<f32, XW>;

@@ -1,6 +1,6 @@
 // Register-tiled products of lowered convolutions (src/ops/conv.rs drives them). No workgroup
 // memory: lavapipe vectorises per-invocation register work. Lanes t = gid.x + gid.y *
-// num_workgroups.x * WG are flattened so that every lane of a SIMD batch is live whatever the
+// num_workgroups.x * LANE_WG are flattened so that every lane of a SIMD batch is live whatever the
 // shape (the 8 x 8 workgroups of matmul.wgsl idle most lanes when one side of C is small).
 //
 // Tiles are structs of mat4x4 accumulators updated by whole mat4x4 products (as matmul.wgsl):
@@ -8,13 +8,13 @@
 // slower.
 //
 // gemm_fwd8 / gemm_fwd16: C[r, j] = sum over k < K of a0[k, r] b0[k, j] (+ a1[k, r] b1[k, j]
-//   with flag 32), a stored [K, rp], b stored [K, npc] (K, rp and npc multiples of 4; padding
+//   with FLAG_SECOND_PRODUCT), a stored [K, rp], b stored [K, npc] (K, rp and npc multiples of 4; padding
 //   zero). Each invocation owns 8 or 16 rows (gid.z picks the row block, so the a loads are the
 //   same for the whole workgroup) x 16 columns (lanes). Store mode
-//   (flag 64 clear): rows are output channels o < O and columns pixels (n, oy, ox) of images
-//   n0 + n < n0 + nb: out = y [N, O, OH, OW] with + bias[o] (flag 1), ReLU (flag 2), and zero
-//   where mask (binding 6, the forward output) is <= 0 (flag 4). Flag 64: out is a plain
-//   [rows, npc] matrix (rows = O field).
+//   (FLAG_PLAIN_OUTPUT clear): rows are output channels o < O and columns pixels (n, oy, ox) of
+//   images n0 + n < n0 + nb: out = y [N, O, OH, OW] with + bias[o] (FLAG_BIAS), ReLU
+//   (FLAG_RELU), and zero where mask (binding 6, the forward output) is <= 0 (FLAG_MASK).
+//   FLAG_PLAIN_OUTPUT: out is a plain [rows, npc] matrix (rows = the o field).
 // gemm_bwd_weight8 / 16: partial[slot0 + s, q, o] = sum over k in split s of patches[q, k] g[o, k],
 //   patches [Q, K] and g [op, K] both k-contiguous (K = npc). The reduction is long and the
 //   product small, so split s covers vec4 steps [s k4_split, (s + 1) k4_split) and many splits
@@ -22,26 +22,6 @@
 //   lanes run over (split, tile) with the tile fastest.
 // Bindings: 1 a0 / patches, 2 b0 / g, 3 a1, 4 b1, 5 bias, 6 mask (read); 7 out (read_write).
 
-const WG: u32 = 64u;
-
-struct Params {
-    q: u32,        // bwd_weight: Q; fwd: K
-    op: u32,       // bwd_weight: op; fwd: rp
-    npc: u32,
-    k4_split: u32, // bwd_weight only
-    tiles_q: u32,  // bwd_weight only
-    tiles_o: u32,  // bwd_weight only
-    total: u32,    // lanes
-    slot0: u32,    // bwd_weight only
-    // gemm_fwd only:
-    o: u32,        // rows stored (output channels)
-    ohw: u32,      // output pixels per image
-    n0: u32,       // first image of the chunk
-    nb: u32,       // images in the chunk
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a0: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b0: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> a1: array<vec4<f32>>;
@@ -103,7 +83,7 @@ fn fwd_acc(src: u32, t: ptr<function, T8>, r4: u32, j4: u32) {
 // Stores one block: column c is row r0 + c, components columns 4 j4 ... (the image and pixel
 // of the first column are divided out once; integer division is slow on lavapipe).
 fn fwd_store(m: mat4x4<f32>, r0: u32, j4: u32) {
-    let plain = (p.flags & 64u) != 0u;
+    let plain = (p.flags & FLAG_PLAIN_OUTPUT) != 0u;
     let cols = p.nb * p.ohw;
     let j0 = j4 * 4u;
     let n_first = j0 / p.ohw;
@@ -112,7 +92,7 @@ fn fwd_store(m: mat4x4<f32>, r0: u32, j4: u32) {
         let r = r0 + c;
         if (r >= p.o) { return; }
         var b = 0.0;
-        if ((p.flags & 1u) != 0u) { b = bias[r]; }
+        if ((p.flags & FLAG_BIAS) != 0u) { b = bias[r]; }
         let v4 = m[c] + vec4<f32>(b);
         var n = p.n0 + n_first;
         var pix = pix_first;
@@ -125,8 +105,8 @@ fn fwd_store(m: mat4x4<f32>, r0: u32, j4: u32) {
             if (j >= cols) { break; }
             let yi = (n * p.o + r) * p.ohw + pix;
             var v = v4[l];
-            if ((p.flags & 2u) != 0u) { v = max(v, 0.0); }
-            if ((p.flags & 4u) != 0u && mask[yi] <= 0.0) { v = 0.0; }
+            if ((p.flags & FLAG_RELU) != 0u) { v = max(v, 0.0); }
+            if ((p.flags & FLAG_MASK) != 0u && mask[yi] <= 0.0) { v = 0.0; }
             out[yi] = v;
             pix += 1u;
             if (pix == p.ohw) {
@@ -145,21 +125,21 @@ fn fwd_store8(t: ptr<function, T8>, r4: u32, j4: u32) {
     fwd_store((*t).y2, r0 + 4u, j4 + 2u); fwd_store((*t).y3, r0 + 4u, j4 + 3u);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn gemm_fwd8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
+    let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let r4 = gid.z * 2u;
     let j4 = t * 4u;
     var acc: T8;
     fwd_acc(0u, &acc, r4, j4);
-    if ((p.flags & 32u) != 0u) { fwd_acc(1u, &acc, r4, j4); }
+    if ((p.flags & FLAG_SECOND_PRODUCT) != 0u) { fwd_acc(1u, &acc, r4, j4); }
     fwd_store8(&acc, r4, j4);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn gemm_fwd16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
+    let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let r4 = gid.z * 4u;
     let j4 = t * 4u;
@@ -168,7 +148,7 @@ fn gemm_fwd16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     var lo: T8;
     var hi: T8;
     for (var src = 0u; src < 2u; src++) {
-        if (src == 1u && (p.flags & 32u) == 0u) { break; }
+        if (src == 1u && (p.flags & FLAG_SECOND_PRODUCT) == 0u) { break; }
         for (var k = 0u; k < p.q; k += 4u) {
             let bm0 = fwd_b(src, k, j4, n4);
             let bm1 = fwd_b(src, k, j4 + 1u, n4);
@@ -222,9 +202,9 @@ fn bw_store8(t: ptr<function, T8>, split: u32, q0: u32, o0: u32) {
     bw_store((*t).y2, split, q0 + 8u, o0 + 4u); bw_store((*t).y3, split, q0 + 12u, o0 + 4u);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn gemm_bwd_weight8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
+    let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let ntiles = p.tiles_q * p.tiles_o;
     let tile = t % ntiles;
@@ -242,9 +222,9 @@ fn gemm_bwd_weight8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     bw_store8(&acc, split, q0, o0);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn gemm_bwd_weight16(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let t = gid.x + gid.y * nwg.x * WG;
+    let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let ntiles = p.tiles_q * p.tiles_o;
     let tile = t % ntiles;

@@ -7,7 +7,7 @@
 // - conv_igemm_fwd:  y[n, o, oy, ox] = act(sum_q W[o, q] patches[q, p] + bias[o]) — a GEMM
 //   of M = O, N = P, K = Q;
 // - conv_igemm_jvp:  also dy = act'(.) (W dpatches + dW patches + dbias) (dpatches from dx;
-//   flag 8 says there is one);
+//   FLAG_HAS_DX says there is one);
 // - conv_igemm_bwd_weight: partial[split, o, q] = sum_p gy[o, p] patches[q, p] over the
 //   split's range of p (rows_per_split pixels, a multiple of BK): a split-K GEMM of M = O,
 //   N = Q, K = P; the splits are summed by conv2d.wgsl's conv2d_sum_splits.
@@ -16,33 +16,13 @@
 // per invocation (rows ty + 16 i, columns tx + 16 j). For each slice of BK = 16 along the
 // reduction it stages its blocks, each invocation TM elements of each, numbered so that
 // neighbouring invocations read neighbouring addresses (weights along q, gy and patches along
-// pixels where the reduction runs over pixels, patches along pixels otherwise). Flags: 1 bias,
-// 2 ReLU, 8 the JVP has dx.
+// pixels where the reduction runs over pixels, patches along pixels otherwise). Flags: FLAG_BIAS,
+// FLAG_RELU, FLAG_HAS_DX (the JVP has dx).
 
 const TM: u32 = 4u;
 const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 
-struct Params {
-    n: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    o: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    flags: u32,
-    tiles_x: u32,
-    total: u32,
-    splits: u32,
-    rows_per_split: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 // The weights; in conv_igemm_bwd_weight, the output gradient gy [N, O, OH, OW].
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -86,7 +66,7 @@ fn forward(wid: vec3<u32>, lid: vec3<u32>, jvp: bool) {
     let row0 = wid.y * BM;
     let col0 = wid.x * BM;
     let t = lid.y * 16u + lid.x;
-    let has_dx = jvp && (p.flags & 8u) != 0u;
+    let has_dx = jvp && (p.flags & FLAG_HAS_DX) != 0u;
     var acc: array<f32, TM * TM>;
     var dacc: array<f32, TM * TM>;
     for (var k0 = 0u; k0 < q_len; k0 += BK) {
@@ -153,11 +133,11 @@ fn forward(wid: vec3<u32>, lid: vec3<u32>, jvp: bool) {
             if (pix >= p.total) { continue; }
             var v = acc[i * TM + j];
             var tangent = dacc[i * TM + j];
-            if ((p.flags & 1u) != 0u) {
+            if ((p.flags & FLAG_BIAS) != 0u) {
                 v += bias[o];
                 if (jvp) { tangent += dbias[o]; }
             }
-            if ((p.flags & 2u) != 0u) {
+            if ((p.flags & FLAG_RELU) != 0u) {
                 tangent = select(0.0, tangent, v > 0.0);
                 v = max(v, 0.0);
             }

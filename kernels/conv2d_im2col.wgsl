@@ -1,86 +1,23 @@
 // im2col of 2-D convolutions lowered to products (src/ops/conv.rs; see conv2d_lower.wgsl for
-// the layouts): patches [qp, npc] of images [n0, n0 + nb) of x (and of dx, flag 8), written as
-// vec4 (a file of its own for the vec4-typed outputs).
+// the layouts): patches [qp, npc] of images [n0, n0 + nb) of x (and of dx, FLAG_HAS_DX),
+// written as vec4 (a file of its own for the vec4-typed outputs). Patch columns: cols_of in
+// include/patch_columns.wgsl; lanes: lane in include/index.wgsl.
 // Bindings: 1 x, 2 dx (read); 3 patches, 4 dpatches (read_write).
 
-const WG: u32 = 64u;
-
-struct Params {
-    n0: u32,
-    nb: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    o: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    q: u32,
-    op: u32,
-    npc: u32,
-    flags: u32,
-    total: u32,
-    splits: u32,
-    total_rows: u32, // lower_im2col: qp
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> in0: array<f32>;
 @group(0) @binding(2) var<storage, read> in1: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out0: array<vec4<f32>>;
 @group(0) @binding(4) var<storage, read_write> out1: array<vec4<f32>>;
 
-fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
-// Image, row and column of the 4 patch columns 4 t .. 4 t + 3 (one division per lane: integer
-// division is slow on lavapipe), and whether each is a real column (not padding).
-struct Cols {
-    n: vec4<u32>,
-    oy: vec4<u32>,
-    ox: vec4<u32>,
-    ok: vec4<bool>,
-}
-
-fn cols_of(t: u32) -> Cols {
-    let ohw = p.oh * p.ow;
-    let j0 = t * 4u;
-    var n = j0 / ohw;
-    var pix = j0 % ohw;
-    var oy = pix / p.ow;
-    var ox = pix % p.ow;
-    var r: Cols;
-    for (var e = 0u; e < 4u; e++) {
-        r.ok[e] = n < p.nb;
-        r.n[e] = p.n0 + min(n, p.nb - 1u);
-        r.oy[e] = oy;
-        r.ox[e] = ox;
-        ox += 1u;
-        if (ox == p.ow) {
-            ox = 0u;
-            oy += 1u;
-            if (oy == p.oh) {
-                oy = 0u;
-                n += 1u;
-            }
-        }
-    }
-    return r;
-}
-
-// in0 = x, in1 = dx (flag 8) -> out0 = patches, out1 = dpatches. Lanes: groups of 4
+// in0 = x, in1 = dx (FLAG_HAS_DX) -> out0 = patches, out1 = dpatches. Lanes: groups of 4
 // consecutive patch columns (so a SIMD batch reads and writes contiguous memory), each looping
 // over all qp rows; total = npc / 4.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn lower_im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
     let cl = cols_of(t);
-    let has_dx = (p.flags & 8u) != 0u;
+    let has_dx = (p.flags & FLAG_HAS_DX) != 0u;
     let hw = p.h * p.w;
     let iy0 = vec4<i32>(cl.oy * p.stride) - vec4<i32>(i32(p.pad));
     let ix0 = vec4<i32>(cl.ox * p.stride) - vec4<i32>(i32(p.pad));
@@ -109,7 +46,7 @@ fn lower_im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
             }
         }
     }
-    let qp = p.total_rows;
+    let qp = p.qp;
     for (; q < qp; q++) {
         out0[q * n4 + t] = vec4<f32>(0.0);
         if (has_dx) { out1[q * n4 + t] = vec4<f32>(0.0); }

@@ -2,8 +2,9 @@
 // passes around the matmul kernels. NCHW activations, weights [O, C, KH, KW]; one batch chunk
 // of images [n0, n0 + nb) at a time. Q = C KH KW rows of the patch matrix, P = nb OH OW
 // columns padded to npc (a multiple of 4; padded columns are zero), O padded to op (a multiple
-// of 4; padded rows or columns are zero). Lanes t = gid.x + gid.y * num_workgroups.x * WG,
-// t < total, as each entry point says; no integer division per element (slow on lavapipe).
+// of 4; padded rows or columns are zero). Lanes t = gid.x + gid.y * num_workgroups.x * LANE_WG
+// (lane in include/index.wgsl), t < total, as each entry point says; no integer division per
+// element (slow on lavapipe). Patch columns: cols_of in include/patch_columns.wgsl.
 //
 //   (im2col, in conv2d_im2col.wgsl: patches [qp, npc], rows from Q up zero, with
 //                    patches[(c, ky, kx), (n, oy, ox)] = x[n0 + n, c, oy s - pad + ky, ...])
@@ -16,31 +17,6 @@
 //
 // Bindings: 1 in0, 2 in1, 3 in2, 4 in3 (read); 5 out0, 6 out1 (read_write).
 
-const WG: u32 = 64u;
-
-struct Params {
-    n0: u32,
-    nb: u32,
-    c: u32,
-    h: u32,
-    w: u32,
-    o: u32,
-    kh: u32,
-    kw: u32,
-    stride: u32,
-    pad: u32,
-    oh: u32,
-    ow: u32,
-    q: u32,
-    op: u32,
-    npc: u32,
-    flags: u32,
-    total: u32,
-    splits: u32,
-    total_rows: u32, // lower_im2col: qp
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> in0: array<f32>;
 @group(0) @binding(2) var<storage, read> in1: array<f32>;
 @group(0) @binding(3) var<storage, read> in2: array<f32>;
@@ -48,47 +24,8 @@ struct Params {
 @group(0) @binding(5) var<storage, read_write> out0: array<f32>;
 @group(0) @binding(6) var<storage, read_write> out1: array<f32>;
 
-fn lane(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * WG;
-}
-
-// Image, row and column of the 4 patch columns 4 t .. 4 t + 3 (one division per lane: integer
-// division is slow on lavapipe), and whether each is a real column (not padding).
-struct Cols {
-    n: vec4<u32>,
-    oy: vec4<u32>,
-    ox: vec4<u32>,
-    ok: vec4<bool>,
-}
-
-fn cols_of(t: u32) -> Cols {
-    let ohw = p.oh * p.ow;
-    let j0 = t * 4u;
-    var n = j0 / ohw;
-    var pix = j0 % ohw;
-    var oy = pix / p.ow;
-    var ox = pix % p.ow;
-    var r: Cols;
-    for (var e = 0u; e < 4u; e++) {
-        r.ok[e] = n < p.nb;
-        r.n[e] = p.n0 + min(n, p.nb - 1u);
-        r.oy[e] = oy;
-        r.ox[e] = ox;
-        ox += 1u;
-        if (ox == p.ow) {
-            ox = 0u;
-            oy += 1u;
-            if (oy == p.oh) {
-                oy = 0u;
-                n += 1u;
-            }
-        }
-    }
-    return r;
-}
-
-// in0 = w, in1 = dw (flag 16) -> out0 = wt, out1 = dwt; one lane per element (small).
-@compute @workgroup_size(WG)
+// in0 = w, in1 = dw (FLAG_HAS_DW) -> out0 = wt, out1 = dwt; one lane per element (small).
+@compute @workgroup_size(LANE_WG)
 fn lower_weights_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -97,14 +34,14 @@ fn lower_weights_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     let wi = min(o, p.o - 1u) * p.q + min(q, p.q - 1u);
     let ok = o < p.o && q < p.q;
     out0[t] = select(0.0, in0[wi], ok);
-    if ((p.flags & 16u) != 0u) {
+    if ((p.flags & FLAG_HAS_DW) != 0u) {
         out1[t] = select(0.0, in1[wi], ok);
     }
 }
 
 // in0 = gy -> out0 = g. Lanes: groups of 4 consecutive columns, each looping over the op
 // rows; total = npc / 4.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn lower_gy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -127,7 +64,7 @@ fn lower_gy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 // in0 = gp -> out0 = gx. Lanes: groups of 4 consecutive input pixels (n, c, iy, ix .. ix + 3)
 // of one input row (W4 = ceil(W / 4) groups per row), each gathering, per pixel, the patch
 // entries of every tap that reads it (no atomics); total = nb C H W4.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn lower_col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -171,7 +108,7 @@ fn lower_col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 }
 
 // in0 = partials -> out0 = gw; total = O Q.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn lower_sum_wt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }
@@ -187,7 +124,7 @@ fn lower_sum_wt(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 // in0 = w [O, Q] -> out0 = [total / op, op]: w with zero rows below O and zero columns right
 // of Q (here op is the padded Q).
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn lower_pad_q(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let t = lane(gid, nwg);
     if (t >= p.total) { return; }

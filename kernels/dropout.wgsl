@@ -1,5 +1,5 @@
 // Inverted dropout. Bindings: x (read), y, mask (read_write). One invocation per element
-// i = gid.x + gid.y * (num_workgroups.x * 256).
+// i = flat_index(gid, nwg) (include/index.wgsl).
 //
 // The random word of element i is hash32(hash32(i ^ k0) ^ k1), hash32 the "lowbias32"
 // integer finaliser and (k0, k1) derived from the 64-bit seed on the host
@@ -7,15 +7,6 @@
 // dropped when (word >> 8) < threshold (threshold = round(p * 2^24)); mask = 0 or keep =
 // 1 / (1 - p), y = x * mask.
 
-struct Params {
-    n: u32,
-    k0: u32,
-    k1: u32,
-    threshold: u32,
-    keep: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<storage, read_write> mask: array<f32>;
@@ -30,9 +21,9 @@ fn hash32(v: u32) -> u32 {
     return h;
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENT_WG)
 fn dropout(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.n) {
         return;
     }

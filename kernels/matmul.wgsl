@@ -1,9 +1,9 @@
 // Register-tiled matrix product C = epilogue(alpha * op(A) op(B)), row-major, vec4 loads; the
-// tile, epilogue and loads are in matmul_tile.wgsl (prepended). Each invocation owns a 16 x 16
+// tile, epilogue and loads are in include/matmul_tile.wgsl and include/vec4_rows.wgsl. Each invocation owns a 16 x 16
 // tile of C. No workgroup memory: on CPU-emulated drivers (lavapipe) per-invocation register
 // work is what gets vectorised. Consecutive invocations along x (the SIMD lanes of a
-// CPU-emulated driver) take consecutive column tiles, or with flag 32 consecutive row tiles: the
-// host picks whichever leaves fewer lanes idle for the shape. Where the driver offers 8-lane
+// CPU-emulated driver) take consecutive column tiles, or with FLAG_ROWS_ON_LANES consecutive
+// row tiles: the host picks whichever leaves fewer lanes idle for the shape. Where the driver offers 8-lane
 // subgroups, matmul_subgroup.wgsl replaces these entry points.
 // Entry points:  matmul_nn: A [M,K], B [K,N]    needs K % 4 == 0, N % 4 == 0
 //                matmul_tn: A [K,M], B [K,N]    needs M % 4 == 0, N % 4 == 0   (C = A^T B)
@@ -11,7 +11,7 @@
 
 // The invocation's tile: its first row and first vec4 column.
 fn tile_origin(gid: vec3<u32>) -> vec2<u32> {
-    if ((p.flags & 32u) != 0u) {
+    if ((p.flags & FLAG_ROWS_ON_LANES) != 0u) {
         return vec2<u32>(gid.x * 16u, gid.y * 4u);
     }
     return vec2<u32>(gid.y * 16u, gid.x * 4u);
@@ -44,7 +44,7 @@ fn matmul_tn(@builtin(global_invocation_id) gid: vec3<u32>) {
     let m4 = p.m / 4u;
     let r4 = row0 / 4u;
     let k_main = p.k / 4u * 4u;
-    let sums = (p.flags & 16u) != 0u && row0 == 0u;
+    let sums = (p.flags & FLAG_COL_SUMS) != 0u && row0 == 0u;
     var t: Tile;
     var s: ColSums;
     for (var k = 0u; k < k_main; k += 4u) {

@@ -1,25 +1,12 @@
 // Matrix product for any shape and layout: C = epilogue(alpha * op(A) op(B)) with op(A)[i,k] =
 // a[i * sa_row + k * sa_col] and op(B)[k,j] = b[k * sb_row + j * sb_col], so one entry point
 // serves AB, A^T B and A B^T. Each invocation computes a 4 x 4 tile with scalar loads.
-// Epilogue flags as in matmul.wgsl: 1 bias, 2 ReLU, 4 accumulate beta * cin, 8 zero where
-// cin <= 0, 16 also write the column sums of op(B) (sum over k of op(B)[k, col]) to c2, 32
-// consecutive invocations along x take consecutive row tiles instead of column tiles (as in
-// matmul.wgsl: the host picks the layout that leaves fewer SIMD lanes idle).
+// Epilogue flags as in matmul.wgsl: FLAG_BIAS, FLAG_RELU, FLAG_ACCUMULATE (+ beta * cin),
+// FLAG_MASK (zero where cin <= 0), FLAG_COL_SUMS (also write the column sums of op(B), the sum
+// over k of op(B)[k, col], to c2), FLAG_ROWS_ON_LANES (consecutive invocations along x take
+// consecutive row tiles instead of column tiles, as in matmul.wgsl: the host picks the layout
+// that leaves fewer SIMD lanes idle).
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-    alpha: f32,
-    beta: f32,
-    sa_row: u32,
-    sa_col: u32,
-    sb_row: u32,
-    sb_col: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -31,12 +18,12 @@ struct Params {
 fn matmul_general(@builtin(global_invocation_id) gid: vec3<u32>) {
     var row0 = gid.y * 4u;
     var col0 = gid.x * 4u;
-    if ((p.flags & 32u) != 0u) {
+    if ((p.flags & FLAG_ROWS_ON_LANES) != 0u) {
         row0 = gid.x * 4u;
         col0 = gid.y * 4u;
     }
     if (row0 >= p.m || col0 >= p.n) { return; }
-    let sums = (p.flags & 16u) != 0u && row0 == 0u;
+    let sums = (p.flags & FLAG_COL_SUMS) != 0u && row0 == 0u;
     var acc: array<f32, 16>;
     var colsum: array<f32, 4>;
     for (var k = 0u; k < p.k; k++) {
@@ -69,10 +56,10 @@ fn matmul_general(@builtin(global_invocation_id) gid: vec3<u32>) {
             let col = col0 + j;
             if (col >= p.n) { break; }
             var v = p.alpha * acc[i * 4u + j];
-            if ((p.flags & 1u) != 0u) { v += bias[col]; }
-            if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * p.n + col]; }
-            if ((p.flags & 8u) != 0u) { v = select(0.0, v, cin[row * p.n + col] > 0.0); }
-            if ((p.flags & 2u) != 0u) { v = max(v, 0.0); }
+            if ((p.flags & FLAG_BIAS) != 0u) { v += bias[col]; }
+            if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += p.beta * cin[row * p.n + col]; }
+            if ((p.flags & FLAG_MASK) != 0u) { v = select(0.0, v, cin[row * p.n + col] > 0.0); }
+            if ((p.flags & FLAG_RELU) != 0u) { v = max(v, 0.0); }
             c[row * p.n + col] = v;
         }
     }

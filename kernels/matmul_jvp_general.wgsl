@@ -2,18 +2,11 @@
 // needs K and N multiples of 4): primal and tangent of
 //     C = act(A B + bias),   dC = act'(.) * (dA B + A dB + dbias)
 // with A [M,K], B [K,N] row-major, in one dispatch. Each invocation computes a 4 x 4 tile of C
-// and of dC with scalar loads. Flags: 1 bias (with dbias), 2 ReLU; HAS_DA as in matmul_jvp.wgsl.
+// and of dC with scalar loads. Flags: FLAG_BIAS (with dbias), FLAG_RELU; HAS_DA as in
+// include/matmul_jvp_tile.wgsl.
 
 const HAS_DA: u32 = 1u;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -58,11 +51,11 @@ fn matmul_jvp_general(@builtin(global_invocation_id) gid: vec3<u32>) {
             if (col >= p.n) { break; }
             var v = acc[i][j];
             var t = dacc[i][j];
-            if ((p.flags & 1u) != 0u) {
+            if ((p.flags & FLAG_BIAS) != 0u) {
                 v += bias[col];
                 t += dbias[col];
             }
-            if ((p.flags & 2u) != 0u) {
+            if ((p.flags & FLAG_RELU) != 0u) {
                 t = select(0.0, t, v > 0.0);
                 v = max(v, 0.0);
             }

@@ -1,8 +1,8 @@
 // Fused forward mode of a dense layer for hardware GPUs, any shape, staged through workgroup
 // memory: primal and tangent of
 //     C = act(A B + bias),   dC = act'(.) * (dA B + A dB + dbias)
-// with A [M,K], B [K,N] row-major, in one dispatch. Flags: 1 bias (with dbias), 2 ReLU;
-// HAS_DA as in matmul_jvp.wgsl (0: dA = 0, its block is neither loaded nor used).
+// with A [M,K], B [K,N] row-major, in one dispatch. Flags: FLAG_BIAS (with dbias), FLAG_RELU;
+// HAS_DA as in include/matmul_jvp_tile.wgsl (0: dA = 0, its block is neither loaded nor used).
 //
 // As in matmul_wg.wgsl: a workgroup of 16 x 16 invocations computes a 64 x 64 block of C and
 // of dC; for each slice of 16 along k it stages the blocks of A, dA, B and dB in workgroup
@@ -15,14 +15,6 @@ const TM: u32 = 4u;
 const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -103,11 +95,11 @@ fn matmul_jvp_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocatio
             if (col >= p.n) { continue; }
             var v = acc[i * TM + j];
             var tangent = dacc[i * TM + j];
-            if ((p.flags & 1u) != 0u) {
+            if ((p.flags & FLAG_BIAS) != 0u) {
                 v += bias[col];
                 tangent += dbias[col];
             }
-            if ((p.flags & 2u) != 0u) {
+            if ((p.flags & FLAG_RELU) != 0u) {
                 tangent = select(0.0, tangent, v > 0.0);
                 v = max(v, 0.0);
             }

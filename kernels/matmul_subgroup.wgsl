@@ -1,6 +1,6 @@
 // matmul_nn, matmul_tn and matmul_nt of matmul.wgsl for drivers that run 8-lane subgroups as
-// the SIMD lanes of a CPU (lavapipe); the tile, epilogue and loads are in matmul_tile.wgsl and
-// the sharing helpers in lane_share.wgsl (both prepended). The 8
+// the SIMD lanes of a CPU (lavapipe); the tile, epilogue and loads are in include/matmul_tile.wgsl
+// and include/vec4_rows.wgsl, the sharing helpers in include/lane_share.wgsl. The 8
 // lanes of a subgroup take 8 consecutive tiles along one axis, so the operand block along the
 // other axis is the same for all of them: instead of 8 identical loads, each lane loads 1/8 of
 // that block and subgroupBroadcast hands it to the others, which halves the loads per step.
@@ -72,7 +72,7 @@ fn matmul_tn_cols(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg
     let r4 = row0 / 4u;
     let mine0 = min(r4 + 2u * (lane & 1u), m4 - 1u);
     let mine1 = min(r4 + 2u * (lane & 1u) + 1u, m4 - 1u);
-    let sums = (p.flags & 16u) != 0u && row0 == 0u;
+    let sums = (p.flags & FLAG_COL_SUMS) != 0u && row0 == 0u;
     var t: Tile;
     var s: ColSums;
     for (var k = 0u; k < p.k; k += 4u) {
@@ -106,7 +106,7 @@ fn matmul_tn_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(subgroup_id) sg
     let r4 = row0 / 4u;
     let mine0 = min(col4_0 + 2u * (lane & 1u), n4 - 1u);
     let mine1 = min(col4_0 + 2u * (lane & 1u) + 1u, n4 - 1u);
-    let sums = (p.flags & 16u) != 0u && row0 == 0u;
+    let sums = (p.flags & FLAG_COL_SUMS) != 0u && row0 == 0u;
     var t: Tile;
     var s: ColSums;
     for (var k = 0u; k < p.k; k += 4u) {

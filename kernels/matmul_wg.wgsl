@@ -12,10 +12,10 @@
 // workgroup reads one A element (a broadcast) and consecutive B elements (no bank conflicts);
 // the stores of C are consecutive along a row.
 //
-// Epilogue flags as in matmul.wgsl: 1 bias, 2 ReLU, 4 accumulate beta * cin, 8 zero where
-// cin <= 0, 16 also write the column sums of op(B) (sum over k of op(B)[k, col]) to c2 (by the
-// workgroups of the first block row). Flag 32 (the row/column layout of the register-tiled
-// kernels) does not apply here.
+// Epilogue flags as in matmul.wgsl: FLAG_BIAS, FLAG_RELU, FLAG_ACCUMULATE (+ beta * cin),
+// FLAG_MASK (zero where cin <= 0), FLAG_COL_SUMS (also write the column sums of op(B), the sum
+// over k of op(B)[k, col], to c2, by the workgroups of the first block row).
+// FLAG_ROWS_ON_LANES (the row/column layout of the register-tiled kernels) does not apply here.
 
 const TM: u32 = 4u;
 const TN: u32 = 4u;
@@ -23,20 +23,6 @@ const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 const BN: u32 = 16u * TN;
 
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-    alpha: f32,
-    beta: f32,
-    sa_row: u32,
-    sa_col: u32,
-    sb_row: u32,
-    sb_col: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
@@ -56,7 +42,7 @@ fn matmul_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
     // Which index of each operand is contiguous in memory.
     let a_k_fastest = p.sa_col == 1u;
     let b_n_fastest = p.sb_col == 1u;
-    let sums = (p.flags & 16u) != 0u && wid.y == 0u;
+    let sums = (p.flags & FLAG_COL_SUMS) != 0u && wid.y == 0u;
     var acc: array<f32, TM * TN>;
     var colsum: array<f32, TN>;
     for (var k0 = 0u; k0 < p.k; k0 += BK) {
@@ -118,10 +104,10 @@ fn matmul_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             let col = col0 + lid.x + 16u * j;
             if (col >= p.n) { continue; }
             var v = p.alpha * acc[i * TN + j];
-            if ((p.flags & 1u) != 0u) { v += bias[col]; }
-            if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * p.n + col]; }
-            if ((p.flags & 8u) != 0u) { v = select(0.0, v, cin[row * p.n + col] > 0.0); }
-            if ((p.flags & 2u) != 0u) { v = max(v, 0.0); }
+            if ((p.flags & FLAG_BIAS) != 0u) { v += bias[col]; }
+            if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += p.beta * cin[row * p.n + col]; }
+            if ((p.flags & FLAG_MASK) != 0u) { v = select(0.0, v, cin[row * p.n + col] > 0.0); }
+            if ((p.flags & FLAG_RELU) != 0u) { v = max(v, 0.0); }
             c[row * p.n + col] = v;
         }
     }

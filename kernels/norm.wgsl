@@ -11,28 +11,13 @@
 // Notation: mu mean, s = 1 / sqrt(var + eps) (invstd, var biased), xh = (x - mu) s,
 // mean(.) a mean over the channel's count elements.
 //
-// Elementwise entry points: bn_eval over all elements, bn_update_running over channels.
+// Elementwise entry points: bn_eval over all elements, bn_update_running over channels, one
+// invocation each (flat_index, include/index.wgsl).
 
 // Invocations per workgroup of the channel entry points, a power of two (the host specialises it
 // to 64 or 256 by channel length).
 const WG: u32 = 256u;
 
-struct Params {
-    n: u32,        // samples
-    c: u32,        // channels
-    hw: u32,       // pixels per sample and channel
-    count: u32,    // n * hw
-    total: u32,    // n * c * hw
-    pad0: u32,
-    pad1: u32,
-    pad2: u32,
-    eps: f32,
-    momentum: f32, // bn_update_running
-    unbias: f32,   // count / (count - 1), bn_update_running
-    pad3: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a0: array<f32>;
 @group(0) @binding(2) var<storage, read> a1: array<f32>;
 @group(0) @binding(3) var<storage, read> a2: array<f32>;
@@ -285,9 +270,9 @@ fn bn_eval_backward(
 
 // Eval forward, one invocation per element. a0 x, a1 gamma, a2 beta, a3 running_mean,
 // a4 running_var -> o0 y = gamma (x - running_mean) / sqrt(running_var + eps) + beta.
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENT_WG)
 fn bn_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * 256u;
+    let i = flat_index(gid, nwg);
     if (i >= p.total) {
         return;
     }
@@ -300,9 +285,9 @@ fn bn_eval(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 // a3 invstd -> o0 new mean, o1 new var:
 // new = (1 - momentum) old + momentum batch, the batch variance unbiased:
 // max(1 / invstd^2 - eps, 0) * unbias.
-@compute @workgroup_size(256)
+@compute @workgroup_size(ELEMENT_WG)
 fn bn_update_running(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let c = gid.x + gid.y * nwg.x * 256u;
+    let c = flat_index(gid, nwg);
     if (c >= p.c) {
         return;
     }

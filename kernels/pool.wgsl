@@ -9,23 +9,9 @@
 //   4 y          y              y              gx
 //   5 idx_out    argmax         argmax         -
 //   6 dy         -              dy             -
-// Invocation i = gid.x + gid.y * num_workgroups.x * WG handles one output element (fwd, jvp)
+// Invocation i = lane(gid, nwg) (include/index.wgsl) handles one output element (fwd, jvp)
 // or one (n, c) plane (bwd).
 
-const WG: u32 = 64u;
-
-struct Params {
-    total: u32,   // invocations
-    h: u32,       // bwd: H * W
-    w: u32,       // bwd: OH * OW
-    oh: u32,
-    ow: u32,
-    k: u32,
-    stride: u32,
-    pad: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> b: array<f32>;
 @group(0) @binding(3) var<storage, read> idx_in: array<u32>;
@@ -56,9 +42,9 @@ fn window_max(i: u32) -> vec2<u32> {
     return vec2<u32>(bitcast<u32>(best), best_i);
 }
 
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn maxpool2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = lane(gid, nwg);
     if (i >= p.total) { return; }
     let m = window_max(i);
     y[i] = bitcast<f32>(m.x);
@@ -66,9 +52,9 @@ fn maxpool2d_fwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 }
 
 // Fused forward mode: y, dy = dx[argmax], argmax.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn maxpool2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = gid.x + gid.y * nwg.x * WG;
+    let i = lane(gid, nwg);
     if (i >= p.total) { return; }
     let m = window_max(i);
     y[i] = bitcast<f32>(m.x);
@@ -80,9 +66,9 @@ fn maxpool2d_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // plane's outputs j in order. Exact for overlapping windows without atomics (planes are
 // disjoint), and independent of window and stride. Params: total = planes, h = H * W,
 // w = OH * OW. An index outside its plane is ignored.
-@compute @workgroup_size(WG)
+@compute @workgroup_size(LANE_WG)
 fn maxpool2d_bwd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let plane = gid.x + gid.y * nwg.x * WG;
+    let plane = lane(gid, nwg);
     if (plane >= p.total) { return; }
     let hw = p.h;
     let ohw = p.w;

@@ -1,30 +1,18 @@
-// Row-wise softmax and cross-entropy over logits z [rows, cols]. One invocation per row, which
-// makes three serial passes over its row: the row max m, the sum s = Σ exp(z - m), then the
-// outputs (numerically stable: every exponent is <= 0).
+// Row-wise softmax and cross-entropy over logits z [rows, cols]. One invocation per row
+// (r = lane(gid, nwg), include/index.wgsl), which makes three serial passes over its row: the
+// row max m, the sum s = Σ exp(z - m), then the outputs (numerically stable: every exponent is
+// <= 0).
 // Bindings: z, dz, labels (read; labels are u32), out, out2 (read_write).
 //
 // Labels are not validated on the device: a label >= cols is clamped to cols - 1 so that no
 // read goes out of bounds (the host checks labels that live on the CPU and the op refuses
 // cols == 0).
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    pad0: u32,
-    pad1: u32,
-    scale: f32,   // multiplies the cross-entropy gradients
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> z: array<f32>;
 @group(0) @binding(2) var<storage, read> dz: array<f32>;
 @group(0) @binding(3) var<storage, read> labels: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 @group(0) @binding(5) var<storage, read_write> out2: array<f32>;
-
-fn row_index(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
-    return gid.x + gid.y * nwg.x * 64u;
-}
 
 fn row_max(base: u32) -> f32 {
     var m = z[base];
@@ -47,9 +35,9 @@ fn label_of(r: u32) -> u32 {
 }
 
 // out = softmax(z) row-wise
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANE_WG)
 fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(gid, nwg);
+    let r = lane(gid, nwg);
     if (r >= p.rows || p.cols == 0u) { return; }
     let base = r * p.cols;
     let m = row_max(base);
@@ -60,9 +48,9 @@ fn softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 }
 
 // out = log_softmax(z) = z - m - log(s) row-wise
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANE_WG)
 fn log_softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(gid, nwg);
+    let r = lane(gid, nwg);
     if (r >= p.rows || p.cols == 0u) { return; }
     let base = r * p.cols;
     let m = row_max(base);
@@ -73,9 +61,9 @@ fn log_softmax(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // out = p = softmax(z), out2 = p ⊙ (dz - <p, dz>) row-wise
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANE_WG)
 fn softmax_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(gid, nwg);
+    let r = lane(gid, nwg);
     if (r >= p.rows || p.cols == 0u) { return; }
     let base = r * p.cols;
     let m = row_max(base);
@@ -92,9 +80,9 @@ fn softmax_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // out[r] = -log_softmax(z)[r, label[r]] (per-row loss; the op averages it with a reduction)
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANE_WG)
 fn cross_entropy_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(gid, nwg);
+    let r = lane(gid, nwg);
     if (r >= p.rows || p.cols == 0u) { return; }
     let base = r * p.cols;
     let m = row_max(base);
@@ -103,9 +91,9 @@ fn cross_entropy_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(nu
 }
 
 // out = scale * (softmax(z) - onehot(label))
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANE_WG)
 fn cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(gid, nwg);
+    let r = lane(gid, nwg);
     if (r >= p.rows || p.cols == 0u) { return; }
     let base = r * p.cols;
     let m = row_max(base);
@@ -119,9 +107,9 @@ fn cross_entropy_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builti
 
 // Fused forward mode of the cross-entropy gradient:
 // out = scale * (p - onehot(label)), out2 = scale * p ⊙ (dz - <p, dz>), p = softmax(z)
-@compute @workgroup_size(64)
+@compute @workgroup_size(LANE_WG)
 fn cross_entropy_backward_jvp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let r = row_index(gid, nwg);
+    let r = lane(gid, nwg);
     if (r >= p.rows || p.cols == 0u) { return; }
     let base = r * p.cols;
     let m = row_max(base);

@@ -1,6 +1,6 @@
-//! Portability without the hardware: every kernel file, raw and with each specialisation the
-//! ops dispatch, is translated by naga to SPIR-V (Vulkan), MSL (Metal) and HLSL (DX12), and
-//! its workgroup memory fits the 16 KiB every WebGPU adapter offers. Where Debian's
+//! Portability without the hardware: every assembled kernel source, raw and with each
+//! specialisation the ops dispatch, is translated by naga to SPIR-V (Vulkan), MSL (Metal) and
+//! HLSL (DX12), and its workgroup memory fits the 16 KiB every WebGPU adapter offers. Where Debian's
 //! `spirv-val` is installed, the SPIR-V is validated by it too.
 
 use geopath::kernels::{specialised_source, FAMILIES};
@@ -93,7 +93,7 @@ fn spirv_val(name: &str, words: &[u32]) {
 #[test]
 fn every_kernel_translates_to_spirv_msl_and_hlsl_within_16_kib_of_workgroup_memory() {
     for f in FAMILIES {
-        translate(f.name, f.source);
+        translate(f.name, f.source());
     }
 }
 

@@ -1,4 +1,5 @@
-//! Every WGSL file parses and validates with naga, raw and with the specialisations in use.
+//! Every assembled kernel source (shared constants, derived `Params`, includes, the family's
+//! file) parses and validates with naga, raw and with each of its tunables re-valued.
 
 use geopath::kernels::{specialised_source, FAMILIES};
 
@@ -13,16 +14,17 @@ fn validate(name: &str, src: &str) {
 fn every_kernel_file_validates() {
     assert!(FAMILIES.len() >= 3);
     for f in FAMILIES {
-        validate(f.name, f.source);
+        validate(f.name, f.source());
     }
 }
 
 #[test]
 fn tile_specialisations_validate() {
     for f in FAMILIES {
-        // Every `const NAME: u32 = …u;` of a file may be specialised; each re-valued source must
-        // still validate.
-        for line in f.source.lines() {
+        // Every `const NAME: u32 = …u;` of a family's file and includes may be specialised; each
+        // re-valued source must still validate.
+        let tunables = f.includes.iter().map(|i| i.source).chain([f.file]).flat_map(str::lines);
+        for line in tunables {
             let Some(rest) = line.trim().strip_prefix("const ") else {
                 continue;
             };

@@ -4,6 +4,7 @@
 mod common;
 use common::*;
 use geopath::gpu::KernelKey;
+use geopath::kernels::ElementwiseParams;
 use geopath::ops::{elementwise as ew, matmul};
 use geopath::{Error, Tensor};
 
@@ -33,7 +34,14 @@ fn device_errors_become_results_that_name_the_op() {
     let ctx = dev.gpu().unwrap();
     let out = ctx.alloc("test", 1024).unwrap();
     let err = ctx
-        .dispatch("my_op", &KernelKey::new("elementwise", "no_such_entry"), &[0u8; 16], &[], &[out.view()], [1, 1, 1])
+        .dispatch(
+            "my_op",
+            &KernelKey::new("elementwise", "no_such_entry"),
+            &ElementwiseParams::default(),
+            &[],
+            &[out.view()],
+            [1, 1, 1],
+        )
         .unwrap_err();
     match &err {
         Error::Device { op, .. } => assert!(op.contains("no_such_entry"), "{err}"),

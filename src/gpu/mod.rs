@@ -12,6 +12,7 @@ pub use pipelines::KernelKey;
 pub use pool::{BufferView, GpuBuffer};
 
 use crate::error::{Error, Result};
+use crate::kernels::KernelParams;
 use pipelines::PipelineCache;
 use pool::BufferPool;
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,12 @@ pub const FLUSH_EVERY: u32 = 48;
 /// Bytes of uniform parameters one dispatch may pass.
 pub const MAX_PARAM_BYTES: usize = 256;
 const UNIFORM_RING_BYTES: u64 = 256 * 1024;
+
+/// Bytes of the uniform binding a dispatch with `param_bytes` of parameters binds: at least 64,
+/// a multiple of 16 (the parameters, then zeros).
+pub fn uniform_binding_bytes(param_bytes: usize) -> usize {
+    param_bytes.max(64).div_ceil(16) * 16
+}
 
 /// Broad kind of adapter, used to choose kernel variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,17 +259,27 @@ impl GpuContext {
 
     /// Records one compute dispatch of `kernel` with uniform `params`, read-only `inputs` and
     /// read-write `outputs` (bound in that order after the uniform at binding 0). Bindings of
-    /// the family that the op leaves out are bound to small dummy buffers.
-    pub fn dispatch(
+    /// the family that the op leaves out are bound to small dummy buffers. Panics when `P` is
+    /// not the parameter struct of the kernel's family.
+    pub fn dispatch<P: KernelParams>(
         &self,
         op: &str,
         kernel: &KernelKey,
-        params: &[u8],
+        params: &P,
         inputs: &[BufferView],
         outputs: &[BufferView],
         workgroups: [u32; 3],
     ) -> Result<()> {
-        assert!(params.len() <= MAX_PARAM_BYTES, "{op}: params too large");
+        const { assert!(std::mem::size_of::<P>() <= MAX_PARAM_BYTES, "parameter struct too large") };
+        let family = crate::kernels::family(kernel.family);
+        assert!(
+            family.params.name == P::LAYOUT.name,
+            "{op}: family {} takes {}, not {}",
+            family.name,
+            family.params.name,
+            P::LAYOUT.name
+        );
+        let params = bytemuck::bytes_of(params);
         let max = self.limits.max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
             return Err(Error::TooLarge {
@@ -274,7 +291,6 @@ impl GpuContext {
         if workgroups.contains(&0) {
             return Ok(());
         }
-        let family = crate::kernels::family(kernel.family);
         assert!(
             inputs.len() <= family.reads as usize && outputs.len() <= family.writes as usize,
             "{op}: too many bindings for family {}",
@@ -287,7 +303,7 @@ impl GpuContext {
             self.submit_locked(&mut batch);
         }
         let offset = batch.params.len();
-        let bound = params.len().max(64).div_ceil(16) * 16;
+        let bound = uniform_binding_bytes(params.len());
         batch.params.extend_from_slice(params);
         let padded = offset + bound.div_ceil(self.uniform_align) * self.uniform_align;
         batch.params.resize(padded, 0);

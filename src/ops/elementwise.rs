@@ -1,10 +1,11 @@
 //! Elementwise ops (`kernels/elementwise.wgsl`).
 
-use super::{common_device, groups_1d, host_impl, Params};
+use super::{common_device, groups_1d, host_impl};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::gpu::KernelKey;
+use crate::kernels::{u32_of, ElementwiseParams, ELEMENT_WG, FLAG_RELU};
 use crate::tensor::Tensor;
 
 fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
@@ -14,9 +15,20 @@ fn same_shape(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// [`ElementwiseParams`] over `n` elements, the other fields zero.
+fn over(n: usize) -> ElementwiseParams {
+    ElementwiseParams { n: u32_of(n), ..Default::default() }
+}
+
 /// Runs elementwise entry point `entry` with inputs `ins`, producing `n_out` tensors of the
 /// shape of `ins[0]`.
-fn launch(op: &'static str, entry: &'static str, params: Params, ins: &[&Tensor], n_out: usize) -> Result<Vec<Tensor>> {
+fn launch(
+    op: &'static str,
+    entry: &'static str,
+    params: ElementwiseParams,
+    ins: &[&Tensor],
+    n_out: usize,
+) -> Result<Vec<Tensor>> {
     let dev = common_device(op, ins)?;
     let ctx = dev.gpu().expect("launch on GPU only");
     let shape = ins[0].shape();
@@ -26,10 +38,10 @@ fn launch(op: &'static str, entry: &'static str, params: Params, ins: &[&Tensor]
     ctx.dispatch(
         op,
         &KernelKey::new("elementwise", entry),
-        params.bytes(),
+        &params,
         &in_bufs,
         &out_bufs,
-        groups_1d(ins[0].numel(), 256),
+        groups_1d(ins[0].numel(), ELEMENT_WG),
     )?;
     Ok(outs)
 }
@@ -56,7 +68,7 @@ pub(super) fn axpby_counted(alpha: f32, a: &Tensor, beta: f32, b: &Tensor, per: 
             host_impl!(dev, elementwise::axpby)(alpha, a.host().unwrap(), beta, b.host().unwrap()),
         )),
         Device::Gpu(_) => {
-            let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha).f(beta);
+            let p = ElementwiseParams { alpha, beta, ..over(a.numel()) };
             launch("axpby", "axpby", p, &[a, b], 1).map(one)
         }
     }
@@ -83,7 +95,7 @@ pub fn mul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
             a.shape(),
             host_impl!(dev, elementwise::mul)(a.host().unwrap(), b.host().unwrap()),
         )),
-        Device::Gpu(_) => launch("mul", "mul", Params::new().u(a.numel()), &[a, b], 1).map(one),
+        Device::Gpu(_) => launch("mul", "mul", over(a.numel()), &[a, b], 1).map(one),
     }
 }
 
@@ -94,10 +106,7 @@ pub fn scale(alpha: f32, a: &Tensor) -> Result<Tensor> {
         dev @ (Device::Reference | Device::Cpu) => {
             Ok(Tensor::host_result(&dev, a.shape(), host_impl!(dev, elementwise::scale)(alpha, a.host().unwrap())))
         }
-        Device::Gpu(_) => {
-            let p = Params::new().u(a.numel()).u(0).u(0).u(0).f(alpha);
-            launch("scale", "scale", p, &[a], 1).map(one)
-        }
+        Device::Gpu(_) => launch("scale", "scale", ElementwiseParams { alpha, ..over(a.numel()) }, &[a], 1).map(one),
     }
 }
 
@@ -107,14 +116,13 @@ pub fn fill(device: &Device, shape: &[usize], value: f32) -> Result<Tensor> {
         Device::Reference | Device::Cpu => Tensor::full(device, shape, value),
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(ctx, "fill", shape)?;
-            let p = Params::new().u(out.numel()).u(0).u(0).u(0).f(value);
             ctx.dispatch(
                 "fill",
                 &KernelKey::new("elementwise", "fill"),
-                p.bytes(),
+                &ElementwiseParams { alpha: value, ..over(out.numel()) },
                 &[],
                 &[super::buf(&out)],
-                groups_1d(out.numel(), 256),
+                groups_1d(out.numel(), ELEMENT_WG),
             )?;
             Ok(out)
         }
@@ -128,7 +136,7 @@ pub fn relu(a: &Tensor) -> Result<Tensor> {
         dev @ (Device::Reference | Device::Cpu) => {
             Ok(Tensor::host_result(&dev, a.shape(), host_impl!(dev, elementwise::relu)(a.host().unwrap())))
         }
-        Device::Gpu(_) => launch("relu", "relu", Params::new().u(a.numel()), &[a], 1).map(one),
+        Device::Gpu(_) => launch("relu", "relu", over(a.numel()), &[a], 1).map(one),
     }
 }
 
@@ -143,7 +151,7 @@ pub fn relu_backward(g: &Tensor, x: &Tensor) -> Result<Tensor> {
             g.shape(),
             host_impl!(dev, elementwise::relu_backward)(g.host().unwrap(), x.host().unwrap()),
         )),
-        Device::Gpu(_) => launch("relu_backward", "relu_backward", Params::new().u(g.numel()), &[g, x], 1).map(one),
+        Device::Gpu(_) => launch("relu_backward", "relu_backward", over(g.numel()), &[g, x], 1).map(one),
     }
 }
 
@@ -158,7 +166,7 @@ pub fn relu_jvp(x: &Tensor, dx: &Tensor) -> Result<(Tensor, Tensor)> {
             Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), dy)))
         }
         Device::Gpu(_) => {
-            let mut v = launch("relu_jvp", "relu_jvp", Params::new().u(x.numel()), &[x, dx], 2)?;
+            let mut v = launch("relu_jvp", "relu_jvp", over(x.numel()), &[x, dx], 2)?;
             let dy = v.pop().unwrap();
             Ok((v.pop().unwrap(), dy))
         }
@@ -181,7 +189,8 @@ pub fn add_bias(x: &Tensor, b: &Tensor, relu: bool) -> Result<Tensor> {
             host_impl!(dev, elementwise::add_bias)(x.host().unwrap(), b.host().unwrap(), relu),
         )),
         Device::Gpu(_) => {
-            let p = Params::new().u(x.numel()).u(cols).u(relu as usize);
+            let flags = if relu { FLAG_RELU } else { 0 };
+            let p = ElementwiseParams { cols: u32_of(cols), flags, ..over(x.numel()) };
             launch("add_bias", "add_bias", p, &[x, b], 1).map(one)
         }
     }
@@ -215,14 +224,13 @@ pub fn split(x: &Tensor, shapes: &[Vec<usize>]) -> Result<Vec<Tensor>> {
                     continue;
                 }
                 let piece = Tensor::gpu_uninit(&ctx, "split", s)?;
-                let p = Params::new().u(n).u(off).u(0);
                 ctx.dispatch(
                     "split",
                     &KernelKey::new("elementwise", "copy_range"),
-                    p.bytes(),
+                    &ElementwiseParams { src_offset: u32_of(off), ..over(n) },
                     &[super::buf(x)],
                     &[super::buf(&piece)],
-                    groups_1d(n, 256),
+                    groups_1d(n, ELEMENT_WG),
                 )?;
                 off += n;
                 out.push(piece);
@@ -241,14 +249,13 @@ pub(crate) fn copy_into(src: &Tensor, dst: &Tensor, offset: usize) -> Result<()>
     let Device::Gpu(ctx) = common_device("copy_into", &[src, dst])? else {
         return Err(crate::error::Error::Invalid("copy_into: tensors are immutable on the CPU device".into()));
     };
-    let p = Params::new().u(src.numel()).u(0).u(offset);
     ctx.dispatch(
         "copy_into",
         &KernelKey::new("elementwise", "copy_range"),
-        p.bytes(),
+        &ElementwiseParams { dst_offset: u32_of(offset), ..over(src.numel()) },
         &[super::buf(src)],
         &[super::buf(dst)],
-        groups_1d(src.numel(), 256),
+        groups_1d(src.numel(), ELEMENT_WG),
     )
 }
 
@@ -270,14 +277,13 @@ pub fn concat(parts: &[&Tensor]) -> Result<Tensor> {
             let out = Tensor::gpu_uninit(&ctx, "concat", &[total])?;
             let mut off = 0;
             for t in parts {
-                let p = Params::new().u(t.numel()).u(0).u(off);
                 ctx.dispatch(
                     "concat",
                     &KernelKey::new("elementwise", "copy_range"),
-                    p.bytes(),
+                    &ElementwiseParams { dst_offset: u32_of(off), ..over(t.numel()) },
                     &[super::buf(t)],
                     &[super::buf(&out)],
-                    groups_1d(t.numel(), 256),
+                    groups_1d(t.numel(), ELEMENT_WG),
                 )?;
                 off += t.numel();
             }

@@ -6,17 +6,16 @@
 //! `atomic<u32>` bins in a storage buffer, with only the histogram (at most 2048 words) read
 //! back between passes.
 
-use super::{buf, elementwise, groups_1d, reduce, Params};
+use super::{buf, elementwise, groups_1d, reduce};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::kernels::{u32_of, FlatParams, ELEMENT_WG, LANE_WG};
 use crate::reference::flat as reference;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
-/// Workgroup size of the counting kernels (the `WG` constant of `flat.wgsl`).
-const WG: usize = 64;
 /// Elements each invocation of a counting kernel reads: long serial runs on software adapters
 /// (fewer workgroup-histogram flushes), more workgroups in flight on hardware GPUs.
 fn per_invocation(ctx: &GpuContext) -> usize {
@@ -73,26 +72,26 @@ fn count_gpu(
     let (shift, hi_shift, prefix, mask) = digit;
     // The f32 output binding is unused by the counting kernels; a small scratch buffer fills it.
     let unused = Tensor::gpu_uninit(ctx, op, &[1])?;
-    let zero = Params::new().u(words);
     ctx.dispatch(
         op,
         &KernelKey::new("flat", "zero_words"),
-        zero.bytes(),
+        &FlatParams { n: u32_of(words), ..Default::default() },
         &[],
         &[buf(&unused), buf(counts)],
-        groups_1d(words, 256),
+        groups_1d(words, ELEMENT_WG),
     )?;
     let n = x.numel();
     let per = per_invocation(ctx);
-    let groups = n.div_ceil(WG * per).max(1);
-    let p = Params::new().u(n).u(per).u(shift as usize).u(hi_shift as usize).u(prefix as usize).u(mask as usize);
+    // The counting kernels' workgroups of LANE_WG invocations each read LANE_WG * per elements.
+    let groups = n.div_ceil(LANE_WG as usize * per).max(1);
+    let p = FlatParams { n: u32_of(n), per: u32_of(per), shift, hi_shift, prefix, mask, ..Default::default() };
     ctx.dispatch(
         op,
         &KernelKey::new("flat", entry),
-        p.bytes(),
+        &p,
         &[buf(x)],
         &[buf(&unused), buf(counts)],
-        groups_1d(groups * WG, WG),
+        groups_1d(groups * LANE_WG as usize, LANE_WG),
     )?;
     let mut v = counts.to_u32()?;
     v.truncate(words);
@@ -171,14 +170,13 @@ fn thresholded(op: &'static str, x: &Tensor, threshold: f32) -> Result<Tensor> {
         }
         Device::Gpu(ctx) => {
             let out = Tensor::gpu_uninit(&ctx, op, x.shape())?;
-            let p = Params::new().u(x.numel()).u(0).u(0).u(0).u(0).u(0).u(0).u(0).f(threshold);
             ctx.dispatch(
                 op,
                 &KernelKey::new("flat", op),
-                p.bytes(),
+                &FlatParams { n: u32_of(x.numel()), threshold, ..Default::default() },
                 &[buf(x)],
                 &[buf(&out)],
-                groups_1d(x.numel(), 256),
+                groups_1d(x.numel(), ELEMENT_WG),
             )?;
             Ok(out)
         }

@@ -9,11 +9,15 @@
 //! general kernel with 4 x 4 tiles runs. The fused JVP kernel (16 x 8 tiles, with its own
 //! lane-sharing variant) serves both.
 
-use super::{buf, common_device, host_impl, reduce::sum_rows, Params};
+use super::{buf, common_device, host_impl, reduce::sum_rows};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::kernels::{
+    u32_of, MatmulJvpParams, MatmulParams, FLAG_ACCUMULATE, FLAG_BIAS, FLAG_COL_SUMS, FLAG_MASK, FLAG_RELU,
+    FLAG_ROWS_ON_LANES, LANE_SHARED_JVP_WG, LANE_SHARED_WG, STAGED_WG, TILED_WG,
+};
 use crate::reference::matmul::{self as reference, Gemm};
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -44,14 +48,6 @@ impl Default for MatmulOpts<'_> {
         MatmulOpts { trans_a: false, trans_b: false, alpha: 1.0, bias: None, accumulate: None, relu: false, mask: None }
     }
 }
-
-/// Flag bits shared by the matmul kernels' epilogues.
-const FLAG_BIAS: usize = 1;
-const FLAG_RELU: usize = 2;
-const FLAG_ACCUMULATE: usize = 4;
-const FLAG_MASK: usize = 8;
-const FLAG_COL_SUMS: usize = 16;
-const FLAG_ROWS_ON_LANES: usize = 32;
 
 /// `A B` for 2-D tensors.
 pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -89,13 +85,23 @@ fn gemm_dims(op: &'static str, a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Re
     Ok((m, n, ka))
 }
 
+/// Lanes of a subgroup in the lane-sharing kernels (`GpuContext::lane_sharing` requires 8).
+const SUBGROUP_LANES: usize = 8;
 /// Rows or columns of C a workgroup of the register-tiled kernels covers (16 per invocation):
-/// along its 8 lanes (x), and along y, 8 invocations deep, or 2 subgroups deep in the
-/// lane-sharing kernels, whose smaller workgroups spread better over the CPU's cores (train-step
-/// median 13.2 → 11.9 ms over 21 interleaved runs).
-const TILE_NN: (usize, usize) = (128, 128);
-const TILE_NN_SHARED: (usize, usize) = (128, 32);
-const TILE_JVP: (usize, usize) = (128, 64);
+/// along its 8 lanes (x), and along y, 8 invocations deep ([`TILED_WG`]), or 2 subgroups deep in
+/// the lane-sharing kernels ([`LANE_SHARED_WG`]), whose smaller workgroups spread better over
+/// the CPU's cores (train-step median 13.2 → 11.9 ms over 21 interleaved runs).
+const TILE_NN: (usize, usize) = (16 * TILED_WG[0] as usize, 16 * TILED_WG[1] as usize);
+const TILE_NN_SHARED: (usize, usize) = (16 * SUBGROUP_LANES, 16 * LANE_SHARED_WG[0] as usize / SUBGROUP_LANES);
+/// Rows and columns of C and dC a workgroup of the register-tiled JVPs covers: 16 × 8 per
+/// invocation of [`TILED_WG`] (and of the 8 subgroups × 8 lanes of [`LANE_SHARED_JVP_WG`]).
+const TILE_JVP: (usize, usize) = (16 * TILED_WG[1] as usize, 8 * TILED_WG[0] as usize);
+/// Rows and columns of C a workgroup of the scalar general kernels covers (4 × 4 per invocation).
+const TILE_GENERAL: (usize, usize) = (4 * TILED_WG[1] as usize, 4 * TILED_WG[0] as usize);
+/// Rows and columns of C and dC a workgroup of `matmul_jvp_wg` covers (4 × 4 per invocation).
+const TILE_JVP_STAGED: (usize, usize) = (4 * STAGED_WG[1] as usize, 4 * STAGED_WG[0] as usize);
+// The lane-sharing JVP covers the same tile: 8 subgroups along rows, 8 lanes along columns.
+const _: () = assert!(LANE_SHARED_JVP_WG[0] as usize == (TILE_JVP.0 / 16) * (TILE_JVP.1 / 8));
 
 /// `act(alpha * op(A) op(B) + bias + beta * cin)` with the options' transposes and epilogue.
 pub fn matmul_ex(a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
@@ -254,10 +260,25 @@ fn gpu_matmul(
     outputs.extend(col_sums.map(buf));
     let variant = MatmulVariant::select(ctx, m, n, k, o.trans_a, o.trans_b);
     let rows_flag = |rows_on_lanes: bool| flags | if rows_on_lanes { FLAG_ROWS_ON_LANES } else { 0 };
-    let strided = |flags: usize| {
+    let tiled = |flags: u32| MatmulParams {
+        m: u32_of(m),
+        n: u32_of(n),
+        k: u32_of(k),
+        flags,
+        alpha: o.alpha,
+        beta,
+        ..Default::default()
+    };
+    let strided = |flags: u32| {
         let (sa_row, sa_col) = if o.trans_a { (1, m) } else { (k, 1) };
         let (sb_row, sb_col) = if o.trans_b { (1, k) } else { (n, 1) };
-        Params::new().u(m).u(n).u(k).u(flags).f(o.alpha).f(beta).u(sa_row).u(sa_col).u(sb_row).u(sb_col)
+        MatmulParams {
+            sa_row: u32_of(sa_row),
+            sa_col: u32_of(sa_col),
+            sb_row: u32_of(sb_row),
+            sb_col: u32_of(sb_col),
+            ..tiled(flags)
+        }
     };
     // Workgroups along x and y for blocks of `rows` x `cols`, rows along x when `rows_on_lanes`.
     let grid = |rows: usize, cols: usize, rows_on_lanes: bool| {
@@ -282,7 +303,7 @@ fn gpu_matmul(
                 (true, false, false, _) => ("matmul", "matmul_tn"),
                 _ => ("matmul", "matmul_nt"),
             };
-            let p = Params::new().u(m).u(n).u(k).u(rows_flag(rows_on_lanes)).f(o.alpha).f(beta);
+            let p = tiled(rows_flag(rows_on_lanes));
             let (along_x, along_y) = if shared { TILE_NN_SHARED } else { TILE_NN };
             let groups = if rows_on_lanes {
                 [m.div_ceil(along_x) as u32, n.div_ceil(along_y) as u32, 1]
@@ -297,14 +318,15 @@ fn gpu_matmul(
                 entry: "matmul_wg",
                 specialise: vec![("TM", tm as u32), ("TN", tm as u32)],
             };
-            (key, strided(flags), grid(16 * tm, 16 * tm, false))
+            let block = STAGED_WG[0] as usize * tm;
+            (key, strided(flags), grid(block, block, false))
         }
         MatmulVariant::General { rows_on_lanes } => {
             let key = KernelKey::new("matmul_general", "matmul_general");
-            (key, strided(rows_flag(rows_on_lanes)), grid(32, 32, rows_on_lanes))
+            (key, strided(rows_flag(rows_on_lanes)), grid(TILE_GENERAL.0, TILE_GENERAL.1, rows_on_lanes))
         }
     };
-    ctx.dispatch("matmul", &key, p.bytes(), &inputs, &outputs, groups)
+    ctx.dispatch("matmul", &key, &p, &inputs, &outputs, groups)
 }
 
 /// The kernel variants of the matrix product on a wgpu device (chosen by
@@ -436,18 +458,18 @@ pub fn matmul_jvp(
                 bias.map_or(buf(a), |(_, y)| buf(y)),
             ];
             let (family, entry, tile) = if ctx.class == AdapterClass::Hardware {
-                ("matmul_jvp_wg", "matmul_jvp_wg", (64, 64))
+                ("matmul_jvp_wg", "matmul_jvp_wg", TILE_JVP_STAGED)
             } else if fast && ctx.lane_sharing {
                 ("matmul_jvp_subgroup", "matmul_jvp_nn_cols", TILE_JVP)
             } else if fast {
                 ("matmul_jvp", "matmul_jvp_nn", TILE_JVP)
             } else {
-                ("matmul_jvp_general", "matmul_jvp_general", (32, 32))
+                ("matmul_jvp_general", "matmul_jvp_general", TILE_GENERAL)
             };
             let key = KernelKey { family, entry, specialise: vec![("HAS_DA", da.is_some() as u32)] };
-            let p = Params::new().u(m).u(n).u(k).u(flags);
+            let p = MatmulJvpParams { m: u32_of(m), n: u32_of(n), k: u32_of(k), flags };
             let groups = [n.div_ceil(tile.1) as u32, m.div_ceil(tile.0) as u32, 1];
-            ctx.dispatch("matmul_jvp", &key, p.bytes(), &inputs, &[buf(&c), buf(&dc)], groups)?;
+            ctx.dispatch("matmul_jvp", &key, &p, &inputs, &[buf(&c), buf(&dc)], groups)?;
             Ok((c, dc))
         }
     }

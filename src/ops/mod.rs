@@ -30,33 +30,11 @@ macro_rules! host_impl {
 }
 pub(crate) use host_impl;
 
-/// Uniform parameter block, built as 32-bit words in the order of the WGSL `Params` struct.
-#[derive(Default)]
-pub(crate) struct Params(Vec<u32>);
-
-impl Params {
-    pub(crate) fn new() -> Self {
-        Params(Vec::with_capacity(16))
-    }
-    /// Appends a u32 field.
-    pub(crate) fn u(mut self, v: usize) -> Self {
-        self.0.push(u32::try_from(v).expect("parameter exceeds u32"));
-        self
-    }
-    /// Appends an f32 field.
-    pub(crate) fn f(mut self, v: f32) -> Self {
-        self.0.push(v.to_bits());
-        self
-    }
-    pub(crate) fn bytes(&self) -> &[u8] {
-        bytemuck::cast_slice(&self.0)
-    }
-}
-
-/// Workgroup counts for `n` invocations in workgroups of `size`, split over x and y so that
-/// neither exceeds 65535.
-pub(crate) fn groups_1d(n: usize, size: usize) -> [u32; 3] {
-    let groups = n.div_ceil(size).max(1);
+/// Workgroup counts for `n` invocations in workgroups of `size` (`ELEMENT_WG` or `LANE_WG` of
+/// [`crate::kernels`], which `flat_index` and `lane` of `kernels/include/index.wgsl` assume),
+/// split over x and y so that neither exceeds 65535.
+pub(crate) fn groups_1d(n: usize, size: u32) -> [u32; 3] {
+    let groups = n.div_ceil(size as usize).max(1);
     let x = groups.min(65_535);
     [x as u32, groups.div_ceil(x) as u32, 1]
 }

@@ -15,11 +15,12 @@
 //! backward is [`batchnorm_eval_backward`] (`gx = gy gamma s_r`, `ggamma = sum(gy (x - rm) s_r)`,
 //! `gbeta = sum(gy)`), itself bilinear in `gy` and `(x, gamma)`.
 
-use super::{buf, common_device, groups_1d, host_impl, Params};
+use super::{buf, common_device, groups_1d, host_impl};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
+use crate::kernels::{u32_of, DropoutParams, NormParams, ELEMENT_WG};
 use crate::reference::norm::{self as reference, BnShape};
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -30,9 +31,9 @@ use std::sync::Arc;
 /// lavapipe run (2 cores, other builds running) 64 ran `[200, 512]` about 2x faster and 256
 /// ran `[200, 16, 32, 32]` about 2x faster than the other choice.
 fn channel_kernel(entry: &'static str, s: &BnShape) -> (KernelKey, [u32; 3]) {
-    let wg = if s.count() <= 4096 { 64 } else { 256 };
-    let key = KernelKey { family: "norm", entry, specialise: vec![("WG", wg as u32)] };
-    (key, groups_1d(s.c * wg, wg))
+    let wg: u32 = if s.count() <= 4096 { 64 } else { 256 };
+    let key = KernelKey { family: "norm", entry, specialise: vec![("WG", wg)] };
+    (key, groups_1d(s.c * wg as usize, wg))
 }
 
 /// The geometry of `x` (`[N, C, H, W]` or `[N, C]`, non-empty).
@@ -65,8 +66,16 @@ fn check_like(op: &'static str, what: &str, t: &Tensor, x: &Tensor) -> Result<()
 }
 
 /// The uniform block of `norm.wgsl`.
-fn params(s: &BnShape, eps: f32, momentum: f32, unbias: f32) -> Params {
-    Params::new().u(s.n).u(s.c).u(s.hw).u(s.count()).u(s.numel()).u(0).u(0).u(0).f(eps).f(momentum).f(unbias).f(0.0)
+fn params(s: &BnShape, eps: f32, momentum: f32, unbias: f32) -> NormParams {
+    NormParams {
+        c: u32_of(s.c),
+        hw: u32_of(s.hw),
+        count: u32_of(s.count()),
+        total: u32_of(s.numel()),
+        eps,
+        momentum,
+        unbias,
+    }
 }
 
 /// Records a per-channel entry point of `norm.wgsl` (one workgroup per channel) with `ins`,
@@ -87,7 +96,7 @@ fn per_channel(
     let in_bufs: Vec<_> = ins.iter().map(|t| buf(t)).collect();
     let out_bufs: Vec<_> = outs.iter().map(buf).collect();
     let (key, groups) = channel_kernel(entry, s);
-    ctx.dispatch(op, &key, params(s, eps, 0.0, 0.0).bytes(), &in_bufs, &out_bufs, groups)?;
+    ctx.dispatch(op, &key, &params(s, eps, 0.0, 0.0), &in_bufs, &out_bufs, groups)?;
     Ok(outs)
 }
 
@@ -159,10 +168,10 @@ pub fn batchnorm_eval(
             ctx.dispatch(
                 OP,
                 &KernelKey::new("norm", "bn_eval"),
-                params(&s, eps, 0.0, 0.0).bytes(),
+                &params(&s, eps, 0.0, 0.0),
                 &ins,
                 &[buf(&y)],
-                groups_1d(s.numel(), 256),
+                groups_1d(s.numel(), ELEMENT_WG),
             )?;
             Ok(y)
         }
@@ -264,10 +273,10 @@ pub fn batchnorm_update_running(
             ctx.dispatch(
                 OP,
                 &KernelKey::new("norm", "bn_update_running"),
-                params(&s, eps, momentum, unbias).bytes(),
+                &params(&s, eps, momentum, unbias),
                 &ins,
                 &[buf(&nm), buf(&nv)],
-                groups_1d(c, 256),
+                groups_1d(c, ELEMENT_WG),
             )?;
             Ok((nm, nv))
         }
@@ -341,7 +350,7 @@ pub fn batchnorm_jvp(
             let dy = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
             let ins: Vec<_> = all.iter().map(|t| buf(t)).collect();
             let (key, groups) = channel_kernel("bn_jvp", &s);
-            ctx.dispatch(OP, &key, params(&s, eps, 0.0, 0.0).bytes(), &ins, &[buf(&y), buf(&dy)], groups)?;
+            ctx.dispatch(OP, &key, &params(&s, eps, 0.0, 0.0), &ins, &[buf(&y), buf(&dy)], groups)?;
             Ok((y, dy))
         }
     }
@@ -408,19 +417,20 @@ pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
             let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
             let mask = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
             let (k0, k1) = reference::dropout_keys(seed);
-            let pr = Params::new()
-                .u(x.numel())
-                .u(k0 as usize)
-                .u(k1 as usize)
-                .u(reference::dropout_threshold(p) as usize)
-                .f(1.0 / (1.0 - p));
+            let pr = DropoutParams {
+                n: u32_of(x.numel()),
+                k0,
+                k1,
+                threshold: reference::dropout_threshold(p),
+                keep: 1.0 / (1.0 - p),
+            };
             ctx.dispatch(
                 OP,
                 &KernelKey::new("dropout", "dropout"),
-                pr.bytes(),
+                &pr,
                 &[buf(x)],
                 &[buf(&y), buf(&mask)],
-                groups_1d(x.numel(), 256),
+                groups_1d(x.numel(), ELEMENT_WG),
             )?;
             Ok((y, mask))
         }

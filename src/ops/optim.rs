@@ -6,19 +6,15 @@
 //! NaN or infinity in the gradient is not filtered: it propagates into the new parameters and
 //! state, and it is the caller's job to check (e.g. the loss) before stepping.
 
-use super::{buf, common_device, groups_1d, Params};
+use super::{buf, common_device, groups_1d};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Result};
 use crate::gpu::KernelKey;
+use crate::kernels::{u32_of, OptimParams, ELEMENT_WG, FLAG_DECOUPLED, FLAG_HAS_STATE, FLAG_NESTEROV};
 use crate::reference::optim as reference;
 pub use crate::reference::optim::{AdamStep, SgdStep};
 use crate::tensor::Tensor;
-
-/// Flag bits of the kernels' `Params.flags`.
-const HAS_STATE: usize = 1;
-const NESTEROV: usize = 2;
-const DECOUPLED: usize = 4;
 
 fn check_shapes(op: &'static str, w: &Tensor, others: &[(&str, Option<&Tensor>)]) -> Result<()> {
     for (name, t) in others {
@@ -36,7 +32,7 @@ fn check_shapes(op: &'static str, w: &Tensor, others: &[(&str, Option<&Tensor>)]
 fn launch(
     op: &'static str,
     entry: &'static str,
-    params: Params,
+    params: OptimParams,
     w: &Tensor,
     ins: &[&Tensor],
     n_out: usize,
@@ -48,10 +44,10 @@ fn launch(
     ctx.dispatch(
         op,
         &KernelKey::new("optim", entry),
-        params.bytes(),
+        &params,
         &in_bufs,
         &out_bufs,
-        groups_1d(w.numel().div_ceil(4), 256),
+        groups_1d(w.numel().div_ceil(4), ELEMENT_WG),
     )?;
     Ok(outs)
 }
@@ -74,8 +70,15 @@ pub fn sgd(w: &Tensor, g: &Tensor, buf_in: Option<&Tensor>, h: &SgdStep) -> Resu
             Ok((Tensor::host_result(&dev, w.shape(), nw), nb.map(|b| Tensor::host_result(&dev, w.shape(), b))))
         }
         Device::Gpu(_) => {
-            let flags = if state.is_some() { HAS_STATE } else { 0 } | if h.nesterov { NESTEROV } else { 0 };
-            let p = Params::new().u(w.numel()).u(flags).u(0).u(0).f(h.lr).f(h.momentum).f(0.0).f(0.0).f(h.weight_decay);
+            let flags = if state.is_some() { FLAG_HAS_STATE } else { 0 } | if h.nesterov { FLAG_NESTEROV } else { 0 };
+            let p = OptimParams {
+                n: u32_of(w.numel()),
+                flags,
+                lr: h.lr,
+                beta1: h.momentum,
+                wd: h.weight_decay,
+                ..Default::default()
+            };
             if momentum {
                 let mut v = launch("sgd", "sgd_momentum", p, w, &all, 2)?;
                 let b = v.pop().unwrap();
@@ -124,20 +127,18 @@ pub fn adam(
         }
         Device::Gpu(_) => {
             let (step, bc2_sqrt, decay) = h.scalars();
-            let flags = if state.is_some() { HAS_STATE } else { 0 } | if h.decoupled { DECOUPLED } else { 0 };
-            let p = Params::new()
-                .u(w.numel())
-                .u(flags)
-                .u(0)
-                .u(0)
-                .f(step)
-                .f(h.beta1)
-                .f(h.beta2)
-                .f(h.eps)
-                .f(h.weight_decay)
-                .f(decay)
-                .f(bc2_sqrt)
-                .f(0.0);
+            let flags = if state.is_some() { FLAG_HAS_STATE } else { 0 } | if h.decoupled { FLAG_DECOUPLED } else { 0 };
+            let p = OptimParams {
+                n: u32_of(w.numel()),
+                flags,
+                lr: step,
+                beta1: h.beta1,
+                beta2: h.beta2,
+                eps: h.eps,
+                wd: h.weight_decay,
+                decay,
+                bc2_sqrt,
+            };
             let mut v = launch("adam", "adam", p, w, &all, 3)?;
             let nv = v.pop().unwrap();
             let nm = v.pop().unwrap();

@@ -4,16 +4,14 @@
 //! output's shape); the backward rule scatters through them, so it needs neither the window
 //! nor the stride and is exact for overlapping windows.
 
-use super::{buf, common_device, groups_1d, host_impl, Params};
+use super::{buf, common_device, groups_1d, host_impl};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::KernelKey;
+use crate::kernels::{u32_of, PoolParams, LANE_WG};
 use crate::reference::pool::PoolShape;
 use crate::tensor::Tensor;
-
-/// Invocations per workgroup of every pool entry point.
-const WG: usize = 64;
 
 /// Checks the input shape and window; returns the pooling geometry.
 fn pool_shape(op: &'static str, x_shape: &[usize], k: usize, stride: usize) -> Result<PoolShape> {
@@ -28,8 +26,17 @@ fn pool_shape(op: &'static str, x_shape: &[usize], k: usize, stride: usize) -> R
     Ok(s)
 }
 
-fn params(total: usize, s: &PoolShape) -> Params {
-    Params::new().u(total).u(s.h).u(s.w).u(s.oh).u(s.ow).u(s.k).u(s.stride).u(0)
+/// The uniform block of the forward kernels: `total` output elements of pooling `s`.
+fn params(total: usize, s: &PoolShape) -> PoolParams {
+    PoolParams {
+        total: u32_of(total),
+        h: u32_of(s.h),
+        w: u32_of(s.w),
+        oh: u32_of(s.oh),
+        ow: u32_of(s.ow),
+        k: u32_of(s.k),
+        stride: u32_of(s.stride),
+    }
 }
 
 fn idx_tensor(dev: &Device, shape: &[usize], idx: Vec<u32>) -> Tensor {
@@ -59,7 +66,7 @@ pub fn maxpool2d(x: &Tensor, k: usize, stride: usize) -> Result<(Tensor, Tensor)
             let total = y.numel();
             let key = KernelKey::new("pool", "maxpool2d_fwd");
             let p = params(total, &s);
-            ctx.dispatch(OP, &key, p.bytes(), &[buf(x)], &[buf(&y), buf(&idx)], groups_1d(total, WG))?;
+            ctx.dispatch(OP, &key, &p, &[buf(x)], &[buf(&y), buf(&idx)], groups_1d(total, LANE_WG))?;
             Ok((y, idx))
         }
     }
@@ -100,9 +107,10 @@ pub fn maxpool2d_backward(gy: &Tensor, indices: &Tensor, x_shape: &[usize]) -> R
             let gx = Tensor::gpu_uninit(&ctx, OP, x_shape)?;
             // One invocation per (n, c) plane scatters that plane's gradients serially: exact
             // for overlapping windows without atomics, and independent of window and stride.
-            let p = Params::new().u(planes).u(hw).u(ohw).u(0).u(0).u(0).u(0).u(0);
+            let p = PoolParams { total: u32_of(planes), h: u32_of(hw), w: u32_of(ohw), ..Default::default() };
             let key = KernelKey::new("pool", "maxpool2d_bwd");
-            ctx.dispatch(OP, &key, p.bytes(), &[buf(gy), buf(gy), buf(indices)], &[buf(&gx)], groups_1d(planes, WG))?;
+            let inputs = [buf(gy), buf(gy), buf(indices)];
+            ctx.dispatch(OP, &key, &p, &inputs, &[buf(&gx)], groups_1d(planes, LANE_WG))?;
             Ok(gx)
         }
     }
@@ -136,14 +144,7 @@ pub fn maxpool2d_jvp(x: &Tensor, dx: &Tensor, k: usize, stride: usize) -> Result
             let total = y.numel();
             let key = KernelKey::new("pool", "maxpool2d_jvp");
             let p = params(total, &s);
-            ctx.dispatch(
-                OP,
-                &key,
-                p.bytes(),
-                &[buf(x), buf(dx)],
-                &[buf(&y), buf(&idx), buf(&dy)],
-                groups_1d(total, WG),
-            )?;
+            ctx.dispatch(OP, &key, &p, &[buf(x), buf(dx)], &[buf(&y), buf(&idx), buf(&dy)], groups_1d(total, LANE_WG))?;
             Ok((y, dy, idx))
         }
     }

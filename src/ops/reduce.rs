@@ -5,27 +5,38 @@
 //! elements on a software adapter) in the open command encoder, with no host readback between
 //! passes; the result is a `[1]` tensor on the device.
 
-use super::{buf, common_device, groups_1d, host_impl, Params};
+use super::{buf, common_device, groups_1d, host_impl};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::kernels::{u32_of, ReduceParams, ELEMENT_WG, LANE_WG, REDUCE_DOT, REDUCE_MAX, REDUCE_SQNORM, REDUCE_SUM};
 use crate::reference::reduce as reference;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
-/// Workgroup size of `reduce_pass` (the `WG` constant of `reduce.wgsl`).
-const WG: usize = 64;
 /// Rows per block of one `col_sum_pass`.
 const ROWS_PER_BLOCK: usize = 64;
 
-/// Which whole-tensor reduction a first pass computes (the `OP_*` codes of `reduce.wgsl`).
+/// Which whole-tensor reduction a first pass computes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ReduceOp {
-    Sum = 0,
-    Max = 1,
-    Dot = 2,
-    SqNorm = 3,
+    Sum,
+    Max,
+    Dot,
+    SqNorm,
+}
+
+impl ReduceOp {
+    /// Its `REDUCE_*` code, the `op` of `reduce_pass`.
+    fn code(self) -> u32 {
+        match self {
+            ReduceOp::Sum => REDUCE_SUM,
+            ReduceOp::Max => REDUCE_MAX,
+            ReduceOp::Dot => REDUCE_DOT,
+            ReduceOp::SqNorm => REDUCE_SQNORM,
+        }
+    }
 }
 
 /// Elements each invocation accumulates serially before the workgroup tree. Software adapters
@@ -49,7 +60,9 @@ pub(crate) fn reduce_gpu(
     scale: f32,
 ) -> Result<Tensor> {
     let per = per_invocation(ctx);
-    let chunk = WG * per;
+    // A workgroup of LANE_WG invocations reduces LANE_WG * per elements.
+    let wg = LANE_WG as usize;
+    let chunk = wg * per;
     let identity = if op == ReduceOp::Max { f32::NEG_INFINITY } else { 0.0 };
     let combine = if op == ReduceOp::Max { ReduceOp::Max } else { ReduceOp::Sum };
     let key = KernelKey::new("reduce", "reduce_pass");
@@ -60,15 +73,15 @@ pub(crate) fn reduce_gpu(
         let groups = n.div_ceil(chunk).max(1);
         let last = groups == 1;
         let out = Tensor::gpu_uninit(ctx, op_name, &[groups])?;
-        let p = Params::new()
-            .u(n)
-            .u(0)
-            .u(per)
-            .u(if first { op } else { combine } as usize)
-            .u(groups)
-            .u(0)
-            .f(if last { scale } else { 1.0 })
-            .f(identity);
+        let p = ReduceParams {
+            n: u32_of(n),
+            per: u32_of(per),
+            op: if first { op } else { combine }.code(),
+            groups: u32_of(groups),
+            scale: if last { scale } else { 1.0 },
+            identity,
+            ..Default::default()
+        };
         let src = cur.as_ref().unwrap_or(a);
         let mut inputs = vec![buf(src)];
         if first {
@@ -76,7 +89,7 @@ pub(crate) fn reduce_gpu(
                 inputs.push(buf(b));
             }
         }
-        ctx.dispatch(op_name, &key, p.bytes(), &inputs, &[buf(&out)], groups_1d(groups * WG, WG))?;
+        ctx.dispatch(op_name, &key, &p, &inputs, &[buf(&out)], groups_1d(groups * wg, LANE_WG))?;
         if last {
             return Ok(out);
         }
@@ -160,9 +173,16 @@ pub fn sum_rows(x: &Tensor) -> Result<Tensor> {
                 let blocks = rows.div_ceil(ROWS_PER_BLOCK).max(1);
                 let shape = if blocks == 1 { vec![cols] } else { vec![blocks, cols] };
                 let out = Tensor::gpu_uninit(&ctx, "sum_rows", &shape)?;
-                let p = Params::new().u(rows).u(cols).u(ROWS_PER_BLOCK).u(0).u(blocks * cols);
+                let p = ReduceParams {
+                    n: u32_of(rows),
+                    cols: u32_of(cols),
+                    per: u32_of(ROWS_PER_BLOCK),
+                    groups: u32_of(blocks * cols),
+                    ..Default::default()
+                };
                 let src = cur.as_ref().unwrap_or(x);
-                ctx.dispatch("sum_rows", &key, p.bytes(), &[buf(src)], &[buf(&out)], groups_1d(blocks * cols, 256))?;
+                let groups = groups_1d(blocks * cols, ELEMENT_WG);
+                ctx.dispatch("sum_rows", &key, &p, &[buf(src)], &[buf(&out)], groups)?;
                 if blocks == 1 {
                     return Ok(out);
                 }
@@ -191,14 +211,13 @@ pub fn argmax_rows(x: &Tensor) -> Result<Tensor> {
             let out = Tensor::gpu_uninit(&ctx, "argmax_rows", &[rows])?;
             // The f32 output binding is unused; a small scratch buffer fills it.
             let unused = Tensor::gpu_uninit(&ctx, "argmax_rows", &[1])?;
-            let p = Params::new().u(rows).u(cols);
             ctx.dispatch(
                 "argmax_rows",
                 &KernelKey::new("reduce", "argmax_rows"),
-                p.bytes(),
+                &ReduceParams { n: u32_of(rows), cols: u32_of(cols), ..Default::default() },
                 &[buf(x)],
                 &[buf(&unused), buf(&out)],
-                groups_1d(rows, 64),
+                groups_1d(rows, LANE_WG),
             )?;
             Ok(out)
         }

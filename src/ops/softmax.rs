@@ -7,11 +7,12 @@
 //! gives a wrong loss for its row but never an out-of-bounds read.
 
 use super::reduce::{reduce_gpu, ReduceOp};
-use super::{buf, common_device, groups_1d, Params};
+use super::{buf, common_device, groups_1d};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::KernelKey;
+use crate::kernels::{u32_of, SoftmaxParams, LANE_WG};
 use crate::reference::softmax as reference;
 use crate::tensor::Tensor;
 
@@ -67,8 +68,8 @@ fn launch(
     let outs: Vec<Tensor> = (0..n_out).map(|_| Tensor::gpu_uninit(&ctx, op, out_shape)).collect::<Result<_>>()?;
     let inputs = [buf(z), buf(dz.unwrap_or(z)), buf(labels.unwrap_or(z))];
     let out_bufs: Vec<_> = outs.iter().map(buf).collect();
-    let p = Params::new().u(rows).u(cols).u(0).u(0).f(scale);
-    ctx.dispatch(op, &KernelKey::new("softmax", entry), p.bytes(), &inputs, &out_bufs, groups_1d(rows, 64))?;
+    let p = SoftmaxParams { rows: u32_of(rows), cols: u32_of(cols), scale };
+    ctx.dispatch(op, &KernelKey::new("softmax", entry), &p, &inputs, &out_bufs, groups_1d(rows, LANE_WG))?;
     Ok(outs)
 }
 

@@ -6,16 +6,17 @@
 use super::{buf, forward_flags, forward_inputs, forward_outputs, params, sum_splits, target_invocations};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
+use crate::kernels::STAGED_WG;
 use crate::reference::conv::ConvShape;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
-/// Side of the output block of one workgroup (16 × 16 invocations, 4 × 4 outputs each).
-const BLOCK: usize = 64;
+/// Side of the output block of one workgroup ([`STAGED_WG`], 4 × 4 outputs per invocation).
+const BLOCK: usize = 4 * STAGED_WG[0] as usize;
 /// Steps of the reduction staged at a time (`BK` in the kernel).
 const BK: usize = 16;
 /// Invocations per workgroup.
-const INVOCATIONS: usize = 256;
+const INVOCATIONS: usize = (STAGED_WG[0] * STAGED_WG[1]) as usize;
 
 /// Workgroups `[x, y, z]`, each count checked against the dispatch limit.
 fn grid(x: usize, y: usize, z: usize) -> Result<[u32; 3]> {
@@ -49,7 +50,7 @@ pub(super) fn forward(
     let entry = if tangent.is_some() { "conv_igemm_jvp" } else { "conv_igemm_fwd" };
     let p = params(s, flags, 0, pixels, 1, 0);
     let groups = grid(pixels.div_ceil(BLOCK), s.o.div_ceil(BLOCK), 1)?;
-    ctx.dispatch(op, &KernelKey::new("conv2d_igemm", entry), p.bytes(), &inputs, &outputs, groups)?;
+    ctx.dispatch(op, &KernelKey::new("conv2d_igemm", entry), &p, &inputs, &outputs, groups)?;
     Ok((y, dy))
 }
 
@@ -75,7 +76,7 @@ pub(super) fn backward_weight(
     let p = params(s, 0, 0, pixels, splits, per_split);
     let groups = grid(q.div_ceil(BLOCK), s.o.div_ceil(BLOCK), splits)?;
     let key = KernelKey::new("conv2d_igemm", "conv_igemm_bwd_weight");
-    ctx.dispatch(op, &key, p.bytes(), &[buf(x), buf(gy)], &[buf(&out)], groups)?;
+    ctx.dispatch(op, &key, &p, &[buf(x), buf(gy)], &[buf(&out)], groups)?;
     if splits == 1 {
         Ok(out)
     } else {

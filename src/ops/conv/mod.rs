@@ -31,11 +31,15 @@
 
 mod igemm;
 
-use super::{buf, common_device, groups_1d, host_impl, Params};
+use super::{buf, common_device, groups_1d, host_impl};
 use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
+use crate::kernels::{
+    u32_of, ConvGemmParams, ConvLowerParams, ConvParams, FLAG_BIAS, FLAG_HAS_DW, FLAG_HAS_DX, FLAG_MASK,
+    FLAG_PLAIN_OUTPUT, FLAG_RELU, FLAG_SECOND_PRODUCT, LANE_WG,
+};
 use crate::reference::conv::ConvShape;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -49,12 +53,6 @@ pub struct Conv2dGeometry {
     pub pad: usize,
 }
 
-/// Epilogue flag bits of the conv kernels.
-const FLAG_BIAS: usize = 1;
-const FLAG_RELU: usize = 2;
-const FLAG_HAS_DX: usize = 8;
-/// Invocations per workgroup of every conv entry point.
-const WG: usize = 64;
 /// Output pixels per invocation of the general kernels (`PX` in conv2d.wgsl).
 const PX: usize = 4;
 
@@ -91,30 +89,31 @@ fn check_vec(op: &'static str, what: &str, t: &Tensor, o: usize, w_shape: &[usiz
     Ok(())
 }
 
-/// The uniform block shared by conv2d.wgsl and conv2d_3x3.wgsl.
-fn params(s: &ConvShape, flags: usize, tiles_x: usize, total: usize, splits: usize, rows_per_split: usize) -> Params {
-    Params::new()
-        .u(s.n)
-        .u(s.c)
-        .u(s.h)
-        .u(s.w)
-        .u(s.o)
-        .u(s.kh)
-        .u(s.kw)
-        .u(s.stride)
-        .u(s.pad)
-        .u(s.oh)
-        .u(s.ow)
-        .u(flags)
-        .u(tiles_x)
-        .u(total)
-        .u(splits)
-        .u(rows_per_split)
+/// The uniform block of conv2d.wgsl, conv2d_3x3.wgsl and conv2d_igemm.wgsl.
+fn params(s: &ConvShape, flags: u32, tiles_x: usize, total: usize, splits: usize, rows_per_split: usize) -> ConvParams {
+    ConvParams {
+        n: u32_of(s.n),
+        c: u32_of(s.c),
+        h: u32_of(s.h),
+        w: u32_of(s.w),
+        o: u32_of(s.o),
+        kh: u32_of(s.kh),
+        kw: u32_of(s.kw),
+        stride: u32_of(s.stride),
+        pad: u32_of(s.pad),
+        oh: u32_of(s.oh),
+        ow: u32_of(s.ow),
+        flags,
+        tiles_x: u32_of(tiles_x),
+        total: u32_of(total),
+        splits: u32_of(splits),
+        rows_per_split: u32_of(rows_per_split),
+    }
 }
 
 /// Workgroups for `lanes` flattened invocations (x, y) times `z` channel blocks.
 fn groups(lanes: usize, z: usize) -> Result<[u32; 3]> {
-    let mut g = groups_1d(lanes, WG);
+    let mut g = groups_1d(lanes, LANE_WG);
     g[2] = u32::try_from(z).map_err(|_| Error::Invalid(format!("conv2d: {z} channel blocks is too many")))?;
     Ok(g)
 }
@@ -186,7 +185,7 @@ fn forward_flags(
     bias: Option<&Tensor>,
     tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
     relu: bool,
-) -> usize {
+) -> u32 {
     let has_dx = matches!(tangent, Some((Some(_), _, _)));
     (if bias.is_some() { FLAG_BIAS } else { 0 })
         | if relu { FLAG_RELU } else { 0 }
@@ -242,13 +241,13 @@ fn gpu_forward(
             specialise: vec![("OT", ot), ("PX4", px4)],
         };
         let p = params(s, flags, tiles_x, total, 1, 0);
-        ctx.dispatch(op, &key, p.bytes(), &inputs, &outputs, groups(total, s.o.div_ceil(ot as usize))?)?;
+        ctx.dispatch(op, &key, &p, &inputs, &outputs, groups(total, s.o.div_ceil(ot as usize))?)?;
     } else {
         let tiles_x = s.ow.div_ceil(PX);
         let total = s.n * s.oh * tiles_x;
         let key = KernelKey::new("conv2d", if jvp { "conv2d_jvp" } else { "conv2d_fwd" });
         let p = params(s, flags, tiles_x, total, 1, 0);
-        ctx.dispatch(op, &key, p.bytes(), &inputs, &outputs, groups(total, s.o.div_ceil(4))?)?;
+        ctx.dispatch(op, &key, &p, &inputs, &outputs, groups(total, s.o.div_ceil(4))?)?;
     }
     Ok((y, dy))
 }
@@ -322,7 +321,7 @@ pub fn conv2d_backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: Conv2
             let wt = Tensor::gpu_uninit(&ctx, OP, &[s.c, s.o, s.kh, s.kw])?;
             let p = params(&s, 0, 0, wt.numel(), 1, 0);
             let key = KernelKey::new("conv2d", "conv2d_flip_weights");
-            ctx.dispatch(OP, &key, p.bytes(), &[buf(w)], &[buf(&wt)], groups(wt.numel(), 1)?)?;
+            ctx.dispatch(OP, &key, &p, &[buf(w)], &[buf(&wt)], groups(wt.numel(), 1)?)?;
             Ok(gpu_forward(&ctx, OP, &st, gy, &wt, None, None, false)?.0)
         }
         Device::Gpu(ctx) if lowering(&ctx, &s).is_some() => {
@@ -335,7 +334,7 @@ pub fn conv2d_backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: Conv2
             let total = s.n * s.h * tiles_x;
             let p = params(&s, 0, tiles_x, total, 1, 0);
             let key = KernelKey::new("conv2d", "conv2d_bwd_data");
-            ctx.dispatch(OP, &key, p.bytes(), &[buf(gy), buf(w)], &[buf(&gx)], groups(total, s.c.div_ceil(4))?)?;
+            ctx.dispatch(OP, &key, &p, &[buf(gy), buf(w)], &[buf(&gx)], groups(total, s.c.div_ceil(4))?)?;
             Ok(gx)
         }
     }
@@ -363,7 +362,7 @@ fn sum_splits(
     let len = out.numel();
     let p = params(s, 0, 0, len, splits, 0);
     let key = KernelKey::new("conv2d", "conv2d_sum_splits");
-    ctx.dispatch(op, &key, p.bytes(), &[buf(partials)], &[buf(&out)], groups(len, 1)?)?;
+    ctx.dispatch(op, &key, &p, &[buf(partials)], &[buf(&out)], groups(len, 1)?)?;
     Ok(out)
 }
 
@@ -405,7 +404,7 @@ pub fn conv2d_backward_weight(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: Con
             let target_shape = if splits == 1 { s.w_shape().to_vec() } else { vec![splits, s.o * nq] };
             let out = Tensor::gpu_uninit(&ctx, OP, &target_shape)?;
             let p = params(&s, 0, 0, lanes, splits, rows_per_split);
-            ctx.dispatch(OP, &key, p.bytes(), &[buf(x), buf(gy)], &[buf(&out)], groups(lanes, splits * oblocks)?)?;
+            ctx.dispatch(OP, &key, &p, &[buf(x), buf(gy)], &[buf(&out)], groups(lanes, splits * oblocks)?)?;
             if splits == 1 {
                 Ok(out)
             } else {
@@ -436,7 +435,7 @@ pub fn conv2d_backward_bias(gy: &Tensor) -> Result<Tensor> {
             let out = Tensor::gpu_uninit(&ctx, OP, &[splits, o])?;
             let p = params(&s, 0, 0, o, splits, rows_per_split);
             let key = KernelKey::new("conv2d", "conv2d_bwd_bias");
-            ctx.dispatch(OP, &key, p.bytes(), &[buf(gy)], &[buf(&out)], groups(o, splits)?)?;
+            ctx.dispatch(OP, &key, &p, &[buf(gy)], &[buf(&out)], groups(o, splits)?)?;
             if splits == 1 {
                 out.reshape(&[o])
             } else {
@@ -509,9 +508,6 @@ pub fn conv2d_jvp(
 // `conv2d_gemm.wgsl`).
 // ---------------------------------------------------------------------------------------------
 
-/// Flag bits of `conv2d_lower.wgsl` beyond bias / ReLU.
-const LFLAG_DX: usize = 8;
-const LFLAG_TANGENT: usize = 16;
 /// Bytes one lowered matrix (patches, products) of a batch chunk may take at most; larger
 /// batches are lowered in chunks of images. Well under the 128 MiB binding limit of lavapipe,
 /// and small enough that the pooled scratch buffers stay modest.
@@ -608,37 +604,38 @@ fn flipped_backward_data(ctx: &GpuContext, s: &ConvShape) -> Option<ConvShape> {
     (implicit_gemm(ctx, &st) || lowered || is_fast_3x3(&st)).then_some(st)
 }
 
-/// The uniform block of `conv2d_lower.wgsl`.
+/// The uniform block of `conv2d_lower.wgsl` and `conv2d_im2col.wgsl`.
 #[allow(clippy::too_many_arguments)]
 fn lower_params(
     s: &ConvShape,
     l: &Lowering,
     n0: usize,
     nb: usize,
-    flags: usize,
+    flags: u32,
     total: usize,
     splits: usize,
-) -> Params {
-    Params::new()
-        .u(n0)
-        .u(nb)
-        .u(s.c)
-        .u(s.h)
-        .u(s.w)
-        .u(s.o)
-        .u(s.kh)
-        .u(s.kw)
-        .u(s.stride)
-        .u(s.pad)
-        .u(s.oh)
-        .u(s.ow)
-        .u(l.q)
-        .u(l.op)
-        .u(l.npc(nb))
-        .u(flags)
-        .u(total)
-        .u(splits)
-        .u(l.qp)
+) -> ConvLowerParams {
+    ConvLowerParams {
+        n0: u32_of(n0),
+        nb: u32_of(nb),
+        c: u32_of(s.c),
+        h: u32_of(s.h),
+        w: u32_of(s.w),
+        o: u32_of(s.o),
+        kh: u32_of(s.kh),
+        kw: u32_of(s.kw),
+        stride: u32_of(s.stride),
+        pad: u32_of(s.pad),
+        oh: u32_of(s.oh),
+        ow: u32_of(s.ow),
+        q: u32_of(l.q),
+        op: u32_of(l.op),
+        npc: u32_of(l.npc(nb)),
+        flags,
+        total: u32_of(total),
+        splits: u32_of(splits),
+        qp: u32_of(l.qp),
+    }
 }
 
 /// Records one `conv2d_lower` entry point over `p`'s `total` lanes.
@@ -646,13 +643,13 @@ fn lower_dispatch(
     ctx: &Arc<GpuContext>,
     op: &'static str,
     entry: &'static str,
-    p: Params,
+    p: ConvLowerParams,
     total: usize,
     inputs: &[crate::gpu::BufferView],
     outputs: &[crate::gpu::BufferView],
 ) -> Result<()> {
     let key = KernelKey::new("conv2d_lower", entry);
-    ctx.dispatch(op, &key, p.bytes(), inputs, outputs, groups(total, 1)?)
+    ctx.dispatch(op, &key, &p, inputs, outputs, groups(total, 1)?)
 }
 
 /// `w` `[O, Q]` (and `dw`) transposed to `[qp, op]`, zero-padded.
@@ -670,7 +667,7 @@ fn lowered_weights(
         None => None,
     };
     let total = l.qp * l.op;
-    let flags = if dw.is_some() { LFLAG_TANGENT } else { 0 };
+    let flags = if dw.is_some() { FLAG_HAS_DW } else { 0 };
     let mut outputs = vec![buf(&wt)];
     outputs.extend(dwt.as_ref().map(buf));
     lower_dispatch(
@@ -704,12 +701,12 @@ fn im2col(
         None => None,
     };
     let total = l.npc(nb) / 4;
-    let flags = if dx.is_some() { LFLAG_DX } else { 0 };
+    let flags = if dx.is_some() { FLAG_HAS_DX } else { 0 };
     let mut outputs = vec![buf(&pm)];
     outputs.extend(dpm.as_ref().map(buf));
     let p = lower_params(s, l, n0, nb, flags, total, 1);
     let key = KernelKey::new("conv2d_im2col", "lower_im2col");
-    ctx.dispatch(op, &key, p.bytes(), &[buf(x), dx.map_or(buf(x), buf)], &outputs, groups(total, 1)?)?;
+    ctx.dispatch(op, &key, &p, &[buf(x), dx.map_or(buf(x), buf)], &outputs, groups(total, 1)?)?;
     Ok((pm, dpm))
 }
 
@@ -728,11 +725,6 @@ fn lowered_gy(
     lower_dispatch(ctx, op, "lower_gy", lower_params(s, l, n0, nb, 0, total, 1), total, &[buf(gy)], &[buf(&g)])
         .map(|_| g)
 }
-
-/// Flags of `gemm_fwd` beyond bias / ReLU.
-const GFLAG_MASK: usize = 4;
-const GFLAG_SECOND: usize = 32;
-const GFLAG_PLAIN: usize = 64;
 
 /// Operands and destination of one `gemm_fwd` product `C = a0ᵀ b0 (+ a1ᵀ b1)`.
 struct GemmFwd<'a> {
@@ -762,17 +754,28 @@ fn gemm_fwd(ctx: &Arc<GpuContext>, op: &'static str, l: &Lowering, g: GemmFwd) -
     let lanes = (npc / 4).div_ceil(4);
     let flags = if g.bias.is_some() { FLAG_BIAS } else { 0 }
         | if g.relu { FLAG_RELU } else { 0 }
-        | if g.mask.is_some() { GFLAG_MASK } else { 0 }
-        | if g.second.is_some() { GFLAG_SECOND } else { 0 }
-        | if g.image.is_none() { GFLAG_PLAIN } else { 0 };
+        | if g.mask.is_some() { FLAG_MASK } else { 0 }
+        | if g.second.is_some() { FLAG_SECOND_PRODUCT } else { 0 }
+        | if g.image.is_none() { FLAG_PLAIN_OUTPUT } else { 0 };
     let (n0, nb) = g.image.unwrap_or((0, 0));
-    let p = Params::new().u(k).u(rp).u(npc).u(0).u(0).u(0).u(lanes).u(0).u(g.rows).u(l.ohw).u(n0).u(nb).u(flags);
+    let p = ConvGemmParams {
+        q: u32_of(k),
+        op: u32_of(rp),
+        npc: u32_of(npc),
+        total: u32_of(lanes),
+        o: u32_of(g.rows),
+        ohw: u32_of(l.ohw),
+        n0: u32_of(n0),
+        nb: u32_of(nb),
+        flags,
+        ..Default::default()
+    };
     let key = KernelKey::new("conv2d_gemm", entry);
     let d = buf(g.a0);
     ctx.dispatch(
         op,
         &key,
-        p.bytes(),
+        &p,
         &[
             d,
             buf(g.b0),
@@ -922,8 +925,18 @@ fn lowered_backward_weight(
         let npc = l.npc(nb);
         let (splits, per) = gemm_splits(tiles, npc);
         let total = splits * tiles;
-        let p = Params::new().u(l.q).u(l.op).u(npc).u(per).u(tiles_q).u(tiles_o).u(total).u(slot0);
-        ctx.dispatch(op, &key, p.bytes(), &[buf(&pm), buf(&g)], &[buf(&partial)], groups(total, 1)?)?;
+        let p = ConvGemmParams {
+            q: u32_of(l.q),
+            op: u32_of(l.op),
+            npc: u32_of(npc),
+            k4_split: u32_of(per),
+            tiles_q: u32_of(tiles_q),
+            tiles_o: u32_of(tiles_o),
+            total: u32_of(total),
+            slot0: u32_of(slot0),
+            ..Default::default()
+        };
+        ctx.dispatch(op, &key, &p, &[buf(&pm), buf(&g)], &[buf(&partial)], groups(total, 1)?)?;
         slot0 += splits;
     }
     let gw = Tensor::gpu_uninit(ctx, op, &s.w_shape())?;

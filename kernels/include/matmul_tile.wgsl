@@ -1,21 +1,12 @@
 // Shared part of the register-tiled matrix products: the bindings, the 16 x 16 tile of C an
 // invocation owns (4 x 4 blocks, each a mat4x4 whose columns are the block's rows, so a block
-// update is one mat4x4 product the compiler fully unrolls), the epilogue and the operand loads.
-// Not a family of its own: src/kernels.rs prepends it to matmul.wgsl and matmul_subgroup.wgsl.
-// Epilogue: + bias[col] (flag 1), + beta * cin (flag 4), ReLU (flag 2), zero where cin <= 0
-// (flag 8: the ReLU mask of the layer whose output cin is, in a backward product). Aᵀ B products
-// with flag 16 also write the column sums of B (sum over k of B[k, col]) to c2.
-
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    flags: u32,
-    alpha: f32,
-    beta: f32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
+// update is one mat4x4 product the compiler fully unrolls), the epilogue and the A^T / B^T
+// operand loads (the plain ones are in vec4_rows.wgsl). Not a family of its own: the families
+// matmul and matmul_subgroup include it (src/kernels/families.rs).
+// Epilogue: + bias[col] (FLAG_BIAS), + beta * cin (FLAG_ACCUMULATE), zero where cin <= 0
+// (FLAG_MASK: the ReLU mask of the layer whose output cin is, in a backward product), ReLU
+// (FLAG_RELU). Aᵀ B products with FLAG_COL_SUMS also write the column sums of B (sum over k of
+// B[k, col]) to c2.
 @group(0) @binding(1) var<storage, read> a: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> b: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<vec4<f32>>;
@@ -59,10 +50,10 @@ fn store_block(row0: u32, col4: u32, blk: mat4x4<f32>) {
         let row = row0 + r;
         if (row >= p.m) { return; }
         var v = p.alpha * blk[r];
-        if ((p.flags & 1u) != 0u) { v += bias[col4]; }
-        if ((p.flags & 4u) != 0u) { v += p.beta * cin[row * n4 + col4]; }
-        if ((p.flags & 8u) != 0u) { v = select(vec4<f32>(0.0), v, cin[row * n4 + col4] > vec4<f32>(0.0)); }
-        if ((p.flags & 2u) != 0u) { v = max(v, vec4<f32>(0.0)); }
+        if ((p.flags & FLAG_BIAS) != 0u) { v += bias[col4]; }
+        if ((p.flags & FLAG_ACCUMULATE) != 0u) { v += p.beta * cin[row * n4 + col4]; }
+        if ((p.flags & FLAG_MASK) != 0u) { v = select(vec4<f32>(0.0), v, cin[row * n4 + col4] > vec4<f32>(0.0)); }
+        if ((p.flags & FLAG_RELU) != 0u) { v = max(v, vec4<f32>(0.0)); }
         c[row * n4 + col4] = v;
     }
 }
@@ -78,7 +69,7 @@ fn store_tile(row0: u32, col4_0: u32, t: ptr<function, Tile>) {
     store_block(row0 + 12u, col4_0 + 2u, (*t).t32); store_block(row0 + 12u, col4_0 + 3u, (*t).t33);
 }
 
-// Column sums of four B vec4-columns over rows k..k+4 (flag 16), kept by the invocations of
+// Column sums of four B vec4-columns over rows k..k+4 (FLAG_COL_SUMS), kept by the invocations of
 // the first row tile.
 struct ColSums {
     s0: vec4<f32>, s1: vec4<f32>, s2: vec4<f32>, s3: vec4<f32>,
@@ -94,19 +85,6 @@ fn store_col_sums(col4_0: u32, s: ColSums) {
     if (col4_0 + 1u < n4) { c2[col4_0 + 1u] = s.s1; }
     if (col4_0 + 2u < n4) { c2[col4_0 + 2u] = s.s2; }
     if (col4_0 + 3u < n4) { c2[col4_0 + 3u] = s.s3; }
-}
-
-// Four consecutive A rows from row r0 at vec4 k-index kk (A row-major, k4 vec4s per row).
-fn a_rows(r0: u32, kk: u32, k4: u32) -> mat4x4<f32> {
-    let last = p.m - 1u;
-    return mat4x4<f32>(a[min(r0, last) * k4 + kk], a[min(r0 + 1u, last) * k4 + kk],
-                       a[min(r0 + 2u, last) * k4 + kk], a[min(r0 + 3u, last) * k4 + kk]);
-}
-
-// B rows k..k+4 at vec4 column col4 (B row-major [K, N]).
-fn b_rows(k: u32, col4: u32, n4: u32) -> mat4x4<f32> {
-    let c4 = min(col4, n4 - 1u);
-    return mat4x4<f32>(b[k * n4 + c4], b[(k + 1u) * n4 + c4], b[(k + 2u) * n4 + c4], b[(k + 3u) * n4 + c4]);
 }
 
 // A^T rows: A stored [K, M]; columns of the result are rows r0.. of A^T (over k = k..k+4).

@@ -1,5 +1,5 @@
-// Subgroup helpers of the lane-sharing kernels (prepended to matmul_subgroup.wgsl and
-// matmul_jvp_subgroup.wgsl): on a driver that runs 8-lane subgroups as the SIMD lanes of a CPU
+// Subgroup helpers of the lane-sharing kernels (the families matmul_subgroup and
+// matmul_jvp_subgroup include them): on a driver that runs 8-lane subgroups as the SIMD lanes of a CPU
 // (lavapipe), lanes that need the same operand block load 1/8 of it each and hand it to the
 // others with subgroupBroadcast, instead of all 8 loading all of it. subgroupBroadcast needs a
 // constant lane, hence one function per position.

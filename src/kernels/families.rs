@@ -1,0 +1,121 @@
+//! The kernel families: for each WGSL file under `kernels/`, its includes, its uniform layout,
+//! its bindings and its entry points with their workgroup sizes.
+
+use super::constants::{ELEMENT_WG, LANE_WG};
+use super::params::{
+    ConvGemmParams, ConvLowerParams, ConvParams, DropoutParams, ElementwiseParams, FlatParams, MatmulJvpParams,
+    MatmulParams, NormParams, OptimParams, PoolParams, ReduceParams, SoftmaxParams,
+};
+use super::{EntryPoints, Family, Include, KernelParams, WorkgroupSize};
+
+/// Workgroup of the register- and scalar-tiled products: 8 × 8 invocations.
+pub const TILED_WG: [u32; 3] = [8, 8, 1];
+/// Workgroup of the kernels staged through workgroup memory: 16 × 16 invocations.
+pub const STAGED_WG: [u32; 3] = [16, 16, 1];
+/// Workgroup of the lane-sharing products (`matmul_subgroup`): 2 subgroups of 8 lanes.
+pub const LANE_SHARED_WG: [u32; 3] = [16, 1, 1];
+/// Workgroup of the lane-sharing JVP (`matmul_jvp_subgroup`): 8 subgroups of 8 lanes.
+pub const LANE_SHARED_JVP_WG: [u32; 3] = [64, 1, 1];
+
+const ELEMENTS: WorkgroupSize = WorkgroupSize::Fixed([ELEMENT_WG, 1, 1]);
+const LANES: WorkgroupSize = WorkgroupSize::Fixed([LANE_WG, 1, 1]);
+const TILED: WorkgroupSize = WorkgroupSize::Fixed(TILED_WG);
+const STAGED: WorkgroupSize = WorkgroupSize::Fixed(STAGED_WG);
+const LANE_SHARED: WorkgroupSize = WorkgroupSize::Fixed(LANE_SHARED_WG);
+const LANE_SHARED_JVP: WorkgroupSize = WorkgroupSize::Fixed(LANE_SHARED_JVP_WG);
+/// The per-channel batch-norm kernels: `WG`, specialised by the host to the channel length.
+const NORM_CHANNEL: WorkgroupSize = WorkgroupSize::Tunable("WG");
+
+/// `kernels/include/<name>.wgsl`.
+macro_rules! include_wgsl {
+    ($name:literal) => {
+        Include {
+            name: $name,
+            source: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/include/", $name, ".wgsl")),
+        }
+    };
+}
+
+/// `flat_index` and `lane`, the invocation indices of the 1-D entry points.
+const INDEX: Include = include_wgsl!("index");
+/// `cols_of`: image, row and column of four patch columns (the lowering).
+const PATCH_COLUMNS: Include = include_wgsl!("patch_columns");
+/// Loads of four vec4 rows of A and of B, shared by the register-tiled products.
+const VEC4_ROWS: Include = include_wgsl!("vec4_rows");
+/// The bindings, 16 × 16 tile and epilogue of the register-tiled products.
+const MATMUL_TILE: Include = include_wgsl!("matmul_tile");
+/// The bindings, 16 × 8 tiles and epilogue of the register-tiled JVPs.
+const MATMUL_JVP_TILE: Include = include_wgsl!("matmul_jvp_tile");
+/// Subgroup broadcasts of the lane-sharing kernels.
+const LANE_SHARE: Include = include_wgsl!("lane_share");
+
+/// One family: `kernels/<name>.wgsl` after `includes`, its entry points all of one size.
+macro_rules! family {
+    ($name:literal, $params:ty, reads $reads:literal, writes $writes:literal, includes [$($include:expr),*],
+     $([$($entry:literal),+] => $size:expr),+ $(,)?) => {
+        Family {
+            name: $name,
+            file: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/", $name, ".wgsl")),
+            includes: &[$($include),*],
+            params: &<$params as KernelParams>::LAYOUT,
+            reads: $reads,
+            writes: $writes,
+            entry_points: &[$(EntryPoints { names: &[$($entry),+], workgroup_size: $size }),+],
+        }
+    };
+}
+
+/// Every kernel family.
+pub static FAMILIES: &[Family] = &[
+    family!("elementwise", ElementwiseParams, reads 2, writes 2, includes [INDEX],
+        ["axpby", "mul", "scale", "fill", "relu", "relu_backward", "relu_jvp", "add_bias", "copy_range"] => ELEMENTS),
+    family!("matmul", MatmulParams, reads 4, writes 2, includes [MATMUL_TILE, VEC4_ROWS],
+        ["matmul_nn", "matmul_tn", "matmul_nt"] => TILED),
+    family!("matmul_subgroup", MatmulParams, reads 4, writes 2, includes [MATMUL_TILE, VEC4_ROWS, LANE_SHARE],
+        ["matmul_nn_cols", "matmul_nn_rows", "matmul_tn_cols", "matmul_tn_rows", "matmul_nt_cols", "matmul_nt_rows"]
+            => LANE_SHARED),
+    family!("matmul_general", MatmulParams, reads 4, writes 2, includes [],
+        ["matmul_general"] => TILED),
+    family!("matmul_wg", MatmulParams, reads 4, writes 2, includes [],
+        ["matmul_wg"] => STAGED),
+    family!("matmul_jvp", MatmulJvpParams, reads 6, writes 2, includes [MATMUL_JVP_TILE, VEC4_ROWS],
+        ["matmul_jvp_nn"] => TILED),
+    family!("matmul_jvp_subgroup", MatmulJvpParams, reads 6, writes 2,
+        includes [MATMUL_JVP_TILE, VEC4_ROWS, LANE_SHARE],
+        ["matmul_jvp_nn_cols"] => LANE_SHARED_JVP),
+    family!("matmul_jvp_general", MatmulJvpParams, reads 6, writes 2, includes [],
+        ["matmul_jvp_general"] => TILED),
+    family!("matmul_jvp_wg", MatmulJvpParams, reads 6, writes 2, includes [],
+        ["matmul_jvp_wg"] => STAGED),
+    family!("conv2d", ConvParams, reads 6, writes 2, includes [INDEX],
+        ["conv2d_fwd", "conv2d_jvp", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_weight_3x3",
+         "conv2d_bwd_bias", "conv2d_sum_splits", "conv2d_flip_weights"] => LANES),
+    family!("conv2d_3x3", ConvParams, reads 6, writes 2, includes [INDEX],
+        ["conv3x3_fwd", "conv3x3_jvp"] => LANES),
+    family!("conv2d_lower", ConvLowerParams, reads 4, writes 2, includes [INDEX, PATCH_COLUMNS],
+        ["lower_weights_t", "lower_gy", "lower_col2im", "lower_sum_wt", "lower_pad_q"] => LANES),
+    family!("conv2d_gemm", ConvGemmParams, reads 6, writes 1, includes [INDEX],
+        ["gemm_fwd8", "gemm_fwd16", "gemm_bwd_weight8", "gemm_bwd_weight16"] => LANES),
+    family!("conv2d_im2col", ConvLowerParams, reads 2, writes 2, includes [INDEX, PATCH_COLUMNS],
+        ["lower_im2col"] => LANES),
+    family!("conv2d_igemm", ConvParams, reads 6, writes 2, includes [],
+        ["conv_igemm_fwd", "conv_igemm_jvp", "conv_igemm_bwd_weight"] => STAGED),
+    family!("pool", PoolParams, reads 3, writes 3, includes [INDEX],
+        ["maxpool2d_fwd", "maxpool2d_jvp", "maxpool2d_bwd"] => LANES),
+    family!("reduce", ReduceParams, reads 2, writes 2, includes [INDEX],
+        ["reduce_pass", "argmax_rows"] => LANES,
+        ["col_sum_pass"] => ELEMENTS),
+    family!("softmax", SoftmaxParams, reads 3, writes 2, includes [INDEX],
+        ["softmax", "log_softmax", "softmax_jvp", "cross_entropy_rows", "cross_entropy_backward",
+         "cross_entropy_backward_jvp"] => LANES),
+    family!("flat", FlatParams, reads 1, writes 2, includes [INDEX],
+        ["prune_mask", "prune", "zero_words"] => ELEMENTS,
+        ["radix_histogram", "count_zeros"] => LANES),
+    family!("norm", NormParams, reads 6, writes 3, includes [INDEX],
+        ["bn_train", "bn_jvp", "bn_backward", "bn_backward_jvp", "bn_eval_backward"] => NORM_CHANNEL,
+        ["bn_eval", "bn_update_running"] => ELEMENTS),
+    family!("dropout", DropoutParams, reads 1, writes 2, includes [INDEX],
+        ["dropout"] => ELEMENTS),
+    family!("optim", OptimParams, reads 4, writes 3, includes [INDEX],
+        ["sgd", "sgd_momentum", "adam"] => ELEMENTS),
+];
