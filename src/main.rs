@@ -381,31 +381,9 @@ fn print_info(device: &Device, json: bool) {
 
 fn print_bench(device: &Device, results: &[BenchResult], json: bool) {
     if json {
-        let rows: Vec<String> = results
-            .iter()
-            .map(|r| {
-                format!(
-                    "{{\"name\": {}, \"shape\": {}, \"ms\": {:.4}, \"gflops\": {}}}",
-                    json_str(&r.name),
-                    json_str(&r.shape),
-                    r.ms,
-                    r.gflops.map_or("null".into(), |g| format!("{g:.3}"))
-                )
-            })
-            .collect();
-        println!("{{\"adapter\": {}, \"results\": [{}]}}", adapter_json(device), rows.join(", "));
-        return;
-    }
-    println!("device: {}", device.name());
-    println!("{:<14} {:<28} {:>10} {:>10}", "name", "shape", "ms", "GFLOP/s");
-    for r in results {
-        println!(
-            "{:<14} {:<28} {:>10.3} {:>10}",
-            r.name,
-            r.shape,
-            r.ms,
-            r.gflops.map_or("-".into(), |g| format!("{g:.2}"))
-        );
+        println!("{}", bench::report::json(&adapter_json(device), device, results));
+    } else {
+        print!("{}", bench::report::table(device, results));
     }
 }
 

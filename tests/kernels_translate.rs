@@ -32,7 +32,7 @@ const SPECIALISED: &[(&str, &[Specialisation])] = &[
             &[("OT", 16), ("PX4", 4)],
         ],
     ),
-    ("conv2d", &[&[("BW_OT", 2), ("BW_CT", 4)], &[("BW_OT", 8), ("BW_CT", 8)]]),
+    ("conv2d", &[&[("BW_OT", 8), ("BW_CT", 8)]]),
     ("norm", &[&[("WG", 64)], &[("WG", 256)]]),
 ];
 

@@ -186,3 +186,168 @@ fn the_selftest_passes_on_the_wgpu_adapter_and_reports_every_case() {
     assert_eq!(cases.len(), 3 + 4 + 2 + 9 * 8, "{stdout}");
     assert!(cases.iter().all(|c| c["relative_error"].as_f64().unwrap() <= 1e-3));
 }
+
+/// A second device on the adapter, so that a test sees only its own batches, bind groups and
+/// timings (tests running in parallel share `wgpu_device()`).
+fn own_device() -> Option<std::sync::Arc<geopath::gpu::GpuContext>> {
+    wgpu_device()?;
+    match geopath::Device::open(geopath::DeviceChoice::Gpu).unwrap() {
+        geopath::Device::Gpu(ctx) => Some(ctx),
+        _ => unreachable!("--device gpu opens a wgpu device"),
+    }
+}
+
+#[test]
+fn dependent_dispatches_in_one_pass_match_the_cpu_reference() {
+    let Some(dev) = wgpu_device() else { return };
+    let mut rng = Rng::new(5);
+    let (xv, av, mv) = (rng.vec(2048), rng.vec(32 * 64), rng.vec(64 * 64));
+    let run = |d: &geopath::Device| -> Vec<f32> {
+        let x = Tensor::from_vec(d, &[2048], xv.clone()).unwrap();
+        let a = Tensor::from_vec(d, &[32, 64], av.clone()).unwrap();
+        let m = ew::scale(0.1, &Tensor::from_vec(d, &[64, 64], mv.clone()).unwrap()).unwrap();
+        // From here to the readback nothing is uploaded or read: the 6 x 40 dispatches are
+        // recorded in batches of FLUSH_EVERY, each one compute pass, each dispatch reading what
+        // the one before it wrote, and the buffers of the tensors dropped along the way
+        // recycled as outputs of later dispatches of the same pass (write after read).
+        let (mut y, mut c) = (x.clone(), a.clone());
+        for _ in 0..40 {
+            y = ew::axpby(0.9, &y, 0.1, &x).unwrap();
+            y = ew::relu(&ew::sub(&y, &ew::scale(0.01, &x).unwrap()).unwrap()).unwrap();
+            c = ew::axpby(0.5, &c, 0.5, &matmul::matmul(&c, &m).unwrap()).unwrap();
+        }
+        // Three dispatches writing ranges of one buffer, then one reading all of it.
+        let z = ew::concat(&[&y, &c.reshape(&[2048]).unwrap(), &y]).unwrap();
+        ew::mul(&z, &z).unwrap().to_vec().unwrap()
+    };
+    assert_close("dependent dispatches", &run(&dev), &run(&geopath::Device::Reference), 1e-4, 1e-6);
+}
+
+#[test]
+fn cached_bind_groups_bind_recycled_buffers_to_their_new_contents() {
+    let Some(ctx) = own_device() else { return };
+    assert!(ctx.checked_shaders, "the tests run every kernel checked");
+    let n = 1000usize;
+    let bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+    // out = 2 a through the raw dispatch path, binding exactly these two buffers.
+    let double = |a: &geopath::gpu::GpuBuffer, out: &geopath::gpu::GpuBuffer, v: &[f32]| {
+        let p = ElementwiseParams { n: n as u32, alpha: 2.0, ..Default::default() };
+        ctx.dispatch("double", &KernelKey::new("elementwise", "scale"), &p, &[a.view()], &[out.view()], [4, 1, 1])
+            .unwrap();
+        let got: Vec<f32> = bytemuck::pod_collect_to_vec(&ctx.read(out.view(), 4 * n as u64).unwrap());
+        assert_eq!(got, v.iter().map(|x| 2.0 * x).collect::<Vec<_>>());
+    };
+    let mut rng = Rng::new(6);
+    let v1 = rng.vec(n);
+    let (a, out) = (ctx.upload("test", &bytes(&v1)).unwrap(), ctx.alloc("test", 4 * n as u64).unwrap());
+    let ids = (a.id(), out.id());
+    double(&a, &out, &v1);
+    let cached = ctx.cached_bind_groups();
+    // Freed (out, then a) and allocated again in that order, the same buffers come back in the
+    // same roles with other contents: the cached bind group is hit, and reads the new values.
+    drop(out);
+    drop(a);
+    let v2 = rng.vec(n);
+    let (a, out) = (ctx.upload("test", &bytes(&v2)).unwrap(), ctx.alloc("test", 4 * n as u64).unwrap());
+    assert_eq!((a.id(), out.id()), ids, "the pool recycles the same buffers");
+    double(&a, &out, &v2);
+    assert_eq!(ctx.cached_bind_groups(), cached, "a cache hit");
+    // In swapped roles the same buffers make another bind group.
+    drop(a);
+    drop(out);
+    let v3 = rng.vec(n);
+    let (a, out) = (ctx.upload("test", &bytes(&v3)).unwrap(), ctx.alloc("test", 4 * n as u64).unwrap());
+    assert_eq!((a.id(), out.id()), (ids.1, ids.0));
+    double(&a, &out, &v3);
+    assert_eq!(ctx.cached_bind_groups(), cached + 1);
+}
+
+#[test]
+fn the_bind_group_cache_stays_bounded_and_right_past_its_size() {
+    let Some(ctx) = own_device() else { return };
+    let dev = geopath::Device::Gpu(ctx.clone());
+    let count = geopath::gpu::MAX_CACHED_BIND_GROUPS + 100;
+    // Every tensor alive at once: each dispatch binds buffers no other one does.
+    let filled: Vec<Tensor> = (0..count).map(|i| ew::fill(&dev, &[1], i as f32).unwrap()).collect();
+    let doubled: Vec<Tensor> = filled.iter().map(|t| ew::scale(2.0, t).unwrap()).collect();
+    assert!(ctx.cached_bind_groups() <= geopath::gpu::MAX_CACHED_BIND_GROUPS);
+    let all = ew::concat(&doubled.iter().collect::<Vec<_>>()).unwrap().to_vec().unwrap();
+    assert_eq!(all, (0..count).map(|i| 2.0 * i as f32).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_invalid_dispatch_fails_its_batch_naming_the_first_op() {
+    let Some(ctx) = own_device() else { return };
+    let first = ctx.alloc("test", 1024).unwrap();
+    let aliased = ctx.alloc("test", 1024).unwrap();
+    let p = ElementwiseParams { n: 256, alpha: 1.0, ..Default::default() };
+    let key = KernelKey::new("elementwise", "scale");
+    ctx.dispatch("first_op", &key, &p, &[first.view()], &[aliased.view()], [1, 1, 1]).unwrap();
+    // One buffer bound read-only and read-write in one dispatch: wgpu finds the conflict when
+    // the pass is encoded, so the error comes with the batch's submission.
+    ctx.dispatch("aliasing_op", &key, &p, &[aliased.view()], &[aliased.view()], [1, 1, 1]).unwrap();
+    match ctx.flush() {
+        Err(Error::Device { op, message }) => {
+            assert!(op.contains("first_op") && op.contains("batch of 2 dispatches"), "{op}: {message}")
+        }
+        other => panic!("expected a device error, got {other:?}"),
+    }
+    // The batch is dropped; the device stays usable.
+    let dev = geopath::Device::Gpu(ctx.clone());
+    let x = Tensor::from_vec(&dev, &[3], vec![1.0, -2.0, 3.0]).unwrap();
+    assert_eq!(ew::relu(&x).unwrap().to_vec().unwrap(), vec![1.0, 0.0, 3.0]);
+}
+
+#[test]
+fn bench_reports_gpu_time_where_the_adapter_has_timestamps() {
+    let Some(ctx) = own_device() else { return };
+    let dev = geopath::Device::Gpu(ctx.clone());
+    let x = Tensor::from_vec(&dev, &[64, 64], vec![0.5; 64 * 64]).unwrap();
+    let m = geopath::bench::time_median(
+        &dev,
+        || {
+            for _ in 0..60 {
+                matmul::matmul(&x, &x)?;
+            }
+            dev.sync()
+        },
+        1,
+        3,
+        0.0,
+    )
+    .unwrap();
+    assert_eq!(m.gpu_ms.is_some(), ctx.has_timestamps());
+    if let Some(gpu) = m.gpu_ms {
+        assert!(gpu > 0.0 && gpu <= 1.5 * m.ms, "GPU {gpu} ms of {} ms", m.ms);
+    }
+    assert!(ctx.stop_timing().unwrap().is_none(), "not timing any more");
+    let result = geopath::bench::BenchResult {
+        name: "matmul".into(),
+        shape: "64x64x64".into(),
+        ms: m.ms,
+        gpu_ms: m.gpu_ms,
+        gflops: None,
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&geopath::bench::report::json("{}", &dev, std::slice::from_ref(&result))).unwrap();
+    assert_eq!(json["gpu_timestamps"], ctx.has_timestamps());
+    let row = &json["results"][0];
+    assert!(row["ms"].is_number() && row["gflops"].is_null() && row["name"] == "matmul");
+    assert_eq!(row["gpu_ms"].is_number(), ctx.has_timestamps());
+    let table = geopath::bench::report::table(&dev, &[result]);
+    assert!(table.contains("GPU ms"), "{table}");
+}
+
+#[test]
+fn an_unknown_checked_shaders_value_is_refused() {
+    if wgpu_device().is_none() {
+        return;
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_geopath"))
+        .args(["--device", "gpu", "info"])
+        .env(geopath::gpu::CHECKED_SHADERS_VAR, "yes")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("GEOPATH_CHECKED_SHADERS=yes"), "{stderr}");
+}

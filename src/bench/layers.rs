@@ -1,7 +1,7 @@
 //! The benchmarks of a GPU check: matrix products of 4096³ in each layout, and every
 //! convolution layer of a model (forward, data gradient, weight gradient) at a batch.
 
-use super::{gflops, seeded, time_median, BenchResult};
+use super::{result, seeded, time_median, BenchResult};
 use crate::device::Device;
 use crate::error::Result;
 use crate::nn::spec::{self, LayerSpec};
@@ -20,7 +20,8 @@ pub fn matmul_large(device: &Device, layout: &str, name: &str) -> Result<BenchRe
     };
     let a = seeded(device, &[LARGE, LARGE], 1)?;
     let b = seeded(device, &[LARGE, LARGE], 2)?;
-    let (ms, flops) = time_median(
+    let m = time_median(
+        device,
         || {
             let c = matmul_ex(&a, &b, MatmulOpts { trans_a, trans_b, ..Default::default() })?;
             device.sync()?;
@@ -32,7 +33,7 @@ pub fn matmul_large(device: &Device, layout: &str, name: &str) -> Result<BenchRe
         2.0,
     )?;
     let shape = format!("{LARGE}x{LARGE}x{LARGE} {}", layout.to_uppercase());
-    Ok(BenchResult { name: name.into(), shape, ms, gflops: gflops(flops, ms) })
+    Ok(result(name, shape, m))
 }
 
 /// One convolution layer of a model.
@@ -92,7 +93,8 @@ pub fn conv_layer_benches(device: &Device, model: &str, batch: usize) -> Result<
             ("conv-weight", Box::new(|| conv2d_backward_weight(&x, &gy, wt.shape(), l.geometry).map(drop))),
         ];
         for (name, run) in runs {
-            let (ms, flops) = time_median(
+            let m = time_median(
+                device,
                 || {
                     run()?;
                     device.sync()
@@ -101,7 +103,7 @@ pub fn conv_layer_benches(device: &Device, model: &str, batch: usize) -> Result<
                 3,
                 1.0,
             )?;
-            out.push(BenchResult { name: name.into(), shape: shape.clone(), ms, gflops: gflops(flops, ms) });
+            out.push(result(name, shape.clone(), m));
         }
     }
     Ok(out)

@@ -1,9 +1,11 @@
 //! `geopath bench`: throughput of the engine's hot paths, as a table or one JSON object.
 //!
 //! Each benchmark records its work once to warm pipelines and the buffer pool, then times
-//! repeated runs, each ended by a device sync, and reports the median.
+//! repeated runs, each ended by a device sync, and reports the median wall time and, on a wgpu
+//! device with timestamp queries, the median GPU time of the same runs.
 
 mod layers;
+pub mod report;
 
 pub use layers::{conv_layers, ConvLayer};
 
@@ -22,8 +24,11 @@ pub struct BenchResult {
     pub name: String,
     /// Problem shape, e.g. `1024x1024x1024`.
     pub shape: String,
-    /// Median milliseconds per run.
+    /// Median milliseconds per run (wall time, device sync included).
     pub ms: f64,
+    /// Median GPU milliseconds per run: the compute passes' own time from timestamp queries
+    /// (`None` off a wgpu device, or where the adapter has no timestamps).
+    pub gpu_ms: Option<f64>,
     /// GFLOP/s at that median: the FLOPs the engine's cost counter counts for one run
     /// (as the kernels execute them, see [`crate::cost`]) per second.
     pub gflops: Option<f64>,
@@ -75,7 +80,8 @@ fn bench_train_step(device: &Device, cfg: &TrainStepConfig) -> Result<BenchResul
     let kind = crate::optim::OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 5e-4 };
     let mut opt = crate::optim::Optimizer::new(kind, crate::optim::LrSchedule::constant(0.01));
     net.set_train(true);
-    let (ms, flops) = time_median(
+    let m = time_median(
+        device,
         || {
             let (_, g) = crate::autodiff::loss_grad(&net, &params, &x, &labels)?;
             net.update_running_stats()?;
@@ -86,38 +92,65 @@ fn bench_train_step(device: &Device, cfg: &TrainStepConfig) -> Result<BenchResul
         10,
         3.0,
     )?;
-    Ok(BenchResult {
-        name: "train-step".into(),
-        shape: format!("{} batch {b}", spec.name),
-        ms,
-        gflops: gflops(flops, ms),
-    })
+    Ok(result("train-step", format!("{} batch {b}", spec.name), m))
+}
+
+/// What [`time_median`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured {
+    /// Median wall milliseconds of the timed runs.
+    pub ms: f64,
+    /// Median GPU milliseconds of the same runs, where the device times its passes.
+    pub gpu_ms: Option<f64>,
+    /// FLOPs of one run, as the cost counter counts them.
+    pub flops: u64,
 }
 
 /// Times `f` (which must end with a device sync): `warmup` untimed runs (at least one, whose
 /// FLOPs the cost counter measures), then the median of runs until `min_runs` and about
-/// `budget_s` seconds are spent. Returns (median ms, FLOPs of one run).
+/// `budget_s` seconds are spent. On a wgpu device with timestamp queries each timed run is also
+/// timed on the GPU (the timestamps are read back after the run's wall time is taken).
 pub fn time_median<F: FnMut() -> Result<()>>(
+    device: &Device,
     mut f: F,
     warmup: usize,
     min_runs: usize,
     budget_s: f64,
-) -> Result<(f64, u64)> {
+) -> Result<Measured> {
     let meter = crate::cost::Meter::start();
     f()?;
     let flops = meter.flops();
     for _ in 1..warmup {
         f()?;
     }
+    let gpu = device.gpu().filter(|c| c.has_timestamps());
     let start = Instant::now();
     let mut times = Vec::new();
+    let mut gpu_times = Vec::new();
     while times.len() < min_runs || (start.elapsed().as_secs_f64() < budget_s && times.len() < 200) {
+        if let Some(ctx) = gpu {
+            ctx.start_timing()?;
+        }
         let t = Instant::now();
         f()?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
+        if let Some(ctx) = gpu {
+            gpu_times.extend(ctx.stop_timing()?);
+        }
     }
-    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    Ok((times[times.len() / 2], flops))
+    let gpu_ms = (gpu.is_some() && gpu_times.len() == times.len()).then(|| median(&mut gpu_times));
+    Ok(Measured { ms: median(&mut times), gpu_ms, flops })
+}
+
+/// The median of `v` (not empty).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+/// The result `name` on `shape` of a measurement.
+fn result(name: &str, shape: String, m: Measured) -> BenchResult {
+    BenchResult { name: name.into(), shape, ms: m.ms, gpu_ms: m.gpu_ms, gflops: gflops(m.flops, m.ms) }
 }
 
 /// GFLOP/s of `flops` in `ms` milliseconds.
@@ -146,7 +179,8 @@ fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
 fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
     let a = seeded(device, &[n, n], 1)?;
     let b = seeded(device, &[n, n], 2)?;
-    let (ms, flops) = time_median(
+    let m = time_median(
+        device,
         || {
             let c = matmul(&a, &b)?;
             device.sync()?;
@@ -157,7 +191,7 @@ fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
         5,
         2.0,
     )?;
-    Ok(BenchResult { name: name.into(), shape: format!("{n}x{n}x{n}"), ms, gflops: gflops(flops, ms) })
+    Ok(result(name, format!("{n}x{n}x{n}"), m))
 }
 
 /// One path step on lenet-300-100 at batch 200 toward 95% sparsity: `fip-step` is a
@@ -174,7 +208,8 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
     let labels = Tensor::from_u32(device, &[MLP_BATCH], &(0..MLP_BATCH as u32).map(|i| i % 10).collect::<Vec<_>>())?;
     let mut objective = ToPruned::new(0.95);
     let mut iterations = 0;
-    let (ms, flops) = time_median(
+    let m = time_median(
+        device,
         || {
             let (_, g) = objective.value_grad(&w)?;
             let report = if name == "fip-step" {
@@ -197,7 +232,7 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
     } else {
         format!("lenet-300-100 batch {MLP_BATCH}")
     };
-    Ok(BenchResult { name: name.into(), shape, ms, gflops: gflops(flops, ms) })
+    Ok(result(name, shape, m))
 }
 
 /// Runs the named benchmarks (when none are named, all of [`NAMES`] but the [`LARGE`] ones).
@@ -293,12 +328,7 @@ impl MlpBench {
             }),
             _ => unreachable!(),
         };
-        let (ms, flops) = time_median(&mut f, 3, 10, 2.0)?;
-        Ok(BenchResult {
-            name: name.into(),
-            shape: format!("784-300-100-10 batch {MLP_BATCH}"),
-            ms,
-            gflops: gflops(flops, ms),
-        })
+        let m = time_median(device, &mut f, 3, 10, 2.0)?;
+        Ok(result(name, format!("784-300-100-10 batch {MLP_BATCH}"), m))
     }
 }

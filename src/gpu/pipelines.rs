@@ -1,5 +1,9 @@
 //! Compute pipelines, created once per (kernel family, entry point, specialisation) and cached:
 //! pipeline creation costs tens of milliseconds, a dispatch microseconds.
+//!
+//! Shader modules of the families marked trusted in `kernels/families.rs` are created without
+//! wgpu's runtime checks (see [`crate::kernels::Family::trusted`]), unless the cache was made
+//! with every module checked (`GEOPATH_CHECKED_SHADERS=1`, as the tests run).
 
 use crate::error::{Error, Result};
 use crate::kernels;
@@ -30,22 +34,26 @@ type Layouts = (wgpu::BindGroupLayout, wgpu::PipelineLayout);
 type ModuleKey = (&'static str, Vec<(&'static str, u32)>);
 
 pub(crate) struct PipelineCache {
-    pipelines: Mutex<HashMap<KernelKey, Arc<wgpu::ComputePipeline>>>,
+    pipelines: Mutex<HashMap<KernelKey, wgpu::ComputePipeline>>,
     modules: Mutex<HashMap<ModuleKey, wgpu::ShaderModule>>,
     layouts: Mutex<HashMap<(u32, u32), Arc<Layouts>>>,
+    checked: bool,
 }
 
 impl PipelineCache {
-    pub(crate) fn new() -> Self {
+    /// An empty cache; `checked`: every module with wgpu's runtime checks, trusted or not.
+    pub(crate) fn new(checked: bool) -> Self {
         PipelineCache {
             pipelines: Mutex::new(HashMap::new()),
             modules: Mutex::new(HashMap::new()),
             layouts: Mutex::new(HashMap::new()),
+            checked,
         }
     }
 
-    /// Bind-group layout: binding 0 a uniform, then `reads` read-only and `writes` read-write
-    /// storage buffers.
+    /// Bind-group layout: binding 0 a uniform bound at a dynamic offset (one bind group serves
+    /// every slot of the uniform ring), then `reads` read-only and `writes` read-write storage
+    /// buffers.
     fn layouts(&self, device: &wgpu::Device, reads: u32, writes: u32) -> Arc<Layouts> {
         let mut map = self.layouts.lock().unwrap();
         map.entry((reads, writes))
@@ -55,7 +63,7 @@ impl PipelineCache {
                     visibility: wgpu::ShaderStages::COMPUTE,
                     ty: wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
-                        has_dynamic_offset: false,
+                        has_dynamic_offset: true,
                         min_binding_size: None,
                     },
                     count: None,
@@ -91,11 +99,12 @@ impl PipelineCache {
         key: &KernelKey,
         reads: u32,
         writes: u32,
-    ) -> Result<(Arc<wgpu::ComputePipeline>, wgpu::BindGroupLayout)> {
+    ) -> Result<(wgpu::ComputePipeline, wgpu::BindGroupLayout)> {
         let layouts = self.layouts(device, reads, writes);
         if let Some(p) = self.pipelines.lock().unwrap().get(key) {
             return Ok((p.clone(), layouts.0.clone()));
         }
+        let trusted = !self.checked && kernels::family(key.family).trusted;
         let device_err =
             |message: String| Error::Device { op: format!("compile {}::{}", key.family, key.entry), message };
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -105,10 +114,20 @@ impl PipelineCache {
                 .entry((key.family, key.specialise.clone()))
                 .or_insert_with(|| {
                     let src = kernels::specialised_source(key.family, &key.specialise);
-                    device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    let desc = wgpu::ShaderModuleDescriptor {
                         label: Some(key.family),
                         source: wgpu::ShaderSource::Wgsl(src.into()),
-                    })
+                    };
+                    if trusted {
+                        // SAFETY: the family is marked trusted in kernels/families.rs only where
+                        // its WGSL bounds every index by construction, every loop by a trip
+                        // count from its parameters, and divides only by constants or by
+                        // parameters that a bounds guard proves non-zero (the conditions of
+                        // `ShaderRuntimeChecks::unchecked`, see `Family::trusted`).
+                        unsafe { device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+                    } else {
+                        device.create_shader_module(desc)
+                    }
                 })
                 .clone()
         };
@@ -124,8 +143,7 @@ impl PipelineCache {
             self.modules.lock().unwrap().remove(&(key.family, key.specialise.clone()));
             return Err(device_err(e.to_string()));
         }
-        let p = Arc::new(pipeline);
-        self.pipelines.lock().unwrap().insert(key.clone(), p.clone());
-        Ok((p, layouts.0.clone()))
+        self.pipelines.lock().unwrap().insert(key.clone(), pipeline.clone());
+        Ok((pipeline, layouts.0.clone()))
     }
 }

@@ -1,6 +1,13 @@
 //! A pool of storage buffers by size class, so that steady-state steps allocate nothing.
+//!
+//! The pool never destroys a buffer: a released buffer goes back on its free list with its
+//! wgpu buffer and its id ([`GpuBuffer::id`], unique for the pool's lifetime) and is handed out
+//! again as is. The bind-group cache (`bind_groups.rs`) relies on this: a bind group cached for
+//! an id binds that very wgpu buffer, which stays alive and keeps its size, so after recycling
+//! the bind group refers to exactly the memory a fresh one would, now holding the new tensor.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Usage of every pooled buffer: bound as storage, copied to and from.
@@ -17,36 +24,38 @@ pub(crate) fn size_class(bytes: u64) -> u64 {
     bytes.div_ceil(step) * step
 }
 
-/// Free buffers by size class.
+/// Free buffers (with their ids) by size class.
 pub(crate) struct BufferPool {
     device: wgpu::Device,
-    free: Mutex<HashMap<u64, Vec<wgpu::Buffer>>>,
+    free: Mutex<HashMap<u64, Vec<(u64, wgpu::Buffer)>>>,
     total: Mutex<u64>,
+    next_id: AtomicU64,
 }
 
 impl BufferPool {
     pub(crate) fn new(device: wgpu::Device) -> Self {
-        BufferPool { device, free: Mutex::new(HashMap::new()), total: Mutex::new(0) }
+        BufferPool { device, free: Mutex::new(HashMap::new()), total: Mutex::new(0), next_id: AtomicU64::new(1) }
     }
 
     /// A buffer of at least `bytes` bytes; returns to the pool when the handle drops.
     pub(crate) fn acquire(self: &Arc<Self>, bytes: u64) -> GpuBuffer {
         let class = size_class(bytes);
         let reused = self.free.lock().unwrap().get_mut(&class).and_then(|v| v.pop());
-        let buf = reused.unwrap_or_else(|| {
+        let (id, buf) = reused.unwrap_or_else(|| {
             *self.total.lock().unwrap() += class;
-            self.device.create_buffer(&wgpu::BufferDescriptor {
+            let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: None,
                 size: class,
                 usage: USAGE,
                 mapped_at_creation: false,
-            })
+            });
+            (self.next_id.fetch_add(1, Ordering::Relaxed), buf)
         });
-        GpuBuffer { buf: Some(buf), class, pool: self.clone() }
+        GpuBuffer { buf: Some(buf), id, class, pool: self.clone() }
     }
 
-    fn release(&self, class: u64, buf: wgpu::Buffer) {
-        self.free.lock().unwrap().entry(class).or_default().push(buf);
+    fn release(&self, class: u64, id: u64, buf: wgpu::Buffer) {
+        self.free.lock().unwrap().entry(class).or_default().push((id, buf));
     }
 
     pub(crate) fn total_bytes(&self) -> u64 {
@@ -57,6 +66,7 @@ impl BufferPool {
 /// A pooled device buffer; dropping it returns the buffer to its pool.
 pub struct GpuBuffer {
     buf: Option<wgpu::Buffer>,
+    id: u64,
     class: u64,
     pool: Arc<BufferPool>,
 }
@@ -70,6 +80,12 @@ impl GpuBuffer {
     /// Its allocated size in bytes (the size class, at least what was asked for).
     pub fn capacity(&self) -> u64 {
         self.class
+    }
+
+    /// The pool's id of the underlying wgpu buffer: unique among the pool's buffers, and kept
+    /// when the buffer is recycled (see the module documentation).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 }
 
@@ -94,7 +110,7 @@ impl GpuBuffer {
 impl Drop for GpuBuffer {
     fn drop(&mut self) {
         if let Some(b) = self.buf.take() {
-            self.pool.release(self.class, b);
+            self.pool.release(self.class, self.id, b);
         }
     }
 }

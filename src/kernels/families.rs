@@ -49,10 +49,14 @@ const MATMUL_JVP_TILE: Include = include_wgsl!("matmul_jvp_tile");
 /// Subgroup broadcasts of the lane-sharing kernels.
 const LANE_SHARE: Include = include_wgsl!("lane_share");
 
-/// One family: `kernels/<name>.wgsl` after `includes`, its entry points all of one size.
+/// One family: `kernels/<name>.wgsl` after `includes`, its entry points grouped by size;
+/// `trusted` or `checked` says whether its modules may drop wgpu's runtime checks
+/// ([`Family::trusted`](super::Family::trusted)).
 macro_rules! family {
-    ($name:literal, $params:ty, reads $reads:literal, writes $writes:literal, includes [$($include:expr),*],
-     $([$($entry:literal),+] => $size:expr),+ $(,)?) => {
+    (@checks trusted) => { true };
+    (@checks checked) => { false };
+    ($name:literal, $params:ty, reads $reads:literal, writes $writes:literal, $checks:ident,
+     includes [$($include:expr),*], $([$($entry:literal),+] => $size:expr),+ $(,)?) => {
         Family {
             name: $name,
             file: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/", $name, ".wgsl")),
@@ -61,61 +65,68 @@ macro_rules! family {
             reads: $reads,
             writes: $writes,
             entry_points: &[$(EntryPoints { names: &[$($entry),+], workgroup_size: $size }),+],
+            trusted: family!(@checks $checks),
         }
     };
 }
 
-/// Every kernel family.
+/// Every kernel family. Trusted (see [`Family::trusted`](super::Family::trusted)): the
+/// elementwise, dropout and optimiser kernels (one guarded index per invocation) and the
+/// register-tiled products and JVPs (loads clamped to the last row and column, stores guarded,
+/// tiles in named struct members, k loops bounded by `K` within the vec4 alignment the host
+/// selects them for, empty products never dispatched). Every family staged through workgroup
+/// memory or indexing arrays by computed positions (convolutions, pooling, reductions,
+/// softmax, norms, the general and workgroup products, the flat ops) keeps the checks.
 pub static FAMILIES: &[Family] = &[
-    family!("elementwise", ElementwiseParams, reads 2, writes 2, includes [INDEX],
+    family!("elementwise", ElementwiseParams, reads 2, writes 2, trusted, includes [INDEX],
         ["axpby", "mul", "scale", "fill", "relu", "relu_backward", "relu_jvp", "add_bias", "copy_range"] => ELEMENTS),
-    family!("matmul", MatmulParams, reads 4, writes 2, includes [MATMUL_TILE, VEC4_ROWS],
+    family!("matmul", MatmulParams, reads 4, writes 2, trusted, includes [MATMUL_TILE, VEC4_ROWS],
         ["matmul_nn", "matmul_tn", "matmul_nt"] => TILED),
-    family!("matmul_subgroup", MatmulParams, reads 4, writes 2, includes [MATMUL_TILE, VEC4_ROWS, LANE_SHARE],
+    family!("matmul_subgroup", MatmulParams, reads 4, writes 2, trusted, includes [MATMUL_TILE, VEC4_ROWS, LANE_SHARE],
         ["matmul_nn_cols", "matmul_nn_rows", "matmul_tn_cols", "matmul_tn_rows", "matmul_nt_cols", "matmul_nt_rows"]
             => LANE_SHARED),
-    family!("matmul_general", MatmulParams, reads 4, writes 2, includes [],
+    family!("matmul_general", MatmulParams, reads 4, writes 2, checked, includes [],
         ["matmul_general"] => TILED),
-    family!("matmul_wg", MatmulParams, reads 4, writes 2, includes [],
+    family!("matmul_wg", MatmulParams, reads 4, writes 2, checked, includes [],
         ["matmul_wg"] => STAGED),
-    family!("matmul_jvp", MatmulJvpParams, reads 6, writes 2, includes [MATMUL_JVP_TILE, VEC4_ROWS],
+    family!("matmul_jvp", MatmulJvpParams, reads 6, writes 2, trusted, includes [MATMUL_JVP_TILE, VEC4_ROWS],
         ["matmul_jvp_nn"] => TILED),
-    family!("matmul_jvp_subgroup", MatmulJvpParams, reads 6, writes 2,
+    family!("matmul_jvp_subgroup", MatmulJvpParams, reads 6, writes 2, trusted,
         includes [MATMUL_JVP_TILE, VEC4_ROWS, LANE_SHARE],
         ["matmul_jvp_nn_cols"] => LANE_SHARED_JVP),
-    family!("matmul_jvp_general", MatmulJvpParams, reads 6, writes 2, includes [],
+    family!("matmul_jvp_general", MatmulJvpParams, reads 6, writes 2, checked, includes [],
         ["matmul_jvp_general"] => TILED),
-    family!("matmul_jvp_wg", MatmulJvpParams, reads 6, writes 2, includes [],
+    family!("matmul_jvp_wg", MatmulJvpParams, reads 6, writes 2, checked, includes [],
         ["matmul_jvp_wg"] => STAGED),
-    family!("conv2d", ConvParams, reads 6, writes 2, includes [INDEX],
+    family!("conv2d", ConvParams, reads 6, writes 2, checked, includes [INDEX],
         ["conv2d_fwd", "conv2d_jvp", "conv2d_bwd_data", "conv2d_bwd_weight", "conv2d_bwd_weight_3x3",
          "conv2d_bwd_bias", "conv2d_sum_splits", "conv2d_flip_weights"] => LANES),
-    family!("conv2d_3x3", ConvParams, reads 6, writes 2, includes [INDEX],
+    family!("conv2d_3x3", ConvParams, reads 6, writes 2, checked, includes [INDEX],
         ["conv3x3_fwd", "conv3x3_jvp"] => LANES),
-    family!("conv2d_lower", ConvLowerParams, reads 4, writes 2, includes [INDEX, PATCH_COLUMNS],
+    family!("conv2d_lower", ConvLowerParams, reads 4, writes 2, checked, includes [INDEX, PATCH_COLUMNS],
         ["lower_weights_t", "lower_gy", "lower_col2im", "lower_sum_wt", "lower_pad_q"] => LANES),
-    family!("conv2d_gemm", ConvGemmParams, reads 6, writes 1, includes [INDEX],
+    family!("conv2d_gemm", ConvGemmParams, reads 6, writes 1, checked, includes [INDEX],
         ["gemm_fwd8", "gemm_fwd16", "gemm_bwd_weight8", "gemm_bwd_weight16"] => LANES),
-    family!("conv2d_im2col", ConvLowerParams, reads 2, writes 2, includes [INDEX, PATCH_COLUMNS],
+    family!("conv2d_im2col", ConvLowerParams, reads 2, writes 2, checked, includes [INDEX, PATCH_COLUMNS],
         ["lower_im2col"] => LANES),
-    family!("conv2d_igemm", ConvParams, reads 6, writes 2, includes [],
+    family!("conv2d_igemm", ConvParams, reads 6, writes 2, checked, includes [],
         ["conv_igemm_fwd", "conv_igemm_jvp", "conv_igemm_bwd_weight"] => STAGED),
-    family!("pool", PoolParams, reads 3, writes 3, includes [INDEX],
+    family!("pool", PoolParams, reads 3, writes 3, checked, includes [INDEX],
         ["maxpool2d_fwd", "maxpool2d_jvp", "maxpool2d_bwd"] => LANES),
-    family!("reduce", ReduceParams, reads 2, writes 2, includes [INDEX],
+    family!("reduce", ReduceParams, reads 2, writes 2, checked, includes [INDEX],
         ["reduce_pass", "argmax_rows"] => LANES,
         ["col_sum_pass"] => ELEMENTS),
-    family!("softmax", SoftmaxParams, reads 3, writes 2, includes [INDEX],
+    family!("softmax", SoftmaxParams, reads 3, writes 2, checked, includes [INDEX],
         ["softmax", "log_softmax", "softmax_jvp", "cross_entropy_rows", "cross_entropy_backward",
          "cross_entropy_backward_jvp"] => LANES),
-    family!("flat", FlatParams, reads 1, writes 2, includes [INDEX],
+    family!("flat", FlatParams, reads 1, writes 2, checked, includes [INDEX],
         ["prune_mask", "prune", "zero_words"] => ELEMENTS,
         ["radix_histogram", "count_zeros"] => LANES),
-    family!("norm", NormParams, reads 6, writes 3, includes [INDEX],
+    family!("norm", NormParams, reads 6, writes 3, checked, includes [INDEX],
         ["bn_train", "bn_jvp", "bn_backward", "bn_backward_jvp", "bn_eval_backward"] => NORM_CHANNEL,
         ["bn_eval", "bn_update_running"] => ELEMENTS),
-    family!("dropout", DropoutParams, reads 1, writes 2, includes [INDEX],
+    family!("dropout", DropoutParams, reads 1, writes 2, trusted, includes [INDEX],
         ["dropout"] => ELEMENTS),
-    family!("optim", OptimParams, reads 4, writes 3, includes [INDEX],
+    family!("optim", OptimParams, reads 4, writes 3, trusted, includes [INDEX],
         ["sgd", "sgd_momentum", "adam"] => ELEMENTS),
 ];

@@ -68,6 +68,16 @@ pub struct Family {
     pub writes: u32,
     /// Every entry point of the file, grouped by workgroup size.
     pub entry_points: &'static [EntryPoints],
+    /// Whether its shader modules are created without wgpu's runtime checks
+    /// (`ShaderRuntimeChecks::unchecked`: no index clamping, no loop bounding, no division
+    /// guards), unless `GEOPATH_CHECKED_SHADERS=1`. Set, conservatively, only where the WGSL
+    /// proves by construction that every storage index is below a size the host derives from
+    /// the bound tensors (behind an explicit `if (i >= bound) { return; }` or a `min` clamp to
+    /// the last row or column), that no function or workgroup array is indexed by anything but
+    /// a constant-trip loop variable, that every loop runs a trip count taken from the
+    /// parameters, and that it divides only by constants or by parameters that a preceding
+    /// bounds guard proves non-zero.
+    pub trusted: bool,
 }
 
 impl Family {

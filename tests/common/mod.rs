@@ -10,10 +10,21 @@ use geopath::{Device, DeviceChoice, Tensor};
 use std::sync::OnceLock;
 
 /// The wgpu device, with `GEOPATH_REQUIRE_GPU=1` a missing adapter failing the test;
-/// otherwise `None` (GPU tests skipped) with a note.
+/// otherwise `None` (GPU tests skipped) with a note. Every wgpu device of the tests is created
+/// after this one, and with every kernel under wgpu's runtime checks: this first sets
+/// `GEOPATH_CHECKED_SHADERS=1` for the process (and the commands it spawns).
 pub fn wgpu_device() -> Option<Device> {
     static DEV: OnceLock<Option<Device>> = OnceLock::new();
-    DEV.get_or_init(|| match Device::open(DeviceChoice::Gpu) {
+    DEV.get_or_init(|| {
+        std::env::set_var(geopath::gpu::CHECKED_SHADERS_VAR, "1");
+        open_wgpu_device()
+    })
+    .clone()
+}
+
+/// Opens the wgpu device of [`wgpu_device`].
+fn open_wgpu_device() -> Option<Device> {
+    match Device::open(DeviceChoice::Gpu) {
         Ok(d) => Some(d),
         Err(e) => {
             if std::env::var("GEOPATH_REQUIRE_GPU").as_deref() == Ok("1") {
@@ -22,8 +33,7 @@ pub fn wgpu_device() -> Option<Device> {
             eprintln!("note: no wgpu adapter ({e}); GPU tests skipped");
             None
         }
-    })
-    .clone()
+    }
 }
 
 /// Whether `GEOPATH_TEST_DEVICE=cpu` asks to run the device tests on the native CPU backend.
