@@ -12,6 +12,7 @@ pub mod cost;
 pub mod cpu;
 pub mod data;
 pub mod device;
+pub mod dtype;
 pub mod error;
 pub mod experiments;
 pub mod geodesic;
@@ -27,6 +28,7 @@ pub mod tensor;
 pub mod train;
 
 pub use device::Device;
+pub use dtype::DType;
 pub use error::{Error, Result};
 pub use gpu::DeviceChoice;
 pub use tensor::Tensor;

@@ -1,7 +1,9 @@
 //! A dense row-major tensor of 32-bit words (f32 values, or u32 labels/indices stored bitwise)
-//! on a [`Device`].
+//! on a [`Device`]; on a GPU with `SHADER_F16`, optionally of f16 values, two per word
+//! ([`DType`]).
 
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{shape_err, Result};
 use crate::gpu::{BufferView, GpuBuffer, GpuContext};
 use std::sync::Arc;
@@ -10,8 +12,9 @@ use std::sync::Arc;
 enum Storage {
     /// Host memory, of the native CPU backend or (`reference`) of the reference loops.
     Host { data: Arc<Vec<f32>>, reference: bool },
-    /// A buffer, its device, and the byte offset where this tensor starts in it.
-    Gpu(Arc<GpuBuffer>, Arc<GpuContext>, u64),
+    /// A buffer, its device, the byte offset where this tensor starts in it, and the element
+    /// type of its words.
+    Gpu(Arc<GpuBuffer>, Arc<GpuContext>, u64, DType),
 }
 
 /// An immutable dense tensor; clones share storage.
@@ -32,7 +35,8 @@ impl Tensor {
             Device::Cpu => Storage::Host { data: Arc::new(data), reference: false },
             Device::Reference => Storage::Host { data: Arc::new(data), reference: true },
             Device::Gpu(ctx) => {
-                Storage::Gpu(Arc::new(ctx.upload("from_vec", bytemuck::cast_slice(&data))?), ctx.clone(), 0)
+                let buf = ctx.upload("from_vec", bytemuck::cast_slice(&data))?;
+                Storage::Gpu(Arc::new(buf), ctx.clone(), 0, DType::F32)
             }
         };
         Ok(Tensor { shape: shape.to_vec(), storage })
@@ -66,9 +70,19 @@ impl Tensor {
 
     /// An uninitialised device tensor for an op's output; checks the binding limit first.
     pub(crate) fn gpu_uninit(ctx: &Arc<GpuContext>, op: &'static str, shape: &[usize]) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let buf = ctx.alloc(op, 4 * n as u64)?;
-        Ok(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(Arc::new(buf), ctx.clone(), 0) })
+        Tensor::gpu_uninit_of(ctx, op, shape, DType::F32)
+    }
+
+    /// [`Tensor::gpu_uninit`] holding `dtype` elements (f16: the element count padded to an
+    /// even one in the buffer).
+    pub(crate) fn gpu_uninit_of(
+        ctx: &Arc<GpuContext>,
+        op: &'static str,
+        shape: &[usize],
+        dtype: DType,
+    ) -> Result<Tensor> {
+        let buf = ctx.alloc(op, dtype.bytes(shape.iter().product()))?;
+        Ok(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(Arc::new(buf), ctx.clone(), 0, dtype) })
     }
 
     /// The shape.
@@ -81,12 +95,26 @@ impl Tensor {
         self.shape.iter().product()
     }
 
+    /// The element type of its storage: f32 unless made by [`Tensor::to_f16`].
+    pub fn dtype(&self) -> DType {
+        match &self.storage {
+            Storage::Gpu(.., dtype) => *dtype,
+            Storage::Host { .. } => DType::F32,
+        }
+    }
+
+    /// The same values (rounded to nearest, ties to even) in f16 storage, converted on the GPU.
+    /// Errors off a GPU adapter with `SHADER_F16`: host devices keep f32 only.
+    pub fn to_f16(&self) -> Result<Tensor> {
+        crate::ops::cast::to_f16(self)
+    }
+
     /// The device the tensor lives on.
     pub fn device(&self) -> Device {
         match &self.storage {
             Storage::Host { reference: true, .. } => Device::Reference,
             Storage::Host { reference: false, .. } => Device::Cpu,
-            Storage::Gpu(_, ctx, _) => Device::Gpu(ctx.clone()),
+            Storage::Gpu(_, ctx, ..) => Device::Gpu(ctx.clone()),
         }
     }
 
@@ -102,11 +130,11 @@ impl Tensor {
     /// that owns its buffer binds all of it; a view binds its own range.
     pub(crate) fn buffer(&self) -> Option<(BufferView<'_>, &Arc<GpuContext>)> {
         match &self.storage {
-            Storage::Gpu(b, ctx, 0) => Some((b.view(), ctx)),
-            Storage::Gpu(b, ctx, offset) => {
-                let bytes = (4 * self.numel() as u64).div_ceil(16).max(1) * 16;
+            Storage::Gpu(b, ctx, 0, dtype) => Some((BufferView { dtype: *dtype, ..b.view() }, ctx)),
+            Storage::Gpu(b, ctx, offset, dtype) => {
+                let bytes = dtype.bytes(self.numel()).div_ceil(16).max(1) * 16;
                 let size = bytes.min(b.capacity() - offset);
-                Some((BufferView { buffer: b, offset: *offset, size }, ctx))
+                Some((BufferView { buffer: b, offset: *offset, size, dtype: *dtype }, ctx))
             }
             Storage::Host { .. } => None,
         }
@@ -114,9 +142,9 @@ impl Tensor {
 
     /// The elements `[start, start + numel(shape))` as a tensor of `shape` that shares this
     /// tensor's buffer, when the GPU can bind that range (its byte offset is a multiple of the
-    /// adapter's storage offset alignment); `None` otherwise, or on the CPU device.
+    /// adapter's storage offset alignment); `None` otherwise, on the CPU device, or in f16.
     pub(crate) fn gpu_view(&self, start: usize, shape: &[usize]) -> Option<Tensor> {
-        let Storage::Gpu(b, ctx, base) = &self.storage else {
+        let Storage::Gpu(b, ctx, base, DType::F32) = &self.storage else {
             return None;
         };
         let offset = base + 4 * start as u64;
@@ -124,28 +152,34 @@ impl Tensor {
         if !offset.is_multiple_of(ctx.offset_alignment()) || start + n > self.numel() || n == 0 {
             return None;
         }
-        Some(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(b.clone(), ctx.clone(), offset) })
+        Some(Tensor { shape: shape.to_vec(), storage: Storage::Gpu(b.clone(), ctx.clone(), offset, DType::F32) })
     }
 
     /// True when both tensors are the same range of the same device buffer (e.g. a view and a
     /// tensor an op wrote into it).
     pub(crate) fn same_gpu_range(&self, other: &Tensor) -> bool {
         match (&self.storage, &other.storage) {
-            (Storage::Gpu(a, _, oa), Storage::Gpu(b, _, ob)) => {
+            (Storage::Gpu(a, _, oa, _), Storage::Gpu(b, _, ob, _)) => {
                 Arc::ptr_eq(a, b) && oa == ob && self.numel() == other.numel()
             }
             _ => false,
         }
     }
 
-    /// Copies the values back to the host.
+    /// Copies the values back to the host, as f32 (f16 storage converted exactly).
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         match &self.storage {
             Storage::Host { data, .. } => Ok(data.as_ref().clone()),
-            Storage::Gpu(..) => {
+            Storage::Gpu(.., dtype) => {
                 let (view, ctx) = self.buffer().unwrap();
-                let bytes = ctx.read(view, 4 * self.numel() as u64)?;
-                Ok(bytemuck::pod_collect_to_vec(&bytes))
+                let bytes = ctx.read(view, dtype.bytes(self.numel()))?;
+                Ok(match dtype {
+                    DType::F32 => bytemuck::pod_collect_to_vec(&bytes),
+                    DType::F16 => {
+                        let halves: Vec<half::f16> = bytemuck::pod_collect_to_vec(&bytes);
+                        halves[..self.numel()].iter().map(|h| h.to_f32()).collect()
+                    }
+                })
             }
         }
     }
@@ -164,7 +198,7 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), storage: self.storage.clone() })
     }
 
-    /// Moves (copies) the tensor to another device.
+    /// Moves (copies) the tensor to another device (f16 storage arrives there as f32).
     pub fn to_device(&self, device: &Device) -> Result<Tensor> {
         if self.device().same(device) {
             return Ok(self.clone());
@@ -175,6 +209,9 @@ impl Tensor {
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Tensor({:?} on {})", self.shape, self.device().name())
+        match self.dtype() {
+            DType::F32 => write!(f, "Tensor({:?} on {})", self.shape, self.device().name()),
+            dtype => write!(f, "Tensor({:?} {dtype} on {})", self.shape, self.device().name()),
+        }
     }
 }

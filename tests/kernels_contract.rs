@@ -1,6 +1,6 @@
 //! The typed contract between the Rust dispatch code and the WGSL kernels, checked with naga on
 //! every assembled family source: the `Params` struct against its Rust struct, the bindings
-//! against the family's counts, the shared constants against their Rust values, the entry
+//! against the family's counts and f16 bindings, the shared constants against their Rust values, the entry
 //! points' workgroup sizes against the Rust declarations; and on the raw files under
 //! `kernels/`: no function or struct defined twice, flags tested by name.
 
@@ -87,6 +87,19 @@ fn bindings_are_the_uniform_then_reads_then_writes() {
             let AddressSpace::Storage { access } = var.space else {
                 panic!("{}: binding {binding} ({:?}) is not a storage buffer", f.name, var.name)
             };
+            let element = match module.types[var.ty].inner {
+                TypeInner::Array { base, .. } => &module.types[base].inner,
+                ref other => panic!("{}: binding {binding} ({:?}) is {other:?}, not an array", f.name, var.name),
+            };
+            let half = matches!(element, TypeInner::Scalar(naga::Scalar::F16));
+            let words = matches!(element, TypeInner::Scalar(naga::Scalar::U32));
+            // An f16 binding is `array<f16>`, or `array<u32>` of two halves a word.
+            let ok = if f.half.contains(&binding) { half || words } else { !half };
+            assert!(
+                ok,
+                "{}: binding {binding} ({:?}) holds {element:?}; the family's f16 bindings are {:?}",
+                f.name, var.name, f.half
+            );
             let read_only = binding <= f.reads;
             assert_eq!(
                 !access.contains(StorageAccess::STORE),

@@ -1,8 +1,9 @@
 //! The benchmarks of a GPU check: matrix products of 4096³ in each layout, and every
 //! convolution layer of a model (forward, data gradient, weight gradient) at a batch.
 
-use super::{result, seeded, time_median, BenchResult};
+use super::{result, seeded, stored, suffix, time_median, BenchResult};
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::Result;
 use crate::nn::spec::{self, LayerSpec};
 use crate::ops::conv::{conv2d, conv2d_backward_data, conv2d_backward_weight, Conv2dGeometry};
@@ -11,15 +12,16 @@ use crate::ops::matmul::{matmul_ex, MatmulOpts};
 /// Side of the large matrix products.
 pub const LARGE: usize = 4096;
 
-/// `C = op(A) op(B)` at 4096³ in the layout `layout` (`nn`, `tn`, `nt`).
-pub fn matmul_large(device: &Device, layout: &str, name: &str) -> Result<BenchResult> {
+/// `C = op(A) op(B)` at 4096³ in the layout `layout` (`nn`, `tn`, `nt`), the operands in
+/// `dtype` storage.
+pub fn matmul_large(device: &Device, layout: &str, dtype: DType, name: &str) -> Result<BenchResult> {
     let (trans_a, trans_b) = match layout {
         "tn" => (true, false),
         "nt" => (false, true),
         _ => (false, false),
     };
-    let a = seeded(device, &[LARGE, LARGE], 1)?;
-    let b = seeded(device, &[LARGE, LARGE], 2)?;
+    let a = stored(seeded(device, &[LARGE, LARGE], 1)?, dtype)?;
+    let b = stored(seeded(device, &[LARGE, LARGE], 2)?, dtype)?;
     let m = time_median(
         device,
         || {
@@ -32,7 +34,7 @@ pub fn matmul_large(device: &Device, layout: &str, name: &str) -> Result<BenchRe
         3,
         2.0,
     )?;
-    let shape = format!("{LARGE}x{LARGE}x{LARGE} {}", layout.to_uppercase());
+    let shape = format!("{LARGE}x{LARGE}x{LARGE} {}{}", layout.to_uppercase(), suffix(dtype));
     Ok(result(name, shape, m))
 }
 

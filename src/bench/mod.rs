@@ -11,6 +11,7 @@ pub use layers::{conv_layers, ConvLayer};
 
 use crate::autodiff::Model;
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::nn::mlp::Mlp;
 use crate::ops::matmul::matmul;
@@ -35,14 +36,19 @@ pub struct BenchResult {
 }
 
 /// Names `geopath bench` knows, in the order they run (all but the large ones, [`LARGE`], when
-/// none are named).
+/// none are named, and but the f16 ones where the device holds no f16). A name ending in `-f16`
+/// multiplies operands in f16 storage (converted before the timing), accumulating in f32.
 pub const NAMES: &[&str] = &[
     "matmul",
     "matmul-512",
     "matmul-256",
+    "matmul-1024-f16",
     "matmul-4096",
     "matmul-4096-tn",
     "matmul-4096-nt",
+    "matmul-4096-f16",
+    "matmul-4096-tn-f16",
+    "matmul-4096-nt-f16",
     "conv-layers",
     "mlp-forward",
     "mlp-jvp",
@@ -55,7 +61,15 @@ pub const NAMES: &[&str] = &[
 ];
 
 /// The benchmarks that run only when named: the GPU check's (minutes on a CPU).
-pub const LARGE: &[&str] = &["matmul-4096", "matmul-4096-tn", "matmul-4096-nt", "conv-layers"];
+pub const LARGE: &[&str] = &[
+    "matmul-4096",
+    "matmul-4096-tn",
+    "matmul-4096-nt",
+    "matmul-4096-f16",
+    "matmul-4096-tn-f16",
+    "matmul-4096-nt-f16",
+    "conv-layers",
+];
 
 /// Model and batch of the `train-step` benchmark (and of `conv-layers`).
 #[derive(Debug, Clone)]
@@ -176,9 +190,10 @@ fn seeded(device: &Device, shape: &[usize], seed: u64) -> Result<Tensor> {
     Tensor::from_vec(device, shape, seeded_values(shape.iter().product(), seed))
 }
 
-fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
-    let a = seeded(device, &[n, n], 1)?;
-    let b = seeded(device, &[n, n], 2)?;
+/// `A B` at `n`³, in f16 storage when `dtype` says so.
+fn bench_matmul(device: &Device, n: usize, dtype: DType, name: &str) -> Result<BenchResult> {
+    let a = stored(seeded(device, &[n, n], 1)?, dtype)?;
+    let b = stored(seeded(device, &[n, n], 2)?, dtype)?;
     let m = time_median(
         device,
         || {
@@ -191,7 +206,23 @@ fn bench_matmul(device: &Device, n: usize, name: &str) -> Result<BenchResult> {
         5,
         2.0,
     )?;
-    Ok(result(name, format!("{n}x{n}x{n}"), m))
+    Ok(result(name, format!("{n}x{n}x{n}{}", suffix(dtype)), m))
+}
+
+/// `t` in `dtype` storage.
+fn stored(t: Tensor, dtype: DType) -> Result<Tensor> {
+    match dtype {
+        DType::F32 => Ok(t),
+        DType::F16 => t.to_f16(),
+    }
+}
+
+/// What a shape's description adds for operands in `dtype`.
+fn suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "",
+        DType::F16 => " f16",
+    }
 }
 
 /// One path step on lenet-300-100 at batch 200 toward 95% sparsity: `fip-step` is a
@@ -238,7 +269,8 @@ fn bench_fip_step(device: &Device, name: &str) -> Result<BenchResult> {
 /// Runs the named benchmarks (when none are named, all of [`NAMES`] but the [`LARGE`] ones).
 pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> Result<Vec<BenchResult>> {
     let wanted: Vec<&str> = if names.is_empty() {
-        NAMES.iter().copied().filter(|n| !LARGE.contains(n)).collect()
+        let f16 = crate::ops::cast::holds_f16(device);
+        NAMES.iter().copied().filter(|n| !LARGE.contains(n) && (f16 || !n.ends_with("-f16"))).collect()
     } else {
         names.iter().map(|s| s.as_str()).collect()
     };
@@ -252,12 +284,16 @@ pub fn run(device: &Device, names: &[String], train_step: &TrainStepConfig) -> R
     let mlp = if mlp_needed { Some(MlpBench::new(device)?) } else { None };
     for w in wanted {
         let r = match w {
-            "matmul" => bench_matmul(device, 1024, "matmul")?,
-            "matmul-512" => bench_matmul(device, 512, "matmul-512")?,
-            "matmul-256" => bench_matmul(device, 256, "matmul-256")?,
-            "matmul-4096" => layers::matmul_large(device, "nn", w)?,
-            "matmul-4096-tn" => layers::matmul_large(device, "tn", w)?,
-            "matmul-4096-nt" => layers::matmul_large(device, "nt", w)?,
+            "matmul" => bench_matmul(device, 1024, DType::F32, w)?,
+            "matmul-512" => bench_matmul(device, 512, DType::F32, w)?,
+            "matmul-256" => bench_matmul(device, 256, DType::F32, w)?,
+            "matmul-1024-f16" => bench_matmul(device, 1024, DType::F16, w)?,
+            "matmul-4096" => layers::matmul_large(device, "nn", DType::F32, w)?,
+            "matmul-4096-tn" => layers::matmul_large(device, "tn", DType::F32, w)?,
+            "matmul-4096-nt" => layers::matmul_large(device, "nt", DType::F32, w)?,
+            "matmul-4096-f16" => layers::matmul_large(device, "nn", DType::F16, w)?,
+            "matmul-4096-tn-f16" => layers::matmul_large(device, "tn", DType::F16, w)?,
+            "matmul-4096-nt-f16" => layers::matmul_large(device, "nt", DType::F16, w)?,
             "conv-layers" => {
                 out.extend(layers::conv_layer_benches(device, &train_step.model, train_step.batch)?);
                 continue;

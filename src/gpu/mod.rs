@@ -21,6 +21,7 @@ pub use bind_groups::MAX_ENTRIES as MAX_CACHED_BIND_GROUPS;
 pub use pipelines::KernelKey;
 pub use pool::{BufferView, GpuBuffer};
 
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::kernels::KernelParams;
 use batch::Batch;
@@ -225,6 +226,7 @@ impl GpuContext {
             "{op}: too many bindings for family {}",
             family.name
         );
+        check_dtypes(op, family, inputs, outputs)?;
         let (pipeline, layout) = self.pipelines.get(&self.device, kernel, family.reads, family.writes)?;
         let reads = (0..family.reads as usize).map(|i| inputs.get(i).copied().unwrap_or(self.dummy_read.view()));
         let writes = (0..family.writes as usize).map(|i| outputs.get(i).copied().unwrap_or(self.dummy_write.view()));
@@ -304,4 +306,27 @@ impl GpuContext {
     pub fn cached_bind_groups(&self) -> usize {
         self.bind_groups.len()
     }
+}
+
+/// Refuses a dispatch of `op` that binds a tensor of another element type than the binding
+/// holds ([`crate::kernels::Family::half`]): the one check that keeps every op from misreading
+/// f16 words as f32 (or the reverse).
+fn check_dtypes(
+    op: &str,
+    family: &crate::kernels::Family,
+    inputs: &[BufferView],
+    outputs: &[BufferView],
+) -> Result<()> {
+    let bindings = (1..).zip(inputs).chain((1 + family.reads..).zip(outputs));
+    for (binding, view) in bindings {
+        let wanted = if family.half.contains(&binding) { DType::F16 } else { DType::F32 };
+        if view.dtype != wanted {
+            return Err(Error::Invalid(format!(
+                "{op}: does not take {} tensors (binding {binding} of kernels/{}.wgsl holds {wanted}; \
+                 f16 storage is read by matmul only)",
+                view.dtype, family.name
+            )));
+        }
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 //! an id binds that very wgpu buffer, which stays alive and keeps its size, so after recycling
 //! the bind group refers to exactly the memory a fresh one would, now holding the new tensor.
 
+use crate::dtype::DType;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,12 +99,16 @@ pub struct BufferView<'a> {
     pub offset: u64,
     /// Length in bytes bound (the rest of the buffer for whole-buffer views).
     pub size: u64,
+    /// The element type of the tensor it holds, which [`super::GpuContext::dispatch`] checks
+    /// against the binding's (f32 unless the family lists it in
+    /// [`Family::half`](crate::kernels::Family::half)).
+    pub dtype: DType,
 }
 
 impl GpuBuffer {
-    /// The whole buffer.
+    /// The whole buffer, as f32 storage.
     pub fn view(&self) -> BufferView<'_> {
-        BufferView { buffer: self, offset: 0, size: self.class }
+        BufferView { buffer: self, offset: 0, size: self.class, dtype: DType::F32 }
     }
 }
 

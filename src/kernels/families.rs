@@ -51,11 +51,13 @@ const LANE_SHARE: Include = include_wgsl!("lane_share");
 
 /// One family: `kernels/<name>.wgsl` after `includes`, its entry points grouped by size;
 /// `trusted` or `checked` says whether its modules may drop wgpu's runtime checks
-/// ([`Family::trusted`](super::Family::trusted)).
+/// ([`Family::trusted`](super::Family::trusted)); `half [..]` lists its f16 bindings
+/// ([`Family::half`](super::Family::half)).
 macro_rules! family {
     (@checks trusted) => { true };
     (@checks checked) => { false };
     ($name:literal, $params:ty, reads $reads:literal, writes $writes:literal, $checks:ident,
+     $(half [$($half:literal),+],)?
      includes [$($include:expr),*], $([$($entry:literal),+] => $size:expr),+ $(,)?) => {
         Family {
             name: $name,
@@ -64,6 +66,7 @@ macro_rules! family {
             params: &<$params as KernelParams>::LAYOUT,
             reads: $reads,
             writes: $writes,
+            half: &[$($($half),+)?],
             entry_points: &[$(EntryPoints { names: &[$($entry),+], workgroup_size: $size }),+],
             trusted: family!(@checks $checks),
         }
@@ -76,7 +79,8 @@ macro_rules! family {
 /// tiles in named struct members, k loops bounded by `K` within the vec4 alignment the host
 /// selects them for, empty products never dispatched). Every family staged through workgroup
 /// memory or indexing arrays by computed positions (convolutions, pooling, reductions,
-/// softmax, norms, the general and workgroup products, the flat ops) keeps the checks.
+/// softmax, norms, the general and workgroup products, the flat ops) keeps the checks, as does
+/// the f16 cast.
 pub static FAMILIES: &[Family] = &[
     family!("elementwise", ElementwiseParams, reads 2, writes 2, trusted, includes [INDEX],
         ["axpby", "mul", "scale", "fill", "relu", "relu_backward", "relu_jvp", "add_bias", "copy_range"] => ELEMENTS),
@@ -89,6 +93,8 @@ pub static FAMILIES: &[Family] = &[
         ["matmul_general"] => TILED),
     family!("matmul_wg", MatmulParams, reads 4, writes 2, checked, includes [],
         ["matmul_wg"] => STAGED),
+    family!("matmul_wg_f16", MatmulParams, reads 3, writes 1, checked, half [1, 2], includes [],
+        ["matmul_wg_f16"] => STAGED),
     family!("matmul_jvp", MatmulJvpParams, reads 6, writes 2, trusted, includes [MATMUL_JVP_TILE, VEC4_ROWS],
         ["matmul_jvp_nn"] => TILED),
     family!("matmul_jvp_subgroup", MatmulJvpParams, reads 6, writes 2, trusted,
@@ -127,6 +133,8 @@ pub static FAMILIES: &[Family] = &[
         ["bn_eval", "bn_update_running"] => ELEMENTS),
     family!("dropout", DropoutParams, reads 1, writes 2, trusted, includes [INDEX],
         ["dropout"] => ELEMENTS),
+    family!("cast", ElementwiseParams, reads 1, writes 1, checked, half [2], includes [INDEX],
+        ["cast_f16"] => ELEMENTS),
     family!("optim", OptimParams, reads 4, writes 3, trusted, includes [INDEX],
         ["sgd", "sgd_momentum", "adam"] => ELEMENTS),
 ];

@@ -66,6 +66,10 @@ pub struct Family {
     pub reads: u32,
     /// Read-write storage bindings, numbered after the read-only ones.
     pub writes: u32,
+    /// The storage bindings holding f16 tensors (`array<f16>`, or `array<u32>` of two halves a
+    /// word); every other storage binding holds f32 (or u32 words). Dispatches are refused
+    /// when a tensor's [`DType`](crate::dtype::DType) disagrees.
+    pub half: &'static [u32],
     /// Every entry point of the file, grouped by workgroup size.
     pub entry_points: &'static [EntryPoints],
     /// Whether its shader modules are created without wgpu's runtime checks
@@ -95,10 +99,13 @@ impl Family {
         self.entry_points.iter().find(|e| e.names.contains(&entry)).map(|e| e.workgroup_size)
     }
 
-    /// Builds what [`Family::source`] returns.
+    /// Builds what [`Family::source`] returns. The file's `enable` directives (e.g.
+    /// `enable f16;`), which WGSL wants before any declaration, come first.
     fn assemble(&self) -> String {
+        let enables: String =
+            self.file.lines().filter(|l| l.starts_with("enable ")).map(|l| l.to_string() + "\n").collect();
         let mut src = format!(
-            "// kernels/{}.wgsl as assembled by src/kernels: shared constants, Params, includes, the file.\n{}\n{}",
+            "{enables}// kernels/{}.wgsl as assembled by src/kernels: shared constants, Params, includes, the file.\n{}\n{}",
             self.name,
             constants::CONSTANTS_WGSL,
             self.params.wgsl
@@ -107,7 +114,9 @@ impl Family {
         for include in self.includes {
             src.push_str(&format!("\n// kernels/include/{}.wgsl\n{}", include.name, include.source));
         }
-        src.push_str(&format!("\n// kernels/{}.wgsl\n{}", self.name, self.file));
+        let body: String =
+            self.file.lines().filter(|l| !l.starts_with("enable ")).map(|l| l.to_string() + "\n").collect();
+        src.push_str(&format!("\n// kernels/{}.wgsl\n{body}", self.name));
         src
     }
 }

@@ -1,5 +1,6 @@
 //! Matrix products (`kernels/matmul.wgsl`, `matmul_subgroup.wgsl`, `matmul_general.wgsl`,
-//! `matmul_jvp.wgsl`, `matmul_jvp_subgroup.wgsl`, `matmul_jvp_general.wgsl`).
+//! `matmul_jvp.wgsl`, `matmul_jvp_subgroup.wgsl`, `matmul_jvp_general.wgsl`; of f16 operands,
+//! `matmul_wg_f16.wgsl` in `matmul_f16.rs`).
 //!
 //! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
 //! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work), and
@@ -12,6 +13,7 @@
 use super::{buf, common_device, host_impl, reduce::sum_rows};
 use crate::cost;
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
 use crate::kernels::{
@@ -104,6 +106,8 @@ const TILE_JVP_STAGED: (usize, usize) = (4 * STAGED_WG[1] as usize, 4 * STAGED_W
 const _: () = assert!(LANE_SHARED_JVP_WG[0] as usize == (TILE_JVP.0 / 16) * (TILE_JVP.1 / 8));
 
 /// `act(alpha * op(A) op(B) + bias + beta * cin)` with the options' transposes and epilogue.
+/// With both operands in f16 storage (GPU), the product accumulates in f32 into an f32
+/// result, with the bias and ReLU epilogues only; a mixed f16/f32 pair is refused.
 pub fn matmul_ex(a: &Tensor, b: &Tensor, o: MatmulOpts) -> Result<Tensor> {
     matmul_into(a, b, o, None)
 }
@@ -129,6 +133,9 @@ pub(crate) fn matmul_into(a: &Tensor, b: &Tensor, o: MatmulOpts, out: Option<&Te
         if o.accumulate.is_some() {
             return Err(Error::Invalid("matmul: mask and accumulate cannot be combined".into()));
         }
+    }
+    if a.dtype() == DType::F16 || b.dtype() == DType::F16 {
+        return super::matmul_f16::matmul_f16(a, b, o, out, (m, n, k));
     }
     let mut all = vec![a, b];
     all.extend(o.bias);
@@ -183,7 +190,7 @@ fn rows_on_lanes(m: usize, n: usize, tile: usize) -> bool {
 }
 
 /// `out` when given (checked to be of `shape`), else a fresh device tensor.
-fn gpu_out(ctx: &Arc<GpuContext>, out: Option<&Tensor>, shape: &[usize]) -> Result<Tensor> {
+pub(super) fn gpu_out(ctx: &Arc<GpuContext>, out: Option<&Tensor>, shape: &[usize]) -> Result<Tensor> {
     match out {
         Some(t) if t.shape() != shape => {
             Err(shape_err("matmul", format!("output must be {shape:?}, got {:?}", t.shape())))
@@ -326,7 +333,8 @@ fn gpu_matmul(
             (key, strided(rows_flag(rows_on_lanes)), grid(TILE_GENERAL.0, TILE_GENERAL.1, rows_on_lanes))
         }
     };
-    ctx.dispatch("matmul", &key, &p, &inputs, &outputs, groups)
+    let op = if col_sums.is_some() { "linear_param_grads" } else { "matmul" };
+    ctx.dispatch(op, &key, &p, &inputs, &outputs, groups)
 }
 
 /// The kernel variants of the matrix product on a wgpu device (chosen by

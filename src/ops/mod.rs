@@ -2,10 +2,12 @@
 //! host implementation (the CPU backend `crate::cpu`, or the reference loops
 //! `crate::reference`) or records its WGSL kernel (`kernels/<family>.wgsl`).
 
+pub mod cast;
 pub mod conv;
 pub mod elementwise;
 pub mod flat;
 pub mod matmul;
+mod matmul_f16;
 pub mod norm;
 pub mod optim;
 pub mod pool;
