@@ -46,6 +46,9 @@ bench_vgg=$("$bin" --device gpu bench --json --model vgg11-bn --batch 128 \
     matmul-4096 matmul-4096-tn matmul-4096-nt conv-layers train-step)
 bench_lenet=$("$bin" --device gpu bench --json --model lenet-300-100 --batch 200 \
     train-step mlp-forward mlp-jvp mlp-grad mlp-hvp mlp-gn fip-step)
+# f16 operands with f32 accumulation, where the adapter has SHADER_F16 (else recorded as null).
+bench_f16=$("$bin" --device gpu bench --json matmul-4096-f16 matmul-4096-tn-f16 matmul-4096-nt-f16) ||
+    bench_f16=null
 
 mkdir -p "$(dirname "$out")"
 tmp="$out.partial"
@@ -53,8 +56,8 @@ tmp="$out.partial"
     printf '{"date": "%s", "commit": "%s", "cpu_adapter_allowed": %s, "seconds": %s,\n' \
         "$(date -u +%FT%TZ)" "$(git describe --always --dirty 2>/dev/null || echo unknown)" \
         "$([ "$allow_cpu" = 1 ] && echo true || echo false)" "$(( $(date +%s) - start ))"
-    printf ' "info": %s,\n "selftest": %s,\n "bench_vgg11_bn": %s,\n "bench_lenet": %s}\n' \
-        "$info" "${selftest:-null}" "$bench_vgg" "$bench_lenet"
+    printf ' "info": %s,\n "selftest": %s,\n "bench_vgg11_bn": %s,\n "bench_lenet": %s,\n "bench_f16": %s}\n' \
+        "$info" "${selftest:-null}" "$bench_vgg" "$bench_lenet" "$bench_f16"
 } > "$tmp"
 mv "$tmp" "$out"
 echo "gpu-check: wrote $out in $(( $(date +%s) - start )) s"
