@@ -23,8 +23,10 @@ const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 const BN: u32 = 16u * TN;
 
-@group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+// Operand: f32, or f16 in the family matmul_wg_f16 (kernels/include/operand_*.wgsl), which
+// converts each element to f32 exactly as it is staged and offers bias and ReLU only.
+@group(0) @binding(1) var<storage, read> a: array<Operand>;
+@group(0) @binding(2) var<storage, read> b: array<Operand>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> cin: array<f32>;
 @group(0) @binding(5) var<storage, read_write> c: array<f32>;
@@ -57,7 +59,7 @@ fn matmul_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             let row = row0 + i;
             let k = k0 + kk;
             var v = 0.0;
-            if (row < p.m && k < p.k) { v = a[row * p.sa_row + k * p.sa_col]; }
+            if (row < p.m && k < p.k) { v = f32(a[row * p.sa_row + k * p.sa_col]); }
             As[kk * BM + i] = v;
         }
         for (var r = 0u; r < TN; r++) {
@@ -71,7 +73,7 @@ fn matmul_wg(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id
             let col = col0 + j;
             let k = k0 + kk;
             var v = 0.0;
-            if (col < p.n && k < p.k) { v = b[k * p.sb_row + col * p.sb_col]; }
+            if (col < p.n && k < p.k) { v = f32(b[k * p.sb_row + col * p.sb_col]); }
             Bs[kk * BN + j] = v;
         }
         workgroupBarrier();

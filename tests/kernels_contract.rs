@@ -222,7 +222,7 @@ fn every_file_is_a_family_or_an_include_in_use() {
         .collect();
     let used: BTreeSet<String> = FAMILIES
         .iter()
-        .flat_map(|f| f.includes.iter().map(|i| format!("include/{}", i.name)).chain([f.name.to_string()]))
+        .flat_map(|f| f.includes.iter().map(|i| format!("include/{}", i.name)).chain([f.stem.to_string()]))
         .collect();
     assert_eq!(names, used, "WGSL files vs the families and their includes");
 }

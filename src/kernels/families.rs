@@ -48,6 +48,10 @@ const MATMUL_TILE: Include = include_wgsl!("matmul_tile");
 const MATMUL_JVP_TILE: Include = include_wgsl!("matmul_jvp_tile");
 /// Subgroup broadcasts of the lane-sharing kernels.
 const LANE_SHARE: Include = include_wgsl!("lane_share");
+/// `Operand = f32`: the storage type of `matmul_wg.wgsl`'s operands.
+const OPERAND_F32: Include = include_wgsl!("operand_f32");
+/// `Operand = f16` (with `enable f16;`): the same kernel on f16 operands (`matmul_wg_f16`).
+const OPERAND_F16: Include = include_wgsl!("operand_f16");
 
 /// One family: `kernels/<name>.wgsl` after `includes`, its entry points grouped by size;
 /// `trusted` or `checked` says whether its modules may drop wgpu's runtime checks
@@ -56,12 +60,14 @@ const LANE_SHARE: Include = include_wgsl!("lane_share");
 macro_rules! family {
     (@checks trusted) => { true };
     (@checks checked) => { false };
-    ($name:literal, $params:ty, reads $reads:literal, writes $writes:literal, $checks:ident,
+    ($name:literal, $params:ty, $($rest:tt)+) => { family!($name, file $name, $params, $($rest)+) };
+    ($name:literal, file $stem:literal, $params:ty, reads $reads:literal, writes $writes:literal, $checks:ident,
      $(half [$($half:literal),+],)?
      includes [$($include:expr),*], $([$($entry:literal),+] => $size:expr),+ $(,)?) => {
         Family {
             name: $name,
-            file: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/", $name, ".wgsl")),
+            stem: $stem,
+            file: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/kernels/", $stem, ".wgsl")),
             includes: &[$($include),*],
             params: &<$params as KernelParams>::LAYOUT,
             reads: $reads,
@@ -91,10 +97,10 @@ pub static FAMILIES: &[Family] = &[
             => LANE_SHARED),
     family!("matmul_general", MatmulParams, reads 4, writes 2, checked, includes [],
         ["matmul_general"] => TILED),
-    family!("matmul_wg", MatmulParams, reads 4, writes 2, checked, includes [],
+    family!("matmul_wg", MatmulParams, reads 4, writes 2, checked, includes [OPERAND_F32],
         ["matmul_wg"] => STAGED),
-    family!("matmul_wg_f16", MatmulParams, reads 3, writes 1, checked, half [1, 2], includes [],
-        ["matmul_wg_f16"] => STAGED),
+    family!("matmul_wg_f16", file "matmul_wg", MatmulParams, reads 4, writes 2, checked, half [1, 2],
+        includes [OPERAND_F16], ["matmul_wg"] => STAGED),
     family!("matmul_jvp", MatmulJvpParams, reads 6, writes 2, trusted, includes [MATMUL_JVP_TILE, VEC4_ROWS],
         ["matmul_jvp_nn"] => TILED),
     family!("matmul_jvp_subgroup", MatmulJvpParams, reads 6, writes 2, trusted,

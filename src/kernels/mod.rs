@@ -58,6 +58,9 @@ pub struct Family {
     pub name: &'static str,
     /// The WGSL of `kernels/<name>.wgsl` alone.
     pub file: &'static str,
+    /// Stem of that file: the family's name, unless it is another family's file assembled with
+    /// other includes (`matmul_wg_f16` is `matmul_wg.wgsl` on f16 operands).
+    pub stem: &'static str,
     /// The shared WGSL assembled before the file, in order.
     pub includes: &'static [Include],
     /// The uniform block its kernels read as `p`.
@@ -99,11 +102,19 @@ impl Family {
         self.entry_points.iter().find(|e| e.names.contains(&entry)).map(|e| e.workgroup_size)
     }
 
-    /// Builds what [`Family::source`] returns. The file's `enable` directives (e.g.
-    /// `enable f16;`), which WGSL wants before any declaration, come first.
+    /// Builds what [`Family::source`] returns. The `enable` directives of the includes and the
+    /// file (e.g. `enable f16;`), which WGSL wants before any declaration, come first.
     fn assemble(&self) -> String {
-        let enables: String =
-            self.file.lines().filter(|l| l.starts_with("enable ")).map(|l| l.to_string() + "\n").collect();
+        let is_enable = |l: &&str| l.starts_with("enable ");
+        let without_enables =
+            |src: &str| -> String { src.lines().filter(|l| !is_enable(l)).map(|l| l.to_string() + "\n").collect() };
+        let enables: String = self
+            .includes
+            .iter()
+            .map(|i| i.source)
+            .chain([self.file])
+            .flat_map(|src| src.lines().filter(is_enable).map(|l| l.to_string() + "\n"))
+            .collect();
         let mut src = format!(
             "{enables}// kernels/{}.wgsl as assembled by src/kernels: shared constants, Params, includes, the file.\n{}\n{}",
             self.name,
@@ -112,11 +123,9 @@ impl Family {
         );
         src.push_str("@group(0) @binding(0) var<uniform> p: Params;\n");
         for include in self.includes {
-            src.push_str(&format!("\n// kernels/include/{}.wgsl\n{}", include.name, include.source));
+            src.push_str(&format!("\n// kernels/include/{}.wgsl\n{}", include.name, without_enables(include.source)));
         }
-        let body: String =
-            self.file.lines().filter(|l| !l.starts_with("enable ")).map(|l| l.to_string() + "\n").collect();
-        src.push_str(&format!("\n// kernels/{}.wgsl\n{body}", self.name));
+        src.push_str(&format!("\n// kernels/{}.wgsl\n{}", self.stem, without_enables(self.file)));
         src
     }
 }

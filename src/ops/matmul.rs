@@ -1,6 +1,6 @@
 //! Matrix products (`kernels/matmul.wgsl`, `matmul_subgroup.wgsl`, `matmul_general.wgsl`,
 //! `matmul_jvp.wgsl`, `matmul_jvp_subgroup.wgsl`, `matmul_jvp_general.wgsl`; of f16 operands,
-//! `matmul_wg_f16.wgsl` in `matmul_f16.rs`).
+//! `matmul_wg.wgsl` on f16 operands in `matmul_f16.rs`).
 //!
 //! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
 //! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work), and

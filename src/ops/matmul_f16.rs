@@ -1,6 +1,6 @@
-//! Matrix products of f16 operands with f32 accumulation and an f32 result
-//! (`kernels/matmul_wg_f16.wgsl`), which [`super::matmul::matmul_ex`] dispatches when both
-//! operands are in f16 storage. One kernel serves every adapter class and layout: the
+//! Matrix products of f16 operands with f32 accumulation and an f32 result (family
+//! `matmul_wg_f16`: `kernels/matmul_wg.wgsl` assembled on f16 operands), which
+//! [`super::matmul::matmul_ex`] dispatches when both operands are in f16 storage. One kernel serves every adapter class and layout: the
 //! workgroup-memory blocks of the f32 hardware kernel, its halves converted to f32 as they
 //! are staged.
 
@@ -61,11 +61,12 @@ pub(super) fn matmul_f16(
     // 16 × 128 fit the adapter's workgroup memory (as for the f32 kernel).
     let fits = 2 * 16 * 16 * 8 * 4 <= ctx.limits.max_compute_workgroup_storage_size as usize;
     let tm = if m >= 128 && n >= 128 && fits { 8 } else { 4 };
-    let key = KernelKey { family: "matmul_wg_f16", entry: "matmul_wg_f16", specialise: vec![("TM", tm), ("TN", tm)] };
+    let key = KernelKey { family: "matmul_wg_f16", entry: "matmul_wg", specialise: vec![("TM", tm), ("TN", tm)] };
     let block = STAGED_WG[0] as usize * tm as usize;
     let groups = [n.div_ceil(block) as u32, m.div_ceil(block) as u32, 1];
     let mut inputs = vec![buf(a), buf(b)];
     inputs.extend(o.bias.map(buf));
+    // Bindings 4 (cin) and 6 (c2) are left to the dummies: accumulate and column sums are refused.
     ctx.dispatch("matmul", &key, &p, &inputs, &[buf(&out)], groups)?;
     Ok(out)
 }
