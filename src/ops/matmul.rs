@@ -365,6 +365,18 @@ pub enum MatmulVariant {
     },
 }
 
+/// Outputs per invocation along each side of `matmul_wg.wgsl` (f32 or f16 operands) for an
+/// `m × n` result: 8 once both sides reach 128, when its two f32 blocks of 16 × 128 fit the
+/// adapter's workgroup memory; else 4.
+pub(super) fn workgroup_tile(ctx: &GpuContext, m: usize, n: usize) -> usize {
+    let fits = |tm: usize| 2 * 16 * 16 * tm * 4 <= ctx.limits.max_compute_workgroup_storage_size as usize;
+    if m >= 128 && n >= 128 && fits(8) {
+        8
+    } else {
+        4
+    }
+}
+
 impl MatmulVariant {
     /// The variant for an `m × n × k` product of the given layout on `ctx`: on a hardware GPU
     /// the workgroup-memory blocks (8 × 8 outputs per invocation once both sides reach 128,
@@ -373,10 +385,7 @@ impl MatmulVariant {
     /// allow, else the scalar kernel.
     pub fn select(ctx: &GpuContext, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
         if ctx.class == AdapterClass::Hardware {
-            // Two f32 blocks of 16 × 16·tm each.
-            let fits = |tm: usize| 2 * 16 * 16 * tm * 4 <= ctx.limits.max_compute_workgroup_storage_size as usize;
-            let tm = if m >= 128 && n >= 128 && fits(8) { 8 } else { 4 };
-            return MatmulVariant::WorkgroupTiled { tm };
+            return MatmulVariant::WorkgroupTiled { tm: workgroup_tile(ctx, m, n) };
         }
         let aligned = n.is_multiple_of(4)
             && match (trans_a, trans_b) {

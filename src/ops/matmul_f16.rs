@@ -1,8 +1,8 @@
 //! Matrix products of f16 operands with f32 accumulation and an f32 result (family
 //! `matmul_wg_f16`: `kernels/matmul_wg.wgsl` assembled on f16 operands), which
-//! [`super::matmul::matmul_ex`] dispatches when both operands are in f16 storage. One kernel serves every adapter class and layout: the
-//! workgroup-memory blocks of the f32 hardware kernel, its halves converted to f32 as they
-//! are staged.
+//! [`super::matmul::matmul_ex`] dispatches when both operands are in f16 storage. One kernel
+//! serves every adapter class and layout: the workgroup-memory blocks of the f32 hardware
+//! kernel, its halves converted to f32 as they are staged.
 
 use super::cast::f16_context;
 use super::matmul::{gpu_out, MatmulOpts};
@@ -57,10 +57,7 @@ pub(super) fn matmul_f16(
         sb_col: u32_of(sb_col),
         ..Default::default()
     };
-    // 8 × 8 outputs per invocation once both sides reach 128, when the two f32 blocks of
-    // 16 × 128 fit the adapter's workgroup memory (as for the f32 kernel).
-    let fits = 2 * 16 * 16 * 8 * 4 <= ctx.limits.max_compute_workgroup_storage_size as usize;
-    let tm = if m >= 128 && n >= 128 && fits { 8 } else { 4 };
+    let tm = super::matmul::workgroup_tile(&ctx, m, n) as u32;
     let key = KernelKey { family: "matmul_wg_f16", entry: "matmul_wg", specialise: vec![("TM", tm), ("TN", tm)] };
     let block = STAGED_WG[0] as usize * tm as usize;
     let groups = [n.div_ceil(block) as u32, m.div_ceil(block) as u32, 1];
