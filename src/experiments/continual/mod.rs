@@ -150,21 +150,23 @@ pub fn run(
             })
             .collect::<Result<Vec<Ctx<'_>>>>()?;
         for (a, arm) in exp.arms.iter().enumerate() {
-            let mut shared: Option<Vec<(String, arms::ConfigRun)>> = None;
+            let scenarios = exp.scenarios.len();
             for (b, (&per_class, ctx)) in exp.buffer_per_class.iter().zip(&contexts).enumerate() {
-                let runs = match shared.take() {
-                    Some(runs) if !uses_buffer(arm) => runs,
-                    _ => search.run_all(
-                        seed,
-                        &run_label(exp, arm, per_class),
-                        &space(arm),
-                        &mut |key, config, tick| {
-                            let (r, nets) = run_config(ctx, &w1, arm, config, tick)?;
-                            save_stack(&dir.record_path(key, "ckpt"), &nets)?;
-                            Ok(r)
-                        },
-                    )?,
-                };
+                if b > 0 && !uses_buffer(arm) {
+                    // An arm that never reads the buffer: its runs and picks of the first size
+                    // serve every size.
+                    for s in 0..scenarios {
+                        let first = picks[s][a].last().cloned().expect("picked at the first size");
+                        picks[b * scenarios + s][a].push(first);
+                    }
+                    continue;
+                }
+                let runs =
+                    search.run_all(seed, &run_label(exp, arm, per_class), &space(arm), &mut |key, config, tick| {
+                        let (r, nets) = run_config(ctx, &w1, arm, config, tick)?;
+                        save_stack(&dir.record_path(key, "ckpt"), &nets)?;
+                        Ok(r)
+                    })?;
                 for (s, &scenario) in exp.scenarios.iter().enumerate() {
                     let p = pick(ctx, &dir, &runs, s, scenario)?;
                     search.progress.say(format!(
@@ -176,9 +178,8 @@ pub fn run(
                         100.0 * p.average(),
                         100.0 * p.forgetting()
                     ));
-                    picks[b * exp.scenarios.len() + s][a].push(p);
+                    picks[b * scenarios + s][a].push(p);
                 }
-                shared = Some(runs);
             }
         }
     }
