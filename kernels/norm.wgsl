@@ -3,9 +3,10 @@
 //
 // Channel entry points (bn_train, bn_jvp, bn_backward, bn_backward_jvp, bn_eval_backward): one
 // workgroup per channel c = wid.x + wid.y * nwg.x. The channel's count = n * hw elements are
-// numbered k = nn * hw + j (sample nn, pixel j) at flat index (nn * c_total + c) * hw + j;
-// invocation lid owns k = lid, lid + WG, ... and accumulates its sums serially, then the
-// workgroup adds its WG partials in a tree in workgroup memory (wg_sum, four sums at a time).
+// numbered k = nn * hw + j (sample nn, pixel j; `at` of include/channel_sums.wgsl gives the
+// flat index); invocation lid owns k = lid, lid + WG, ... and accumulates its sums serially,
+// then the workgroup adds its WG partials in a tree in workgroup memory (wg_sum, four sums at a
+// time). norm_split.wgsl spreads each channel over several workgroups instead (hardware GPUs).
 // Statistics are two-pass: the mean first, then sums of centred values.
 //
 // Notation: mu mean, s = 1 / sqrt(var + eps) (invstd, var biased), xh = (x - mu) s,
@@ -27,29 +28,6 @@ const WG: u32 = 256u;
 @group(0) @binding(7) var<storage, read_write> o0: array<f32>;
 @group(0) @binding(8) var<storage, read_write> o1: array<f32>;
 @group(0) @binding(9) var<storage, read_write> o2: array<f32>;
-
-var<workgroup> sh: array<vec4<f32>, WG>;
-
-// Flat index of element k of channel c.
-fn at(c: u32, k: u32) -> u32 {
-    let nn = k / p.hw;
-    return (nn * p.c + c) * p.hw + (k - nn * p.hw);
-}
-
-// The workgroup total of every invocation's v (called in uniform control flow).
-fn wg_sum(lid: u32, v: vec4<f32>) -> vec4<f32> {
-    sh[lid] = v;
-    workgroupBarrier();
-    for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-        if (lid < s) {
-            sh[lid] = sh[lid] + sh[lid + s];
-        }
-        workgroupBarrier();
-    }
-    let r = sh[0];
-    workgroupBarrier();
-    return r;
-}
 
 // The channel's mean of a0 (x).
 fn channel_mean(c: u32, lid: u32) -> f32 {

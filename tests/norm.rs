@@ -399,7 +399,7 @@ fn running_stats_update_formula() {
 #[test]
 fn eval_mode_matches_definition_and_gpu() {
     let mut rng = Rng::new(7);
-    for shape in [&[3, 5, 7, 7][..], &[200, 7], &[2, 4, 1, 1]] {
+    for shape in [&[3, 5, 7, 7][..], &[200, 7], &[2, 4, 1, 1], &[8, 3, 16, 16]] {
         let eps = 1e-3f32;
         let d = Data::new(&mut rng, shape, 0.7);
         let c = d.c;
@@ -435,14 +435,16 @@ fn eval_mode_matches_definition_and_gpu() {
         let ye = batchnorm_eval(&x, &g, &b, &bm, &cpu(&[c], &bvar), eps).unwrap();
         assert_close(&format!("eval = train {what}"), &host(&ye), &host(&yt), 1e-4, 1e-4);
 
-        let Some(dev) = test_device() else { continue };
-        let (x2, g2, b2, m2, v2, gy2) = args(&dev);
-        let y2 = host(&batchnorm_eval(&x2, &g2, &b2, &m2, &v2, eps).unwrap());
-        assert_close(&format!("gpu eval y {what}"), &y2, &y, 1e-5, 1e-5);
-        let (gx2, gg2, gb2) = batchnorm_eval_backward(&gy2, &x2, &g2, &m2, &v2, eps).unwrap();
-        assert_close(&format!("gpu eval gx {what}"), &host(&gx2), &host(&gx), 1e-5, 1e-5);
-        assert_scaled(&format!("gpu eval ggamma {what}"), &host(&gg2), &host(&gg), 1e-4);
-        assert_scaled(&format!("gpu eval gbeta {what}"), &host(&gb2), &host(&gb), 1e-4);
+        for dev in devices() {
+            let what = format!("{} {what}", dev.name());
+            let (x2, g2, b2, m2, v2, gy2) = args(&dev);
+            let y2 = host(&batchnorm_eval(&x2, &g2, &b2, &m2, &v2, eps).unwrap());
+            assert_close(&format!("eval y {what}"), &y2, &y, 1e-5, 1e-5);
+            let (gx2, gg2, gb2) = batchnorm_eval_backward(&gy2, &x2, &g2, &m2, &v2, eps).unwrap();
+            assert_close(&format!("eval gx {what}"), &host(&gx2), &host(&gx), 1e-5, 1e-5);
+            assert_scaled(&format!("eval ggamma {what}"), &host(&gg2), &host(&gg), 1e-4);
+            assert_scaled(&format!("eval gbeta {what}"), &host(&gb2), &host(&gb), 1e-4);
+        }
     }
 }
 
@@ -474,9 +476,10 @@ fn run_all(dev: &Device, d: &Data, eps: f32) -> Vec<(&'static str, Vec<f32>)> {
     ]
 }
 
+/// Every device (the split variant on the one taking the hardware variants: every shape
+/// below but `[1, 5, 1, 1]` and `[5, 9]`: fewer than 512 channels, more than one element each).
 #[test]
-fn gpu_batchnorm_kernels_match_cpu() {
-    let Some(dev) = test_device() else { return };
+fn batchnorm_kernels_match_the_reference_on_every_device() {
     let mut rng = Rng::new(8);
     let cases: &[(&[usize], f32)] = &[
         (&[3, 5, 7, 7], 0.0),
@@ -491,15 +494,42 @@ fn gpu_batchnorm_kernels_match_cpu() {
         let eps = 1e-5f32;
         let d = Data::new(&mut rng, shape, offset);
         let want = run_all(&Device::Reference, &d, eps);
-        let got = run_all(&dev, &d, eps);
-        for ((name, g), (_, w)) in got.iter().zip(&want) {
-            let what = format!("gpu {name} {shape:?} offset {offset}");
-            if shape == [1, 5, 1, 1] && *name != "invstd" {
-                // One value per channel: y = beta exactly; the rest is cancellation noise.
-                assert_scaled(&what, g, w, 1e-3);
-            } else {
-                assert_scaled(&what, g, w, 2e-4);
+        for dev in devices() {
+            let got = run_all(&dev, &d, eps);
+            for ((name, g), (_, w)) in got.iter().zip(&want) {
+                let what = format!("{} {name} {shape:?} offset {offset}", dev.name());
+                if shape == [1, 5, 1, 1] && *name != "invstd" {
+                    // One value per channel: y = beta exactly; the rest is cancellation noise.
+                    assert_scaled(&what, g, w, 1e-3);
+                } else {
+                    assert_scaled(&what, g, w, 2e-4);
+                }
             }
+        }
+    }
+}
+
+#[test]
+fn each_adapter_class_takes_its_batchnorm_variant() {
+    use geopath::ops::norm::{BnVariant, SplitPlan};
+    use geopath::reference::norm::BnShape;
+    // VGG's first BatchNorm at batch 128: 64 channels of 131,072 elements.
+    let vgg = BnShape { n: 128, c: 64, hw: 1024 };
+    if let Some(Device::Gpu(hw)) = gpu_hardware_variants() {
+        // Eight workgroups per channel make the 512 wanted.
+        assert_eq!(BnVariant::select(&hw, &vgg), BnVariant::Split(SplitPlan { splits: 8, chunk: 16_384 }));
+        // Chunks of at least one element per invocation (64 here).
+        assert_eq!(
+            BnVariant::select(&hw, &BnShape { n: 3, c: 5, hw: 49 }),
+            BnVariant::Split(SplitPlan { splits: 3, chunk: 64 })
+        );
+        // 512 channels fill the GPU alone; one element per channel cannot be split.
+        assert_eq!(BnVariant::select(&hw, &BnShape { n: 128, c: 512, hw: 4 }), BnVariant::PerChannel);
+        assert_eq!(BnVariant::select(&hw, &BnShape { n: 1, c: 5, hw: 1 }), BnVariant::PerChannel);
+    }
+    if let Some(Device::Gpu(sw)) = wgpu_device() {
+        if sw.class == geopath::gpu::AdapterClass::Software {
+            assert_eq!(BnVariant::select(&sw, &vgg), BnVariant::PerChannel);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Constants shared by the Rust dispatch code and the WGSL kernels: flag bits of `Params.flags`,
-//! the reduction codes and the workgroup sizes the dispatch math relies on. Each is defined
+//! the reduction codes, the batch-norm sum kinds and the workgroup sizes the dispatch math relies on. Each is defined
 //! once, here, and declared under the same name in every assembled kernel source
 //! ([`CONSTANTS_WGSL`]), so that a kernel tests `(p.flags & FLAG_BIAS) != 0u` where the host sets
 //! `FLAG_BIAS`.
@@ -56,6 +56,20 @@ shared_constants! {
     REDUCE_DOT = 2;
     /// `reduce_pass`: sum of `a * a`.
     REDUCE_SQNORM = 3;
+    /// `bn_sums`: x.
+    BN_SUMS_X = 0;
+    /// `bn_sums`: x, dx.
+    BN_SUMS_X_DX = 1;
+    /// `bn_sums`: x, gy, dx, dgy, gy dx (the first pass of the backward's JVP).
+    BN_SUMS_BACKWARD = 2;
+    /// `bn_sums`: gy, gy (x - m) for a given per-channel centre m.
+    BN_SUMS_GY_XC = 3;
+    /// `bn_sums`: d² with d = x - mean.
+    BN_SUMS_CENTRED = 4;
+    /// `bn_sums`: d², d dx.
+    BN_SUMS_CENTRED_DX = 5;
+    /// `bn_sums`: d², gy d, d dx, dgy d.
+    BN_SUMS_CENTRED_BACKWARD = 6;
     /// Invocations per workgroup of the entry points with one invocation per element,
     /// `i = gid.x + gid.y * num_workgroups.x * ELEMENT_WG` (`flat_index`).
     ELEMENT_WG = 256;

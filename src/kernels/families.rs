@@ -23,7 +23,8 @@ const TILED: WorkgroupSize = WorkgroupSize::Fixed(TILED_WG);
 const STAGED: WorkgroupSize = WorkgroupSize::Fixed(STAGED_WG);
 const LANE_SHARED: WorkgroupSize = WorkgroupSize::Fixed(LANE_SHARED_WG);
 const LANE_SHARED_JVP: WorkgroupSize = WorkgroupSize::Fixed(LANE_SHARED_JVP_WG);
-/// The per-channel batch-norm kernels: `WG`, specialised by the host to the channel length.
+/// The per-channel batch-norm kernels and the split sums: `WG`, specialised by the host to the
+/// channel length.
 const NORM_CHANNEL: WorkgroupSize = WorkgroupSize::Tunable("WG");
 
 /// `kernels/include/<name>.wgsl`.
@@ -46,6 +47,8 @@ const VEC4_ROWS: Include = include_wgsl!("vec4_rows");
 const MATMUL_TILE: Include = include_wgsl!("matmul_tile");
 /// The bindings, 16 × 8 tiles and epilogue of the register-tiled JVPs.
 const MATMUL_JVP_TILE: Include = include_wgsl!("matmul_jvp_tile");
+/// `at` and `wg_sum`: the per-channel sums of the batch-norm kernels.
+const CHANNEL_SUMS: Include = include_wgsl!("channel_sums");
 /// Subgroup broadcasts of the lane-sharing kernels.
 const LANE_SHARE: Include = include_wgsl!("lane_share");
 /// `Operand = f32`: the storage type of `matmul_wg.wgsl`'s operands.
@@ -134,9 +137,13 @@ pub static FAMILIES: &[Family] = &[
     family!("flat", FlatParams, reads 1, writes 2, checked, includes [INDEX],
         ["prune_mask", "prune", "zero_words"] => ELEMENTS,
         ["radix_histogram", "count_zeros"] => LANES),
-    family!("norm", NormParams, reads 6, writes 3, checked, includes [INDEX],
+    family!("norm", NormParams, reads 6, writes 3, checked, includes [INDEX, CHANNEL_SUMS],
         ["bn_train", "bn_jvp", "bn_backward", "bn_backward_jvp", "bn_eval_backward"] => NORM_CHANNEL,
         ["bn_eval", "bn_update_running"] => ELEMENTS),
+    family!("norm_split", NormParams, reads 6, writes 3, checked, includes [INDEX, CHANNEL_SUMS],
+        ["bn_sums"] => NORM_CHANNEL,
+        ["bn_finish_train", "bn_finish_jvp", "bn_finish_backward", "bn_finish_backward_jvp", "bn_finish_eval_backward",
+         "bn_apply"] => ELEMENTS),
     family!("dropout", DropoutParams, reads 1, writes 2, trusted, includes [INDEX],
         ["dropout"] => ELEMENTS),
     family!("cast", ElementwiseParams, reads 1, writes 1, checked, half [2], includes [INDEX],

@@ -261,7 +261,7 @@ kernel_params! {
 }
 
 kernel_params! {
-    /// Batch normalisation: `kernels/norm.wgsl`.
+    /// Batch normalisation: `kernels/norm.wgsl`, `kernels/norm_split.wgsl`.
     pub struct NormParams {
         /// Channels.
         pub c: u32,
@@ -277,6 +277,16 @@ kernel_params! {
         pub momentum: f32,
         /// `count / (count - 1)`, the unbiasing of the batch variance (`bn_update_running`).
         pub unbias: f32,
+        /// Workgroups per channel (`norm_split.wgsl`).
+        pub splits: u32,
+        /// Elements per channel and workgroup, a multiple of `WG` (`bn_sums`).
+        pub chunk: u32,
+        /// `BN_SUMS_*`: the terms `bn_sums` adds.
+        pub kind: u32,
+        /// Inputs of `bn_apply`: 1, 2 or 4.
+        pub inputs: u32,
+        /// Outputs of `bn_apply`: 1 or 2.
+        pub outputs: u32,
     }
 }
 

@@ -2,9 +2,10 @@
 //!
 //! BatchNorm takes `x` `[N, C, H, W]` (statistics per channel over `N`, `H`, `W`) or `[N, C]`
 //! (dense layers, treated as `H = W = 1`); `gamma`, `beta` and the statistics are `[C]`. On a
-//! GPU every training-mode op is one dispatch with one workgroup per channel: two-pass
-//! statistics (mean, then centred sums) as per-invocation serial sums plus a tree in workgroup
-//! memory, then the elementwise epilogue. Notation in the docs below, per channel:
+//! GPU every training-mode op takes one of the variants of [`BnVariant`]: one dispatch with one
+//! workgroup per channel (two-pass statistics, mean then centred sums, as per-invocation serial
+//! sums plus a tree in workgroup memory, then the elementwise epilogue), or on hardware GPUs
+//! each channel spread over several workgroups ([`split`]). Notation in the docs below, per channel:
 //! `M = N·H·W`, `s = invstd = 1 / sqrt(var + eps)` (biased batch variance),
 //! `xh = (x - mean) s`, `mean(.)` a per-channel mean over the `M` elements.
 //!
@@ -14,6 +15,10 @@
 //! `gamma` and `beta`: its JVP is `dy = dgamma (x - rm) s_r + gamma s_r dx + dbeta` and its
 //! backward is [`batchnorm_eval_backward`] (`gx = gy gamma s_r`, `ggamma = sum(gy (x - rm) s_r)`,
 //! `gbeta = sum(gy)`), itself bilinear in `gy` and `(x, gamma)`.
+
+mod split;
+
+pub use split::{BnVariant, SplitPlan};
 
 use super::{buf, common_device, groups_1d, host_impl};
 use crate::cost;
@@ -31,9 +36,19 @@ use std::sync::Arc;
 /// lavapipe run (2 cores, other builds running) 64 ran `[200, 512]` about 2x faster and 256
 /// ran `[200, 16, 32, 32]` about 2x faster than the other choice.
 fn channel_kernel(entry: &'static str, s: &BnShape) -> (KernelKey, [u32; 3]) {
-    let wg: u32 = if s.count() <= 4096 { 64 } else { 256 };
+    let wg = channel_workgroup(s.count());
     let key = KernelKey { family: "norm", entry, specialise: vec![("WG", wg)] };
     (key, groups_1d(s.c * wg as usize, wg))
+}
+
+/// Invocations per workgroup summing a channel (or a chunk of one) of `count` elements: 64 up
+/// to 4096 elements, 256 above.
+fn channel_workgroup(count: usize) -> u32 {
+    if count <= 4096 {
+        64
+    } else {
+        256
+    }
 }
 
 /// The geometry of `x` (`[N, C, H, W]` or `[N, C]`, non-empty).
@@ -75,6 +90,11 @@ fn params(s: &BnShape, eps: f32, momentum: f32, unbias: f32) -> NormParams {
         eps,
         momentum,
         unbias,
+        splits: 1,
+        chunk: 0,
+        kind: 0,
+        inputs: 0,
+        outputs: 0,
     }
 }
 
@@ -132,7 +152,10 @@ pub fn batchnorm_train(x: &Tensor, gamma: &Tensor, beta: &Tensor, eps: f32) -> R
                 Tensor::host_result(&dev, &[s.c], is),
             ))
         }
-        Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_train", &s, eps, &[x, gamma, beta], 2).map(three),
+        Device::Gpu(ctx) => match BnVariant::select(&ctx, &s) {
+            BnVariant::PerChannel => per_channel(&ctx, OP, "bn_train", &s, eps, &[x, gamma, beta], 2).map(three),
+            BnVariant::Split(plan) => split::train(&ctx, OP, &plan, &s, eps, x, gamma, beta),
+        },
     }
 }
 
@@ -216,7 +239,10 @@ pub fn batchnorm_eval_backward(
                 Tensor::host_result(&dev, &[s.c], gb),
             ))
         }
-        Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_eval_backward", &s, eps, &all, 2).map(three),
+        Device::Gpu(ctx) => match BnVariant::select(&ctx, &s) {
+            BnVariant::PerChannel => per_channel(&ctx, OP, "bn_eval_backward", &s, eps, &all, 2).map(three),
+            BnVariant::Split(plan) => split::eval_backward(&ctx, OP, &plan, &s, eps, &all),
+        },
     }
 }
 
@@ -311,7 +337,10 @@ pub fn batchnorm_backward(
                 Tensor::host_result(&dev, &[s.c], gb),
             ))
         }
-        Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_backward", &s, 0.0, &all, 2).map(three),
+        Device::Gpu(ctx) => match BnVariant::select(&ctx, &s) {
+            BnVariant::PerChannel => per_channel(&ctx, OP, "bn_backward", &s, 0.0, &all, 2).map(three),
+            BnVariant::Split(plan) => split::backward(&ctx, OP, &plan, &s, &all),
+        },
     }
 }
 
@@ -345,14 +374,17 @@ pub fn batchnorm_jvp(
                 host_impl!(dev, norm::batchnorm_jvp)(&s, h(x), h(dx), h(gamma), h(dgamma), h(beta), h(dbeta), eps);
             Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), dy)))
         }
-        Device::Gpu(ctx) => {
-            let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
-            let dy = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
-            let ins: Vec<_> = all.iter().map(|t| buf(t)).collect();
-            let (key, groups) = channel_kernel("bn_jvp", &s);
-            ctx.dispatch(OP, &key, &params(&s, eps, 0.0, 0.0), &ins, &[buf(&y), buf(&dy)], groups)?;
-            Ok((y, dy))
-        }
+        Device::Gpu(ctx) => match BnVariant::select(&ctx, &s) {
+            BnVariant::PerChannel => {
+                let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
+                let dy = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
+                let ins: Vec<_> = all.iter().map(|t| buf(t)).collect();
+                let (key, groups) = channel_kernel("bn_jvp", &s);
+                ctx.dispatch(OP, &key, &params(&s, eps, 0.0, 0.0), &ins, &[buf(&y), buf(&dy)], groups)?;
+                Ok((y, dy))
+            }
+            BnVariant::Split(plan) => split::jvp(&ctx, OP, &plan, &s, eps, &all),
+        },
     }
 }
 
@@ -393,7 +425,10 @@ pub fn batchnorm_backward_jvp(
                 Tensor::host_result(&dev, &[s.c], dgb),
             ))
         }
-        Device::Gpu(ctx) => per_channel(&ctx, OP, "bn_backward_jvp", &s, eps, &all, 2).map(three),
+        Device::Gpu(ctx) => match BnVariant::select(&ctx, &s) {
+            BnVariant::PerChannel => per_channel(&ctx, OP, "bn_backward_jvp", &s, eps, &all, 2).map(three),
+            BnVariant::Split(plan) => split::backward_jvp(&ctx, OP, &plan, &s, eps, &all),
+        },
     }
 }
 
