@@ -10,7 +10,9 @@
 //   FLAG_HAS_DX says there is one);
 // - conv_igemm_bwd_weight: partial[split, o, q] = sum_p gy[o, p] patches[q, p] over the
 //   split's range of p (rows_per_split pixels, a multiple of BK): a split-K GEMM of M = O,
-//   N = Q, K = P; the splits are summed by conv2d.wgsl's conv2d_sum_splits.
+//   N = Q, K = P; the splits are summed by conv2d.wgsl's conv2d_sum_splits. With FLAG_BIAS
+//   the bias gradient comes along: the workgroups of the first column block add up the gy
+//   block they stage, bias_partial[split, o] = sum_p gy[o, p], into the second output.
 //
 // A workgroup of 16 x 16 invocations computes a 64 x 64 block of the product, 4 x 4 outputs
 // per invocation (rows ty + 16 i, columns tx + 16 j). For each slice of BK = 16 along the
@@ -32,6 +34,7 @@ const BM: u32 = 16u * TM;
 @group(0) @binding(6) var<storage, read> dbias: array<f32>;
 // The output y; in conv_igemm_bwd_weight, the partial sums [splits, O, Q].
 @group(0) @binding(7) var<storage, read_write> y: array<f32>;
+// The tangent dy; in conv_igemm_bwd_weight, the bias gradient's partial sums [splits, O].
 @group(0) @binding(8) var<storage, read_write> dy: array<f32>;
 
 // As[kk * BM + i]: row i of the left operand's block, step kk of the reduction; Bs[kk * BM + j]:
@@ -165,7 +168,11 @@ fn conv_igemm_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
     let t = lid.y * 16u + lid.x;
     let first = wid.z * p.rows_per_split;
     let last = min(first + p.rows_per_split, p.total);
+    // The invocations of the first block column that add up the bias gradient of rows
+    // row0 + lid.y + 16 i.
+    let bias_sums = (p.flags & FLAG_BIAS) != 0u && wid.x == 0u && lid.x == 0u;
     var acc: array<f32, TM * TM>;
+    var gy_sums: array<f32, TM>;
     for (var k0 = first; k0 < last; k0 += BK) {
         for (var r = 0u; r < TM; r++) {
             let e = t + 256u * r;
@@ -198,12 +205,16 @@ fn conv_igemm_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
                     acc[i * TM + j] = fma(av[i], bv[j], acc[i * TM + j]);
                 }
             }
+            if (bias_sums) {
+                for (var i = 0u; i < TM; i++) { gy_sums[i] += av[i]; }
+            }
         }
         workgroupBarrier();
     }
     for (var i = 0u; i < TM; i++) {
         let o = row0 + lid.y + 16u * i;
         if (o >= p.o) { break; }
+        if (bias_sums) { dy[wid.z * p.o + o] = gy_sums[i]; }
         for (var j = 0u; j < TM; j++) {
             let q = col0 + lid.x + 16u * j;
             if (q < q_len) { y[(wid.z * p.o + o) * q_len + q] = acc[i * TM + j]; }

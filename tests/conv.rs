@@ -3,8 +3,10 @@
 
 mod common;
 use common::*;
+use geopath::cost::Meter;
 use geopath::ops::conv::{
-    conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_weight, conv2d_jvp, Conv2dGeometry,
+    conv2d, conv2d_backward_bias, conv2d_backward_data, conv2d_backward_params, conv2d_backward_weight, conv2d_jvp,
+    Conv2dGeometry,
 };
 use geopath::{Device, Tensor};
 
@@ -230,8 +232,21 @@ fn conv2d_backward_matches_cpu_reference() {
             let want = conv2d_backward_weight(&xc, &gyc, &case.wt(), case.g()).unwrap();
             check(&format!("backward_weight {what}"), &got, &want, case.n * oh * ow);
             let got = conv2d_backward_bias(&gy).unwrap();
-            let want = conv2d_backward_bias(&gyc).unwrap();
-            check(&format!("backward_bias {what}"), &got, &want, case.n * oh * ow);
+            let want_bias = conv2d_backward_bias(&gyc).unwrap();
+            check(&format!("backward_bias {what}"), &got, &want_bias, case.n * oh * ow);
+            // Both gradients in one call (fused on the hardware variants), counted as the two.
+            let separate = Meter::start();
+            conv2d_backward_weight(&x, &gy, &case.wt(), case.g()).unwrap();
+            conv2d_backward_bias(&gy).unwrap();
+            let separate = separate.flops();
+            let fused = Meter::start();
+            let (gw, gb) = conv2d_backward_params(&x, &gy, &case.wt(), case.g(), true).unwrap();
+            assert_eq!(fused.flops(), separate, "{what}: counted FLOPs");
+            check(&format!("backward_params weight {what}"), &gw, &want, case.n * oh * ow);
+            check(&format!("backward_params bias {what}"), &gb.unwrap(), &want_bias, case.n * oh * ow);
+            let (gw, gb) = conv2d_backward_params(&x, &gy, &case.wt(), case.g(), false).unwrap();
+            assert!(gb.is_none(), "{what}: a bias gradient without a bias");
+            check(&format!("backward_params weight alone {what}"), &gw, &want, case.n * oh * ow);
         }
     }
 }

@@ -161,12 +161,26 @@ pub fn conv2d_backward_data(gy: &Dual, w: &Dual, x_shape: &[usize], g: Conv2dGeo
     Ok(Dual { primal, tangent: add_tangents(first, second)? })
 }
 
-/// The weight cotangent of a convolution, bilinear in `(x, gy)`.
-pub fn conv2d_backward_weight(x: &Dual, gy: &Dual, w_shape: &[usize], g: Conv2dGeometry) -> Result<Dual> {
-    let primal = conv::conv2d_backward_weight(&x.primal, &gy.primal, w_shape, g)?;
+/// The weight cotangent of a convolution, bilinear in `(x, gy)`, and with `bias` the bias
+/// cotangent, linear in `gy` (each product of `gy` fused as [`conv::conv2d_backward_params`]).
+pub fn conv2d_backward_params(
+    x: &Dual,
+    gy: &Dual,
+    w_shape: &[usize],
+    g: Conv2dGeometry,
+    bias: bool,
+) -> Result<(Dual, Option<Dual>)> {
+    let (dw, db) = conv::conv2d_backward_params(&x.primal, &gy.primal, w_shape, g, bias)?;
     let first = x.tangent.as_ref().map(|t| conv::conv2d_backward_weight(t, &gy.primal, w_shape, g)).transpose()?;
-    let second = gy.tangent.as_ref().map(|t| conv::conv2d_backward_weight(&x.primal, t, w_shape, g)).transpose()?;
-    Ok(Dual { primal, tangent: add_tangents(first, second)? })
+    let (second, db_tangent) = match &gy.tangent {
+        Some(t) => {
+            let (dw_t, db_t) = conv::conv2d_backward_params(&x.primal, t, w_shape, g, bias)?;
+            (Some(dw_t), db_t)
+        }
+        None => (None, None),
+    };
+    let weight = Dual { primal: dw, tangent: add_tangents(first, second)? };
+    Ok((weight, db.map(|primal| Dual { primal, tangent: db_tangent })))
 }
 
 /// The bias cotangent of a convolution (linear in `gy`).

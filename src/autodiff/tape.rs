@@ -284,14 +284,14 @@ impl Tape {
                 }
                 Op::Conv2d { x, w, b, geometry, relu } => {
                     let gz = if *relu && !masked[i] { dual::relu_backward(&g, &node.value.primal)? } else { g };
+                    let b = b.filter(|b| self.needs(*b));
                     if self.needs(*w) {
                         let w_shape = self.nodes[w.0].value.primal.shape().to_vec();
-                        contributions.push((*w, dual::conv2d_backward_weight(&val(*x), &gz, &w_shape, *geometry)?));
-                    }
-                    if let Some(b) = b {
-                        if self.needs(*b) {
-                            contributions.push((*b, dual::conv2d_backward_bias(&gz)?));
-                        }
+                        let (gw, gb) = dual::conv2d_backward_params(&val(*x), &gz, &w_shape, *geometry, b.is_some())?;
+                        contributions.push((*w, gw));
+                        contributions.extend(b.zip(gb));
+                    } else if let Some(b) = b {
+                        contributions.push((b, dual::conv2d_backward_bias(&gz)?));
                     }
                     if self.needs(*x) {
                         let x_shape = self.nodes[x.0].value.primal.shape().to_vec();

@@ -6,7 +6,7 @@
 use super::{buf, forward_flags, forward_inputs, forward_outputs, params, sum_splits, target_invocations};
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
-use crate::kernels::STAGED_WG;
+use crate::kernels::{FLAG_BIAS, STAGED_WG};
 use crate::reference::conv::ConvShape;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -55,14 +55,16 @@ pub(super) fn forward(
 }
 
 /// The weight gradient `[O, C, KH, KW]` from `x` and `gy`: blocks of the `O × C KH KW` product
-/// times splits of the pixels, enough workgroups in all to fill the GPU, then one summing pass.
+/// times splits of the pixels, enough workgroups in all to fill the GPU, then one summing pass;
+/// with `bias`, the bias gradient `[O]` too, summed from the staged `gy` blocks.
 pub(super) fn backward_weight(
     ctx: &Arc<GpuContext>,
     op: &'static str,
     s: &ConvShape,
     x: &Tensor,
     gy: &Tensor,
-) -> Result<Tensor> {
+    bias: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
     let q = s.c * s.kh * s.kw;
     let pixels = s.n * s.oh * s.ow;
     let blocks = q.div_ceil(BLOCK) * s.o.div_ceil(BLOCK);
@@ -73,13 +75,19 @@ pub(super) fn backward_weight(
     let splits = pixels.div_ceil(per_split.max(1)).max(1);
     let shape = if splits == 1 { s.w_shape().to_vec() } else { vec![splits, s.o * q] };
     let out = Tensor::gpu_uninit(ctx, op, &shape)?;
-    let p = params(s, 0, 0, pixels, splits, per_split);
+    let bias_out = if bias { Some(Tensor::gpu_uninit(ctx, op, &[splits, s.o])?) } else { None };
+    let p = params(s, if bias { FLAG_BIAS } else { 0 }, 0, pixels, splits, per_split);
     let groups = grid(q.div_ceil(BLOCK), s.o.div_ceil(BLOCK), splits)?;
     let key = KernelKey::new("conv2d_igemm", "conv_igemm_bwd_weight");
-    ctx.dispatch(op, &key, &p, &[buf(x), buf(gy)], &[buf(&out)], groups)?;
-    if splits == 1 {
-        Ok(out)
-    } else {
-        sum_splits(ctx, op, s, &out, splits, &s.w_shape())
-    }
+    let mut outputs = vec![buf(&out)];
+    outputs.extend(bias_out.as_ref().map(buf));
+    ctx.dispatch(op, &key, &p, &[buf(x), buf(gy)], &outputs, groups)?;
+    let summed = |partials: Tensor, shape: &[usize]| {
+        if splits == 1 {
+            partials.reshape(shape)
+        } else {
+            sum_splits(ctx, op, s, &partials, splits, shape)
+        }
+    };
+    Ok((summed(out, &s.w_shape())?, bias_out.map(|b| summed(b, &[s.o])).transpose()?))
 }

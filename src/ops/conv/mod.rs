@@ -330,12 +330,39 @@ pub fn conv2d_backward_weight(x: &Tensor, gy: &Tensor, w_shape: &[usize], g: Con
             &s.w_shape(),
             host_impl!(dev, conv::conv2d_backward_weight)(&s, x.host().unwrap(), gy.host().unwrap()),
         )),
-        Device::Gpu(ctx) if implicit_gemm(&ctx, &s) => igemm::backward_weight(&ctx, OP, &s, x, gy),
+        Device::Gpu(ctx) if implicit_gemm(&ctx, &s) => Ok(igemm::backward_weight(&ctx, OP, &s, x, gy, false)?.0),
         Device::Gpu(ctx) if lowering(&ctx, &s).is_some() => {
             let l = lowering(&ctx, &s).expect("checked");
             lowered_backward_weight(&ctx, OP, &s, &l, x, gy)
         }
         Device::Gpu(ctx) => direct::backward_weight(&ctx, OP, &s, x, gy),
+    }
+}
+
+/// Gradients of a convolution with respect to its weights and, with `bias`, its bias:
+/// [`conv2d_backward_weight`] and [`conv2d_backward_bias`] in one call, counted as those two.
+/// On hardware GPUs the split-K weight gradient sums the bias gradient from the `gy` blocks it
+/// stages anyway (one read of `gy` fewer); elsewhere it runs the two ops.
+pub fn conv2d_backward_params(
+    x: &Tensor,
+    gy: &Tensor,
+    w_shape: &[usize],
+    g: Conv2dGeometry,
+    bias: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    const OP: &str = "conv2d_backward_params";
+    let s = conv_shape(OP, x.shape(), w_shape, g)?;
+    check_gy(OP, gy, &s)?;
+    match common_device(OP, &[x, gy])? {
+        Device::Gpu(ctx) if bias && implicit_gemm(&ctx, &s) => {
+            count_products(&s, 1);
+            cost::per_element(gy.numel(), 1);
+            igemm::backward_weight(&ctx, OP, &s, x, gy, true)
+        }
+        _ => {
+            let dw = conv2d_backward_weight(x, gy, w_shape, g)?;
+            Ok((dw, if bias { Some(conv2d_backward_bias(gy)?) } else { None }))
+        }
     }
 }
 
