@@ -25,9 +25,11 @@ const TM: u32 = 4u;
 const BK: u32 = 16u;
 const BM: u32 = 16u * TM;
 
-@group(0) @binding(1) var<storage, read> x: array<f32>;
+// Operand: f32, or f16 in the family conv2d_igemm_f16 (kernels/include/operand_*.wgsl), which
+// converts each element of x and w to f32 exactly as it is staged (its forward only).
+@group(0) @binding(1) var<storage, read> x: array<Operand>;
 // The weights; in conv_igemm_bwd_weight, the output gradient gy [N, O, OH, OW].
-@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<Operand>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
 @group(0) @binding(4) var<storage, read> dx: array<f32>;
 @group(0) @binding(5) var<storage, read> dw: array<f32>;
@@ -81,7 +83,7 @@ fn forward(wid: vec3<u32>, lid: vec3<u32>, jvp: bool) {
             var v = 0.0;
             var dv = 0.0;
             if (row0 + i < p.o && qa < q_len) {
-                v = w[(row0 + i) * q_len + qa];
+                v = f32(w[(row0 + i) * q_len + qa]);
                 if (jvp) { dv = dw[(row0 + i) * q_len + qa]; }
             }
             As[(e % BK) * BM + i] = v;
@@ -93,7 +95,7 @@ fn forward(wid: vec3<u32>, lid: vec3<u32>, jvp: bool) {
             if (col0 + j < p.total && qb < q_len) {
                 let at = patch_index(qb, col0 + j);
                 if (at >= 0) {
-                    xv = x[at];
+                    xv = f32(x[at]);
                     if (has_dx) { dxv = dx[at]; }
                 }
             }
@@ -183,10 +185,10 @@ fn conv_igemm_bwd_weight(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_i
             var g = 0.0;
             var xv = 0.0;
             if (pix < last) {
-                if (row0 + i < p.o) { g = w[output_index(row0 + i, pix)]; }
+                if (row0 + i < p.o) { g = f32(w[output_index(row0 + i, pix)]); }
                 if (col0 + j < q_len) {
                     let at = patch_index(col0 + j, pix);
-                    if (at >= 0) { xv = x[at]; }
+                    if (at >= 0) { xv = f32(x[at]); }
                 }
             }
             As[(e % BK) * BM + i] = g;

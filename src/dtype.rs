@@ -1,6 +1,8 @@
 //! The element types a tensor's storage may hold.
 
+use crate::error::{Error, Result};
 use std::fmt;
+use std::str::FromStr;
 
 /// The element type of a tensor's storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -29,6 +31,37 @@ impl fmt::Display for DType {
         f.write_str(match self {
             DType::F32 => "f32",
             DType::F16 => "f16",
+        })
+    }
+}
+
+/// The storage precision of inference (`geopath eval --precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Convolution and dense weights and their inputs in f16 storage, f32 accumulation
+    /// ([`crate::nn::network::HalfParams`]): GPU adapters with `SHADER_F16`.
+    F16,
+}
+
+impl FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Precision> {
+        match s {
+            "f32" => Ok(Precision::F32),
+            "f16" => Ok(Precision::F16),
+            other => Err(Error::Invalid(format!("unknown precision {other:?} (f32 or f16)"))),
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::F16 => "f16",
         })
     }
 }

@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use geopath::bench::{self, BenchResult};
 use geopath::data::split::SPLIT_KEY;
 use geopath::data::{self, DatasetName, Split, SplitRecord};
+use geopath::dtype::Precision;
 use geopath::gpu::ContextOptions;
 use geopath::optim::OptimizerKind;
 use geopath::train::{self, json_str, Recipe, TrainArgs};
@@ -288,6 +289,10 @@ enum Command {
         /// Folder holding the data set files.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Storage precision: f32, or f16 (convolution and dense weights and their inputs in
+        /// f16, f32 accumulation; GPU adapters with SHADER_F16).
+        #[arg(long, default_value = "f32")]
+        precision: String,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -667,7 +672,14 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
             }
             println!("(wrote {})", out.display());
         }
-        Command::Eval { checkpoint, dataset, data_dir, json } => {
+        Command::Eval { checkpoint, dataset, data_dir, precision, json } => {
+            let precision: Precision = precision.parse()?;
+            if precision == Precision::F16 && !geopath::ops::cast::holds_f16(&device) {
+                return Err(geopath::Error::Invalid(format!(
+                    "--precision f16 needs a GPU adapter with SHADER_F16 (`geopath info` lists the features); the {} device holds f32 only",
+                    device.name()
+                )));
+            }
             let (net, params, ckpt) = train::load_checkpoint(&checkpoint, &device)?;
             let name = match dataset {
                 Some(d) => d,
@@ -692,13 +704,13 @@ fn run_command(cli: Cli) -> geopath::Result<()> {
                     test.classes
                 )));
             }
-            let acc = train::evaluate(&net, &params, &test, test.len(), &device)?;
+            let acc = train::evaluate_at(&net, &params, &test, test.len(), precision, &device)?;
             if json {
-                println!("{{\"checkpoint\": {}, \"model\": {}, \"dataset\": {}, \"test_accuracy\": {acc:.6}, \"examples\": {}}}",
+                println!("{{\"checkpoint\": {}, \"model\": {}, \"dataset\": {}, \"precision\": \"{precision}\", \"test_accuracy\": {acc:.6}, \"examples\": {}}}",
                     json_str(&checkpoint.display().to_string()), json_str(&net.spec.name), json_str(&dataset.to_string()), test.len());
             } else {
                 println!(
-                    "{}: {} on {dataset} test: accuracy {:.2}% ({} examples)",
+                    "{}: {} on {dataset} test ({precision}): accuracy {:.2}% ({} examples)",
                     checkpoint.display(),
                     net.spec.name,
                     100.0 * acc,

@@ -5,6 +5,7 @@ use crate::checkpoint::Checkpoint;
 use crate::data::split::SPLIT_KEY;
 use crate::data::{self, Dataset, DatasetName, Split};
 use crate::device::Device;
+use crate::dtype::Precision;
 use crate::error::{Error, Result};
 use crate::nn::network::Network;
 use crate::nn::spec::{self, Spec};
@@ -132,6 +133,19 @@ pub fn evaluate(net: &Network, params: &Tensor, data: &Dataset, limit: usize, de
     evaluate_among(net, params, data, limit, None, device)
 }
 
+/// [`evaluate`] at a storage `precision` (f16: [`Network::logits_f16`], GPU adapters with
+/// `SHADER_F16` only).
+pub fn evaluate_at(
+    net: &Network,
+    params: &Tensor,
+    data: &Dataset,
+    limit: usize,
+    precision: Precision,
+    device: &Device,
+) -> Result<f64> {
+    accuracy(net, params, data, limit, None, precision, device)
+}
+
 /// [`evaluate`] with each prediction, when `classes` is given, the most likely of those classes
 /// only (the task-incremental scenario of continual learning). The predictions of all batches
 /// are read back once, at the end.
@@ -143,7 +157,24 @@ pub fn evaluate_among(
     classes: Option<&[u32]>,
     device: &Device,
 ) -> Result<f64> {
+    accuracy(net, params, data, limit, classes, Precision::F32, device)
+}
+
+/// [`evaluate_among`] at a storage precision.
+fn accuracy(
+    net: &Network,
+    params: &Tensor,
+    data: &Dataset,
+    limit: usize,
+    classes: Option<&[u32]>,
+    precision: Precision,
+    device: &Device,
+) -> Result<f64> {
     net.set_train(false);
+    let half = match precision {
+        Precision::F32 => None,
+        Precision::F16 => Some(net.half_params(params)?),
+    };
     let n = data.len().min(limit);
     // Logit offsets that rule out the classes outside `classes`.
     let restrict = match classes {
@@ -168,7 +199,10 @@ pub fn evaluate_among(
             &[chunk.len(), data.channels, data.height, data.width],
             std::mem::take(&mut images),
         )?;
-        let mut z = autodiff::forward(net, params, &x)?;
+        let mut z = match &half {
+            Some(half) => net.logits_f16(half, &x)?,
+            None => autodiff::forward(net, params, &x)?,
+        };
         if let Some(offsets) = &restrict {
             z = ew::add_bias(&z, offsets, false)?;
         }

@@ -323,7 +323,7 @@ fn check_dtypes(
         if view.dtype != wanted {
             return Err(Error::Invalid(format!(
                 "{op}: does not take {} tensors (binding {binding} of kernels/{}.wgsl holds {wanted}; \
-                 f16 storage is read by matmul only)",
+                 f16 storage is read by the matrix products and the forward convolution only)",
                 view.dtype, family.name
             )));
         }

@@ -51,9 +51,10 @@ const MATMUL_JVP_TILE: Include = include_wgsl!("matmul_jvp_tile");
 const CHANNEL_SUMS: Include = include_wgsl!("channel_sums");
 /// Subgroup broadcasts of the lane-sharing kernels.
 const LANE_SHARE: Include = include_wgsl!("lane_share");
-/// `Operand = f32`: the storage type of `matmul_wg.wgsl`'s operands.
+/// `Operand = f32`: the storage type of the operands of `matmul_wg.wgsl` and `conv2d_igemm.wgsl`.
 const OPERAND_F32: Include = include_wgsl!("operand_f32");
-/// `Operand = f16` (with `enable f16;`): the same kernel on f16 operands (`matmul_wg_f16`).
+/// `Operand = f16` (with `enable f16;`): the same kernels on f16 operands (`matmul_wg_f16`,
+/// `conv2d_igemm_f16`).
 const OPERAND_F16: Include = include_wgsl!("operand_f16");
 
 /// One family: `kernels/<name>.wgsl` after `includes`, its entry points grouped by size;
@@ -124,8 +125,10 @@ pub static FAMILIES: &[Family] = &[
         ["gemm_fwd8", "gemm_fwd16", "gemm_bwd_weight8", "gemm_bwd_weight16"] => LANES),
     family!("conv2d_im2col", ConvLowerParams, reads 2, writes 2, checked, includes [INDEX, PATCH_COLUMNS],
         ["lower_im2col"] => LANES),
-    family!("conv2d_igemm", ConvParams, reads 6, writes 2, checked, includes [],
+    family!("conv2d_igemm", ConvParams, reads 6, writes 2, checked, includes [OPERAND_F32],
         ["conv_igemm_fwd", "conv_igemm_jvp", "conv_igemm_bwd_weight"] => STAGED),
+    family!("conv2d_igemm_f16", file "conv2d_igemm", ConvParams, reads 6, writes 2, checked, half [1, 2],
+        includes [OPERAND_F16], ["conv_igemm_fwd"] => STAGED),
     family!("pool", PoolParams, reads 3, writes 3, checked, includes [INDEX],
         ["maxpool2d_fwd", "maxpool2d_jvp", "maxpool2d_bwd"] => LANES),
     family!("reduce", ReduceParams, reads 2, writes 2, checked, includes [INDEX],

@@ -4,6 +4,7 @@
 //! product of the output gradient by the patches over the long `N OH OW` reduction.
 
 use super::{buf, forward_flags, forward_inputs, forward_outputs, params, sum_splits, target_invocations};
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
 use crate::kernels::{FLAG_BIAS, STAGED_WG};
@@ -29,7 +30,8 @@ fn grid(x: usize, y: usize, z: usize) -> Result<[u32; 3]> {
     Ok([count(x)?, count(y)?, count(z)?])
 }
 
-/// `act(conv(x, w) + bias)`, and with `tangent = (dx, dw, dbias)` its JVP, into fresh outputs.
+/// `act(conv(x, w) + bias)`, and with `tangent = (dx, dw, dbias)` its JVP, into fresh outputs;
+/// without a tangent `x` and `w` may be in f16 storage (`conv2d_igemm_f16`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn forward(
     ctx: &Arc<GpuContext>,
@@ -48,9 +50,11 @@ pub(super) fn forward(
     outputs.extend(dy.as_ref().map(buf));
     let pixels = s.n * s.oh * s.ow;
     let entry = if tangent.is_some() { "conv_igemm_jvp" } else { "conv_igemm_fwd" };
+    // f16 operands (the forward only; the dispatch refuses f16 in any other binding).
+    let family = if tangent.is_none() && x.dtype() == DType::F16 { "conv2d_igemm_f16" } else { "conv2d_igemm" };
     let p = params(s, flags, 0, pixels, 1, 0);
     let groups = grid(pixels.div_ceil(BLOCK), s.o.div_ceil(BLOCK), 1)?;
-    ctx.dispatch(op, &KernelKey::new("conv2d_igemm", entry), &p, &inputs, &outputs, groups)?;
+    ctx.dispatch(op, &KernelKey::new(family, entry), &p, &inputs, &outputs, groups)?;
     Ok((y, dy))
 }
 

@@ -33,9 +33,11 @@ mod direct;
 mod igemm;
 mod lowered;
 
+use super::cast::f16_context;
 use super::{buf, common_device, groups_1d, host_impl};
 use crate::cost;
 use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
 use crate::kernels::{u32_of, ConvParams, FLAG_BIAS, FLAG_HAS_DX, FLAG_RELU, LANE_WG};
@@ -164,7 +166,11 @@ fn forward_inputs<'t>(
     bias: Option<&'t Tensor>,
     tangent: Option<(Option<&'t Tensor>, &'t Tensor, Option<&'t Tensor>)>,
 ) -> Vec<crate::gpu::BufferView<'t>> {
-    let mut inputs = vec![buf(x), buf(w), bias.map_or(buf(x), buf)];
+    let mut inputs = vec![buf(x), buf(w)];
+    // Without a bias or tangent the dispatch binds its placeholders (x may be f16 then).
+    if bias.is_some() || tangent.is_some() {
+        inputs.push(bias.map_or(buf(x), buf));
+    }
     if let Some((dx, dw, dbias)) = tangent {
         inputs.extend([dx.map_or(buf(x), buf), buf(dw), dbias.map_or(buf(x), buf)]);
     }
@@ -194,7 +200,9 @@ fn gpu_forward(
 
 /// `act(conv(x, w) + bias)` for `x` `[N, C, H, W]` and `w` `[O, C, KH, KW]`: the output is
 /// `[N, O, OH, OW]` with `OH = (H + 2 pad - KH) / stride + 1`; `bias` is `[O]`, `relu` fuses
-/// a ReLU.
+/// a ReLU. With `x` and `w` both in f16 storage (GPU adapters with `SHADER_F16`) it runs the
+/// implicit GEMM on f16 operands with f32 accumulation, on every adapter class, into an f32
+/// output (`bias` f32).
 pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2dGeometry, relu: bool) -> Result<Tensor> {
     const OP: &str = "conv2d";
     let s = conv_shape(OP, x.shape(), w.shape(), g)?;
@@ -204,6 +212,20 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2dGeometry, 
     let mut all = vec![x, w];
     all.extend(bias);
     let dev = common_device(OP, &all)?;
+    let half = [x, w].map(|t| t.dtype() == DType::F16);
+    if half != [false, false] {
+        if half != [true, true] {
+            return Err(Error::Invalid(format!(
+                "{OP}: x in {} and w in {}: an f16 convolution needs both in f16 (Tensor::to_f16)",
+                x.dtype(),
+                w.dtype()
+            )));
+        }
+        let ctx = f16_context(OP, &dev)?;
+        count_products(&s, 1);
+        cost::per_element(s.n * s.o * s.oh * s.ow, bias.is_some() as u64 + relu as u64);
+        return Ok(igemm::forward(&ctx, OP, &s, x, w, bias, None, relu)?.0);
+    }
     count_products(&s, 1);
     cost::per_element(s.n * s.o * s.oh * s.ow, bias.is_some() as u64 + relu as u64);
     match dev {

@@ -1,6 +1,10 @@
 //! A network built from a [`Spec`]: layers over one flat parameter vector, with BatchNorm
 //! running statistics as buffers and a train/eval mode.
 
+mod half;
+
+pub use half::HalfParams;
+
 use super::spec::{LayerSpec, Spec};
 use crate::autodiff::dual::RunningStats;
 use crate::autodiff::{Model, Tape, Var};

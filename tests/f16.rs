@@ -1,10 +1,16 @@
 //! f16 storage on the GPU: the cast against `half`'s rounding, the f16 matrix products (every
 //! layout and epilogue) against a host reference computed in f64 from the f16-rounded inputs,
-//! and the refusals. The GPU checks run on the native adapter and on the device taking the
-//! hardware variants ([`test_devices`]); the f16 kernel is the same for both.
+//! the f16 convolution against the f32 reference on f16-rounded inputs, mixed-precision
+//! inference of whole networks against f32 inference, and the refusals. The GPU checks run on
+//! the native adapter and on the device taking the hardware variants ([`test_devices`]); the
+//! f16 kernels are the same for both.
 
 mod common;
 use common::*;
+use geopath::autodiff;
+use geopath::nn::network::Network;
+use geopath::nn::spec;
+use geopath::ops::conv::{conv2d, conv2d_backward_weight, Conv2dGeometry};
 use geopath::ops::elementwise::scale;
 use geopath::ops::matmul::{linear_param_grads, matmul, matmul_ex, MatmulOpts};
 use geopath::{DType, Device, Tensor};
@@ -167,4 +173,120 @@ fn to_f16_is_refused_on_host_devices() {
         let x = Tensor::from_vec(&dev, &[2], vec![1.0, 2.0]).unwrap();
         refused(x.to_f16(), "to_f16 on a host device", "SHADER_F16");
     }
+}
+
+/// `[n, c, h, w]`, `[o, c, k, k]`, stride, pad of the f16 convolution checks.
+const CONV_CASES: &[([usize; 4], [usize; 4], usize, usize)] = &[
+    ([2, 3, 7, 7], [5, 3, 3, 3], 1, 1),
+    ([2, 3, 9, 8], [4, 3, 5, 5], 2, 2),
+    ([3, 16, 8, 8], [24, 16, 3, 3], 1, 1),
+    ([1, 5, 6, 6], [7, 5, 1, 1], 1, 0),
+    ([4, 64, 4, 4], [70, 64, 3, 3], 1, 1),
+];
+
+#[test]
+fn f16_convolution_matches_the_f32_reference_on_rounded_inputs() {
+    let mut rng = Rng::new(11);
+    for &(xs, ws, stride, pad) in CONV_CASES {
+        let g = Conv2dGeometry { stride, pad };
+        let x = round(&rng.vec(xs.iter().product()));
+        let w = round(&rng.vec(ws.iter().product()));
+        let b = rng.vec(ws[0]);
+        let t = |dev: &Device, s: &[usize], v: &[f32]| Tensor::from_vec(dev, s, v.to_vec()).unwrap();
+        let r = Device::Reference;
+        for dev in f16_devices() {
+            for (bias, relu) in [(true, true), (false, false)] {
+                let want =
+                    conv2d(&t(&r, &xs, &x), &t(&r, &ws, &w), bias.then(|| t(&r, &[ws[0]], &b)).as_ref(), g, relu);
+                let (x16, w16) = (t(&dev, &xs, &x).to_f16().unwrap(), t(&dev, &ws, &w).to_f16().unwrap());
+                let bd = t(&dev, &[ws[0]], &b);
+                let got = conv2d(&x16, &w16, bias.then_some(&bd), g, relu).unwrap();
+                assert_eq!(got.dtype(), DType::F32);
+                // Only the order of the f32 accumulation differs from the reference.
+                let len = (ws[1] * ws[2] * ws[3]) as f32;
+                let what = format!("{} conv f16 {xs:?} {ws:?} s{stride} p{pad} bias={bias} relu={relu}", dev.name());
+                assert_close(&what, &got.to_vec().unwrap(), &want.unwrap().to_vec().unwrap(), 1e-4, 1e-4 * len.sqrt());
+            }
+        }
+    }
+}
+
+#[test]
+fn f16_convolutions_refuse_mixed_operands_and_the_other_conv_ops() {
+    for dev in f16_devices() {
+        let x = Tensor::from_vec(&dev, &[1, 2, 5, 5], vec![0.5; 50]).unwrap();
+        let w = Tensor::from_vec(&dev, &[3, 2, 3, 3], vec![0.25; 54]).unwrap();
+        let g = Conv2dGeometry { stride: 1, pad: 1 };
+        let e = conv2d(&x.to_f16().unwrap(), &w, None, g, false).unwrap_err().to_string();
+        assert!(e.contains("both in f16"), "{e}");
+        let gy = Tensor::from_vec(&dev, &[1, 3, 5, 5], vec![1.0; 75]).unwrap();
+        let e = conv2d_backward_weight(&x.to_f16().unwrap(), &gy, w.shape(), g).unwrap_err().to_string();
+        assert!(e.contains("f16"), "{e}");
+    }
+}
+
+/// A small conv net with BatchNorm, pooling and a dense classifier, for 3 x 12 x 12 inputs.
+const SMALL_CNN: &str = "name small-cnn\nconv 8 3 pad=1\nbatchnorm\nrelu\nmaxpool 2\nconv 16 3 pad=1\nrelu\nmaxpool 2\nflatten\nlinear 32\nrelu\nlinear classes\n";
+
+/// Largest `|f16 logit - f32 logit|` over `max(1, max |f32 logit|)` for `spec` on a random
+/// batch, with random BatchNorm running statistics.
+fn f16_logit_error(dev: &Device, spec_text: &str, input: [usize; 3], seed: u64) -> f32 {
+    let spec = spec::parse(spec_text, "test", "net").unwrap();
+    let mut rng = Rng::new(seed);
+    let x: Vec<f32> = rng.vec(8 * input.iter().product::<usize>());
+    let logits = |d: &Device, half: bool| {
+        let net = Network::new(&spec, input, 10, d).unwrap();
+        let buffers: Vec<(String, Vec<f32>)> = net
+            .buffers()
+            .unwrap()
+            .into_iter()
+            .map(|(name, v)| {
+                let mut r = Rng::new(seed + 1);
+                let v = if name.ends_with("var") {
+                    v.iter().map(|_| 0.5 + r.uniform().abs()).collect()
+                } else {
+                    r.vec(v.len())
+                };
+                (name, v)
+            })
+            .collect();
+        net.set_buffers(&buffers).unwrap();
+        net.set_train(false);
+        let params = net.init_params(seed).unwrap();
+        let xt = Tensor::from_vec(d, &[8, input[0], input[1], input[2]], x.clone()).unwrap();
+        let z = if half {
+            net.logits_f16(&net.half_params(&params).unwrap(), &xt).unwrap()
+        } else {
+            autodiff::forward(&net, &params, &xt).unwrap()
+        };
+        z.to_vec().unwrap()
+    };
+    let (want, got) = (logits(&Device::Reference, false), logits(dev, true));
+    assert_eq!(want.len(), got.len());
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    got.iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max) / scale
+}
+
+/// Mixed-precision inference against f32 inference of the same network: stated tolerance
+/// 5e-3 of the logits' scale (f16 keeps 11 significant bits, a relative rounding of up to
+/// 2^-11 ≈ 4.9e-4 per stored value; lavapipe measured 3.6e-4 for LeNet-300-100 and 5.5e-4 for
+/// the small CNN).
+#[test]
+fn f16_inference_matches_f32_inference_within_its_tolerance() {
+    for dev in f16_devices() {
+        let mlp = f16_logit_error(&dev, include_str!("../models/lenet-300-100.txt"), [1, 28, 28], 5);
+        let cnn = f16_logit_error(&dev, SMALL_CNN, [3, 12, 12], 6);
+        eprintln!("{}: f16 logit error: lenet-300-100 {mlp:.2e}, small cnn {cnn:.2e}", dev.name());
+        assert!(mlp <= 5e-3 && cnn <= 5e-3, "{}: lenet {mlp:e}, cnn {cnn:e}", dev.name());
+        assert!(mlp > 0.0 && cnn > 0.0, "f16 inference equal to f32 to the bit: was f16 used?");
+    }
+}
+
+#[test]
+fn f16_inference_is_refused_off_a_gpu_with_shader_f16() {
+    let spec = spec::parse(SMALL_CNN, "test", "net").unwrap();
+    let net = Network::new(&spec, [3, 12, 12], 10, &Device::Cpu).unwrap();
+    let params = net.init_params(0).unwrap();
+    let e = net.half_params(&params).err().expect("f16 on the CPU device").to_string();
+    assert!(e.contains("SHADER_F16"), "{e}");
 }
