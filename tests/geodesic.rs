@@ -685,3 +685,24 @@ fn penalty_step_at_the_start_follows_the_task_gradient() {
         assert!((r.model_value as f64 + eta as f64 * 0.1 * gn).abs() <= 1e-5 * eta as f64 * 0.1 * gn);
     }
 }
+
+/// Steihaug–Toint CG reads scalars back to the host twice per iteration on a GPU (the dots
+/// needed at the same point in one wait; before, five), whatever the number of iterations.
+#[test]
+fn cg_iterations_wait_on_the_gpu_at_most_twice_each() {
+    let Some(Device::Gpu(ctx)) = wgpu_device() else { return };
+    let dev = Device::Gpu(ctx.clone());
+    let n = 1000;
+    // A diagonal G with many distinct eigenvalues: CG runs its full iteration count.
+    let diag = t(&dev, &(0..n).map(|i| 1.0 + i as f32 / 7.0).collect::<Vec<_>>());
+    let g = t(&dev, &(0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect::<Vec<_>>());
+    let op = |v: &Tensor| geopath::ops::elementwise::mul(&diag, v);
+    for iterations in [3, 8] {
+        let before = ctx.readbacks();
+        let r = steihaug_cg(&op, &g, 1.0, 1e6, iterations, 1e-12).unwrap();
+        let waits = ctx.readbacks() - before;
+        assert_eq!(r.iterations, iterations);
+        // ‖βg‖² first, two per iteration, the final scalars once.
+        assert!(waits <= 2 * iterations as u64 + 2, "steihaug_cg: {waits} waits for {iterations} iterations");
+    }
+}

@@ -10,7 +10,9 @@
 //! `2 (G + μ I) θ = −β g, μ ≥ 0, μ (‖θ‖ − ε) = 0`.
 //!
 //! Vector updates run on the device of `g` (axpy, axpby, scale); only scalars (dots, norms)
-//! are read back to the host.
+//! are read back to the host, those needed at the same point in one wait
+//! ([`flat::dot_values`]): per CG iteration two waits on a GPU (`pᵀAp`, then `‖x‖²` and `‖r‖²`;
+//! three while a ball bounds the solve), per Steihaug–Toint iteration two.
 
 use crate::autodiff::{backward_flat, record};
 use crate::autodiff::{Dual, Model};
@@ -118,9 +120,13 @@ pub fn steihaug_cg(
     for it in 0..max_iter {
         iterations += 1;
         let gd = apply(apply_g, &d)?;
-        let dbd = 2.0 * flat::dot_value(&d, &gd)? as f64;
-        let dd = flat::dot_value(&d, &d)? as f64;
-        let zd = if it == 0 { 0.0 } else { flat::dot_value(&z, &d)? as f64 };
+        let mut pairs = vec![(&d, &gd), (&d, &d)];
+        if it > 0 {
+            pairs.push((&z, &d));
+        }
+        let v = flat::dot_values(&pairs)?;
+        let (dbd, dd) = (2.0 * v[0] as f64, v[1] as f64);
+        let zd = v.get(2).map_or(0.0, |&zd| zd as f64);
         let alpha = rr / dbd;
         if dbd <= 0.0 || dbd.is_nan() || zz + 2.0 * alpha * zd + alpha * alpha * dd >= eps64 * eps64 {
             let tau = boundary_tau(zz, zd, dd, eps64);
@@ -131,17 +137,17 @@ pub fn steihaug_cg(
         }
         z = flat::axpy(alpha as f32, &d, &z)?;
         r = flat::axpy((2.0 * alpha) as f32, &gd, &r)?;
-        zz = flat::dot_value(&z, &z)? as f64;
-        let rr_new = flat::dot_value(&r, &r)? as f64;
+        let v = flat::dot_values(&[(&z, &z), (&r, &r)])?;
+        zz = v[0] as f64;
+        let rr_new = v[1] as f64;
         if rr_new <= stop {
             break;
         }
         d = ew::axpby(-1.0, &r, (rr_new / rr) as f32, &d)?;
         rr = rr_new;
     }
-    let zz = flat::dot_value(&z, &z)? as f64;
-    let zr = flat::dot_value(&z, &r)? as f64;
-    let cz = flat::dot_value(&c, &z)? as f64;
+    let v = flat::dot_values(&[(&z, &z), (&z, &r), (&c, &z)])?;
+    let (zz, zr, cz) = (v[0] as f64, v[1] as f64, v[2] as f64);
     let multiplier = if boundary && zz > 0.0 { (-zr / (2.0 * zz)).max(0.0) } else { 0.0 };
     Ok(StepReport {
         theta: z,
@@ -205,12 +211,19 @@ fn cg(
         let alpha = rr / pap;
         x = flat::axpy(alpha as f32, &p, &x)?;
         r = flat::axpy(-alpha as f32, &ap, &r)?;
-        xx = flat::dot_value(&x, &x)? as f64;
-        if radius.is_some_and(|e| xx > e * e) {
-            end = CgEnd::LeftBall;
-            break;
-        }
-        let rr_new = flat::dot_value(&r, &r)? as f64;
+        let rr_new = if let Some(e) = radius {
+            // ‖x‖ first: a solve that leaves the ball ends without ‖r‖.
+            xx = flat::dot_value(&x, &x)? as f64;
+            if xx > e * e {
+                end = CgEnd::LeftBall;
+                break;
+            }
+            flat::dot_value(&r, &r)? as f64
+        } else {
+            let v = flat::dot_values(&[(&x, &x), (&r, &r)])?;
+            xx = v[0] as f64;
+            v[1] as f64
+        };
         if rr_new <= stop {
             end = CgEnd::Converged;
             break;
@@ -225,8 +238,8 @@ fn cg(
 /// it lies (within the radius tolerance) just outside.
 fn multiplier_report(s: CgSolve, grad: &Tensor, beta: f32, mu: f64, eps: f64, iterations: usize) -> Result<StepReport> {
     // θᵀGθ = ⟨θ, b⟩ − ⟨θ, r⟩ − μ‖θ‖² with b = −(β/2) g, r = b − (G + μI) θ.
-    let xg = flat::dot_value(&s.x, grad)? as f64;
-    let xr = flat::dot_value(&s.x, &s.r)? as f64;
+    let v = flat::dot_values(&[(&s.x, grad), (&s.x, &s.r)])?;
+    let (xg, xr) = (v[0] as f64, v[1] as f64);
     let xx = s.norm * s.norm;
     let xgx = -0.5 * beta as f64 * xg - xr - mu * xx;
     let (theta, k) = if s.norm > eps { (ew::scale((eps / s.norm) as f32, &s.x)?, eps / s.norm) } else { (s.x, 1.0) };

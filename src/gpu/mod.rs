@@ -76,6 +76,7 @@ pub struct GpuContext {
     uniform_align: usize,
     dummy_read: GpuBuffer,
     dummy_write: GpuBuffer,
+    readbacks: std::sync::atomic::AtomicU64,
 }
 
 impl GpuContext {
@@ -138,6 +139,7 @@ impl GpuContext {
             bind_groups: BindGroupCache::new(uniforms.clone(), MAX_PARAM_BYTES as u64),
             dummy_read: pool.acquire(256),
             dummy_write: pool.acquire(256),
+            readbacks: std::sync::atomic::AtomicU64::new(0),
             pool,
             adapter,
             device,
@@ -255,11 +257,13 @@ impl GpuContext {
         Ok(())
     }
 
-    /// Reads `bytes` bytes from the start of `view` back to the host: the one readback path.
+    /// Reads `bytes` bytes from the start of `view` back to the host: the one readback path
+    /// (each a wait for everything recorded so far; counted by [`GpuContext::readbacks`]).
     pub fn read(&self, view: BufferView, bytes: u64) -> Result<Vec<u8>> {
         if bytes == 0 {
             return Ok(Vec::new());
         }
+        self.readbacks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let size = bytes.div_ceil(4) * 4;
         let staging = self.staging(size);
         let mut copy = |encoder: &mut wgpu::CommandEncoder| {
@@ -295,6 +299,12 @@ impl GpuContext {
         let out = slice.get_mapped_range().map_err(|e| device_err(e.to_string()))?.to_vec();
         staging.unmap();
         Ok(out)
+    }
+
+    /// Readbacks so far on this context (host waits on the GPU; for tests of how often a loop
+    /// waits).
+    pub fn readbacks(&self) -> u64 {
+        self.readbacks.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes currently held by the buffer pool (free and in use).

@@ -1,5 +1,6 @@
 //! Ops over the flat parameter vector `w` (`kernels/flat.wgsl`, plus the elementwise and
-//! reduction kernels): axpy, norms and dots read back to the host, masks, magnitude pruning.
+//! reduction kernels): axpy, norms and dots read back to the host (several in one wait), masks,
+//! magnitude pruning.
 //!
 //! [`magnitude_threshold`] is an exact radix select on the bit patterns of `|x|`, without a
 //! sort: three histogram passes over 11, 11 and 9 bits of the 31-bit key, each counting with
@@ -49,6 +50,17 @@ pub fn norm(x: &Tensor) -> Result<f32> {
 /// [`reduce::dot`]).
 pub fn dot_value(a: &Tensor, b: &Tensor) -> Result<f32> {
     Ok(reduce::dot(a, b)?.to_vec()?[0])
+}
+
+/// `Σ a_i b_i` for each pair (each pair of one shape), read back to the host together: one
+/// wait on a GPU for all of them (counted by [`reduce::dot`]).
+pub fn dot_values(pairs: &[(&Tensor, &Tensor)]) -> Result<Vec<f32>> {
+    let dots = pairs.iter().map(|(a, b)| reduce::dot(a, b)).collect::<Result<Vec<_>>>()?;
+    match dots.as_slice() {
+        [] => Ok(Vec::new()),
+        [one] => one.to_vec(),
+        _ => elementwise::concat(&dots.iter().collect::<Vec<_>>())?.to_vec(),
+    }
 }
 
 /// `x * m` elementwise, for a 0/1 mask `m` of the shape of `x` (counted by
