@@ -173,3 +173,15 @@ fn cifar_style_network_with_batchnorm_trains_and_round_trips_its_running_statist
     let e = copy.set_buffers(&buffers[..1]).unwrap_err().to_string();
     assert!(e.contains("bn0.running_var"), "{e}");
 }
+
+#[test]
+fn default_recipes_follow_the_model_and_data_set() {
+    // Conv nets with BatchNorm on CIFAR: 60 epochs at lr 0.1 with augmentation.
+    let bn = Recipe::default_for("vgg11-bn@0.25", DatasetName::Cifar10);
+    assert_eq!((bn.epochs, bn.lr, bn.augment), (60, 0.1, true));
+    // Without BatchNorm (Garipov's VGG16): 20 epochs at lr 0.05, the rest as above.
+    let plain = Recipe::default_for("vgg16@0.25", DatasetName::Cifar10);
+    assert_eq!((plain.epochs, plain.lr, plain.augment, plain.warmup), (20, 0.05, true, bn.warmup));
+    let lenet = Recipe::default_for("lenet-300-100", DatasetName::Mnist);
+    assert_eq!((lenet.epochs, lenet.augment), (30, false));
+}
