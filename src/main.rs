@@ -74,7 +74,7 @@ enum Command {
     /// Measure kernel and autodiff throughput (all benchmarks but the large ones, and the f16
     /// ones off an f16 GPU, when no NAME is given).
     Bench {
-        /// Benchmarks to run: matmul, matmul-512, matmul-256, matmul-1024-f16 (operands in f16 storage, GPUs with SHADER_F16), matmul-4096, matmul-4096-tn, matmul-4096-nt, matmul-4096-f16, matmul-4096-tn-f16, matmul-4096-nt-f16, conv-layers (every conv layer of --model at --batch: forward, data and weight gradients), mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step, fip-step, fip-penalty-step.
+        /// Benchmarks to run: matmul, matmul-512, matmul-256, matmul-1024-f16 (operands in f16 storage, GPUs with SHADER_F16), matmul-4096, matmul-4096-tn, matmul-4096-nt, matmul-4096-f16, matmul-4096-tn-f16, matmul-4096-nt-f16, conv-layers (every conv layer of --model at --batch: forward, data and weight gradients, and the forward on f16 operands on GPUs with SHADER_F16), mlp-forward, mlp-jvp, mlp-grad, mlp-hvp, mlp-gn, train-step, fip-step, fip-penalty-step.
         names: Vec<String>,
         /// Print one JSON object {"adapter": {...}, "results": [...]}.
         #[arg(long)]

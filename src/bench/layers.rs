@@ -6,6 +6,7 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::nn::spec::{self, LayerSpec};
+use crate::ops::cast::holds_f16;
 use crate::ops::conv::{conv2d, conv2d_backward_data, conv2d_backward_weight, Conv2dGeometry};
 use crate::ops::matmul::{matmul_ex, MatmulOpts};
 
@@ -79,7 +80,8 @@ pub fn conv_layers(model: &str) -> Result<Vec<ConvLayer>> {
 type Pass<'a> = Box<dyn Fn() -> Result<()> + 'a>;
 
 /// Every convolution layer of `model` at `batch`: three results each (`conv-fwd`,
-/// `conv-data`, `conv-weight`), the shape naming the layer.
+/// `conv-data`, `conv-weight`), and `conv-fwd-f16` on adapters with `SHADER_F16`, the shape
+/// naming the layer.
 pub fn conv_layer_benches(device: &Device, model: &str, batch: usize) -> Result<Vec<BenchResult>> {
     let mut out = Vec::new();
     for (i, l) in conv_layers(model)?.iter().enumerate() {
@@ -89,11 +91,16 @@ pub fn conv_layer_benches(device: &Device, model: &str, batch: usize) -> Result<
         let y = conv2d(&x, &wt, None, l.geometry, false)?;
         let gy = seeded(device, y.shape(), 5)?;
         let shape = format!("{model} conv {}: {c}→{} {h}x{w} batch {batch}", i + 1, l.out);
-        let runs: [(&str, Pass<'_>); 3] = [
+        let half = if holds_f16(device) { Some((x.to_f16()?, wt.to_f16()?)) } else { None };
+        let mut runs: Vec<(&str, Pass<'_>)> = vec![
             ("conv-fwd", Box::new(|| conv2d(&x, &wt, None, l.geometry, false).map(drop))),
             ("conv-data", Box::new(|| conv2d_backward_data(&gy, &wt, x.shape(), l.geometry).map(drop))),
             ("conv-weight", Box::new(|| conv2d_backward_weight(&x, &gy, wt.shape(), l.geometry).map(drop))),
         ];
+        // The forward on f16 operands (f32 accumulation) where the adapter holds f16.
+        if let Some((x16, w16)) = &half {
+            runs.push(("conv-fwd-f16", Box::new(move || conv2d(x16, w16, None, l.geometry, false).map(drop))));
+        }
         for (name, run) in runs {
             let m = time_median(
                 device,
