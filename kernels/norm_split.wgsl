@@ -8,8 +8,8 @@
 //    per-element terms over its chunk of the channel, elements [split chunk, (split + 1) chunk),
 //    into the partials o0[(c splits + split) 8 + t] (serial sums per invocation, then a tree in
 //    workgroup memory, as norm.wgsl). The first pass's term 0 is always x.
-// 2. Two-pass statistics: bn_sums again over terms centred on the mean, which every workgroup
-//    first recomputes from the first pass's partials.
+// 2. Two-pass statistics: bn_sums again over terms centred on the mean, which every
+//    invocation first recomputes from the first pass's partials.
 // 3. bn_finish_<op>: one invocation per channel adds the partials, writes the channel's outputs
 //    (mean and invstd, or the parameter gradients) and the channel's affine coefficients:
 //    o0[c COEFFS + ...]: the centres of up to four inputs, then per output four weights and a
@@ -41,13 +41,14 @@ fn partial_at(c: u32, split: u32) -> u32 {
     return (c * p.splits + split) * TERMS;
 }
 
-// The channel's mean of x from the first pass's partials in a4 (term 0 is x).
-fn first_pass_mean(c: u32, lid: u32) -> f32 {
+// The channel's mean of x from the first pass's partials in a4 (term 0 is x), added in the
+// order of first_means so that the finish kernels see the same mean.
+fn first_pass_mean(c: u32) -> f32 {
     var s = 0.0;
-    for (var k = lid; k < p.splits; k += WG) {
+    for (var k = 0u; k < p.splits; k++) {
         s += a4[partial_at(c, k)];
     }
-    return wg_sum(lid, vec4<f32>(s, 0.0, 0.0, 0.0)).x / f32(p.count);
+    return s * (1.0 / f32(p.count));
 }
 
 // Partial sums over one chunk. By kind (inputs; terms):
@@ -98,14 +99,14 @@ fn bn_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             }
         }
         case BN_SUMS_CENTRED: {
-            let mu = first_pass_mean(c, lid);
+            let mu = first_pass_mean(c);
             for (var k = k0; k < k1; k += WG) {
                 let d = a0[at(c, k)] - mu;
                 lo.x += d * d;
             }
         }
         case BN_SUMS_CENTRED_DX: {
-            let mu = first_pass_mean(c, lid);
+            let mu = first_pass_mean(c);
             for (var k = k0; k < k1; k += WG) {
                 let i = at(c, k);
                 let d = a0[i] - mu;
@@ -113,7 +114,7 @@ fn bn_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
             }
         }
         case BN_SUMS_CENTRED_BACKWARD: {
-            let mu = first_pass_mean(c, lid);
+            let mu = first_pass_mean(c);
             for (var k = k0; k < k1; k += WG) {
                 let i = at(c, k);
                 let d = a2[i] - mu;
@@ -123,7 +124,10 @@ fn bn_sums(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_inde
         default: {}
     }
     let t_lo = wg_sum(lid, lo);
-    let t_hi = wg_sum(lid, hi);
+    var t_hi = vec4<f32>(0.0);
+    if (p.kind == BN_SUMS_BACKWARD) {
+        t_hi = wg_sum(lid, hi);
+    }
     if (lid == 0u) {
         let o = partial_at(c, split);
         for (var t = 0u; t < 4u; t++) {

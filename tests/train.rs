@@ -182,6 +182,8 @@ fn default_recipes_follow_the_model_and_data_set() {
     // Without BatchNorm (Garipov's VGG16): 20 epochs at lr 0.05, the rest as above.
     let plain = Recipe::default_for("vgg16@0.25", DatasetName::Cifar10);
     assert_eq!((plain.epochs, plain.lr, plain.augment, plain.warmup), (20, 0.05, true, bn.warmup));
+    // Dense nets on CIFAR keep the BatchNorm nets' recipe.
+    assert_eq!(Recipe::default_for("mlp-2x400", DatasetName::Cifar10).epochs, 60);
     let lenet = Recipe::default_for("lenet-300-100", DatasetName::Mnist);
     assert_eq!((lenet.epochs, lenet.augment), (30, false));
 }

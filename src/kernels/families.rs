@@ -127,8 +127,9 @@ pub static FAMILIES: &[Family] = &[
         ["lower_im2col"] => LANES),
     family!("conv2d_igemm", ConvParams, reads 6, writes 2, checked, includes [OPERAND_F32],
         ["conv_igemm_fwd", "conv_igemm_jvp", "conv_igemm_bwd_weight"] => STAGED),
+    // Every entry point of the file is in the module; the ops dispatch only the forward on f16.
     family!("conv2d_igemm_f16", file "conv2d_igemm", ConvParams, reads 6, writes 2, checked, half [1, 2],
-        includes [OPERAND_F16], ["conv_igemm_fwd"] => STAGED),
+        includes [OPERAND_F16], ["conv_igemm_fwd", "conv_igemm_jvp", "conv_igemm_bwd_weight"] => STAGED),
     family!("pool", PoolParams, reads 3, writes 3, checked, includes [INDEX],
         ["maxpool2d_fwd", "maxpool2d_jvp", "maxpool2d_bwd"] => LANES),
     family!("reduce", ReduceParams, reads 2, writes 2, checked, includes [INDEX],

@@ -346,8 +346,8 @@ pub fn batchnorm_backward(
 
 /// Training-mode forward mode `(y, dy)` along tangents `dx`, `dgamma`, `dbeta`, the batch
 /// statistics differentiated too: `dxh = s (dx - mean(dx) - xh mean(xh dx))`,
-/// `dy = dgamma xh + gamma dxh + dbeta`. One dispatch (one workgroup per channel: two
-/// reduction passes, then `y` and `dy` together) on a GPU.
+/// `dy = dgamma xh + gamma dxh + dbeta`. On a GPU one dispatch (one workgroup per channel: two
+/// reduction passes, then `y` and `dy` together), or four where [`BnVariant`] splits channels.
 #[allow(clippy::too_many_arguments)]
 pub fn batchnorm_jvp(
     x: &Tensor,

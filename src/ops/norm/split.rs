@@ -57,7 +57,8 @@ impl BnVariant {
         let wanted = TARGET_WORKGROUPS.div_ceil(s.c.max(1));
         let chunk = count.div_ceil(wanted).max(wg).next_multiple_of(wg);
         let splits = count.div_ceil(chunk);
-        if splits <= 1 || splits > 65_535 || s.c > 65_535 {
+        // At most TARGET_WORKGROUPS splits; the channels index workgroups along y.
+        if splits <= 1 || s.c > 65_535 {
             BnVariant::PerChannel
         } else {
             BnVariant::Split(SplitPlan { splits, chunk })
@@ -77,7 +78,7 @@ fn split_params(s: &BnShape, plan: &SplitPlan, eps: f32, kind: u32, inputs: u32,
     }
 }
 
-/// Partial sums of kind `kind` over `data` (up to four tensors; `centre` the fourth input slot
+/// Partial sums of kind `kind` over `data` (up to four tensors; `centre` the fifth input slot
 /// `a4`: a per-channel centre or the first pass's partials), `[C, splits, 8]`.
 fn sums(
     ctx: &Arc<GpuContext>,
