@@ -1,9 +1,9 @@
-// Batch normalisation over NCHW, or [N, C] with hw = 1. Bindings: a0..a5 (read), o0..o2
-// (read_write); each entry point lists what it binds.
+// Batch normalisation over NCHW, or [N, C] with hw = 1. Bindings (include/batchnorm.wgsl):
+// a0..a5 (read), o0..o2 (read_write); each entry point lists what it binds.
 //
 // Channel entry points (bn_train, bn_jvp, bn_backward, bn_backward_jvp, bn_eval_backward): one
 // workgroup per channel c = wid.x + wid.y * nwg.x. The channel's count = n * hw elements are
-// numbered k = nn * hw + j (sample nn, pixel j; `at` of include/channel_sums.wgsl gives the
+// numbered k = nn * hw + j (sample nn, pixel j; `at` of include/batchnorm.wgsl gives the
 // flat index); invocation lid owns k = lid, lid + WG, ... and accumulates its sums serially,
 // then the workgroup adds its WG partials in a tree in workgroup memory (wg_sum, four sums at a
 // time). norm_split.wgsl spreads each channel over several workgroups instead (hardware GPUs).
@@ -18,16 +18,6 @@
 // Invocations per workgroup of the channel entry points, a power of two (the host specialises it
 // to 64 or 256 by channel length).
 const WG: u32 = 256u;
-
-@group(0) @binding(1) var<storage, read> a0: array<f32>;
-@group(0) @binding(2) var<storage, read> a1: array<f32>;
-@group(0) @binding(3) var<storage, read> a2: array<f32>;
-@group(0) @binding(4) var<storage, read> a3: array<f32>;
-@group(0) @binding(5) var<storage, read> a4: array<f32>;
-@group(0) @binding(6) var<storage, read> a5: array<f32>;
-@group(0) @binding(7) var<storage, read_write> o0: array<f32>;
-@group(0) @binding(8) var<storage, read_write> o1: array<f32>;
-@group(0) @binding(9) var<storage, read_write> o2: array<f32>;
 
 // The channel's mean of a0 (x).
 fn channel_mean(c: u32, lid: u32) -> f32 {

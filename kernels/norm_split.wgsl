@@ -1,8 +1,8 @@
 // Training-mode batch normalisation with each channel spread over several workgroups (hardware
 // GPUs, where norm.wgsl's one workgroup per channel would leave most of the GPU idle on layers
 // with few channels and many pixels; src/ops/norm/split.rs picks it). Notation and element
-// numbering as in norm.wgsl. Bindings: a0..a5 (read), o0..o2 (read_write); each entry point
-// lists what it binds. An op is up to four dispatches:
+// numbering as in norm.wgsl. Bindings (include/batchnorm.wgsl): a0..a5 (read), o0..o2
+// (read_write); each entry point lists what it binds. An op is up to four dispatches:
 //
 // 1. bn_sums, kind p.kind (BN_SUMS_*): workgroup (split wid.x, channel wid.y) adds up to eight
 //    per-element terms over its chunk of the channel, elements [split chunk, (split + 1) chunk),
@@ -25,16 +25,6 @@ const WG: u32 = 256u;
 const TERMS: u32 = 8u;
 // Coefficients per channel: 4 centres, then 5 per output (4 weights, 1 constant) for 2 outputs.
 const COEFFS: u32 = 16u;
-
-@group(0) @binding(1) var<storage, read> a0: array<f32>;
-@group(0) @binding(2) var<storage, read> a1: array<f32>;
-@group(0) @binding(3) var<storage, read> a2: array<f32>;
-@group(0) @binding(4) var<storage, read> a3: array<f32>;
-@group(0) @binding(5) var<storage, read> a4: array<f32>;
-@group(0) @binding(6) var<storage, read> a5: array<f32>;
-@group(0) @binding(7) var<storage, read_write> o0: array<f32>;
-@group(0) @binding(8) var<storage, read_write> o1: array<f32>;
-@group(0) @binding(9) var<storage, read_write> o2: array<f32>;
 
 // First word of the partial of channel c and split `split`.
 fn partial_at(c: u32, split: u32) -> u32 {

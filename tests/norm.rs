@@ -4,9 +4,10 @@
 
 mod common;
 use common::*;
+use geopath::ops::dropout::dropout;
 use geopath::ops::norm::{
     batchnorm_backward, batchnorm_backward_jvp, batchnorm_eval, batchnorm_eval_backward, batchnorm_jvp,
-    batchnorm_train, batchnorm_update_running, dropout,
+    batchnorm_train, batchnorm_update_running,
 };
 use geopath::{Device, Error, Tensor};
 

@@ -157,7 +157,7 @@ impl Tape {
 
     /// Records inverted dropout with drop probability `p` and mask seed `seed`.
     pub fn dropout(&mut self, x: Var, p: f32, seed: u64) -> Result<Var> {
-        let (_, mask) = crate::ops::norm::dropout(&self.value(x).primal, p, seed)?;
+        let (_, mask) = crate::ops::dropout::dropout(&self.value(x).primal, p, seed)?;
         let value = dual::mul_mask(self.value(x), &mask)?;
         let needs = self.needs(x);
         Ok(self.push(value, Op::Dropout { x, mask }, needs))

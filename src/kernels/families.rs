@@ -47,8 +47,8 @@ const VEC4_ROWS: Include = include_wgsl!("vec4_rows");
 const MATMUL_TILE: Include = include_wgsl!("matmul_tile");
 /// The bindings, 16 × 8 tiles and epilogue of the register-tiled JVPs.
 const MATMUL_JVP_TILE: Include = include_wgsl!("matmul_jvp_tile");
-/// `at` and `wg_sum`: the per-channel sums of the batch-norm kernels.
-const CHANNEL_SUMS: Include = include_wgsl!("channel_sums");
+/// The bindings, `at` and `wg_sum` of the batch-norm kernels.
+const BATCHNORM: Include = include_wgsl!("batchnorm");
 /// Subgroup broadcasts of the lane-sharing kernels.
 const LANE_SHARE: Include = include_wgsl!("lane_share");
 /// `Operand = f32`: the storage type of the operands of `matmul_wg.wgsl` and `conv2d_igemm.wgsl`.
@@ -141,10 +141,10 @@ pub static FAMILIES: &[Family] = &[
     family!("flat", FlatParams, reads 1, writes 2, checked, includes [INDEX],
         ["prune_mask", "prune", "zero_words"] => ELEMENTS,
         ["radix_histogram", "count_zeros"] => LANES),
-    family!("norm", NormParams, reads 6, writes 3, checked, includes [INDEX, CHANNEL_SUMS],
+    family!("norm", NormParams, reads 6, writes 3, checked, includes [INDEX, BATCHNORM],
         ["bn_train", "bn_jvp", "bn_backward", "bn_backward_jvp", "bn_eval_backward"] => NORM_CHANNEL,
         ["bn_eval", "bn_update_running"] => ELEMENTS),
-    family!("norm_split", NormParams, reads 6, writes 3, checked, includes [INDEX, CHANNEL_SUMS],
+    family!("norm_split", NormParams, reads 6, writes 3, checked, includes [INDEX, BATCHNORM],
         ["bn_sums"] => NORM_CHANNEL,
         ["bn_finish_train", "bn_finish_jvp", "bn_finish_backward", "bn_finish_backward_jvp", "bn_finish_eval_backward",
          "bn_apply"] => ELEMENTS),

@@ -4,6 +4,7 @@
 
 pub mod cast;
 pub mod conv;
+pub mod dropout;
 pub mod elementwise;
 pub mod flat;
 pub mod matmul;

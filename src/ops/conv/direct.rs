@@ -6,9 +6,7 @@
 //! their reduction over `(n, oy)` rows into partial sums when the gradient alone would give
 //! too few invocations.
 
-use super::{
-    buf, forward_flags, forward_inputs, forward_outputs, groups, is_fast_3x3, params, sum_splits, target_invocations,
-};
+use super::{buf, forward_bindings, groups, is_fast_3x3, params, sum_splits, target_invocations, ForwardOperands};
 use crate::error::Result;
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
 use crate::reference::conv::ConvShape;
@@ -53,25 +51,17 @@ fn reduction_splits(class: AdapterClass, base: usize, z_per_split: usize, rows: 
     (rows.div_ceil(rows_per_split).max(1), rows_per_split)
 }
 
-/// `act(conv(x, w) + bias)`, and with `tangent = (dx, dw, dbias)` its JVP, into fresh outputs:
-/// the 3x3 fast kernel where it applies, otherwise the general kernel.
-#[allow(clippy::too_many_arguments)]
+/// The forward convolution or its JVP into fresh outputs: the 3x3 fast kernel where it
+/// applies, otherwise the general kernel.
 pub(super) fn forward(
     ctx: &Arc<GpuContext>,
     op: &'static str,
     s: &ConvShape,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
-    relu: bool,
+    f: ForwardOperands,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let (y, dy) = forward_outputs(ctx, op, s, tangent.is_some())?;
-    let flags = forward_flags(bias, tangent, relu);
-    let inputs = forward_inputs(x, w, bias, tangent);
-    let mut outputs = vec![buf(&y)];
-    outputs.extend(dy.as_ref().map(buf));
-    let jvp = tangent.is_some();
+    let (y, dy) = f.outputs(ctx, op, s)?;
+    let (flags, inputs, outputs) = (f.flags(), f.inputs(), forward_bindings(&y, &dy));
+    let jvp = f.jvp();
     if is_fast_3x3(s) {
         let (ot, px4) = tiles_3x3(s.o, s.ow);
         let tiles_x = s.ow.div_ceil(4 * px4 as usize);

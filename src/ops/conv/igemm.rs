@@ -3,7 +3,7 @@
 //! `[C KH KW, N OH OW]` read on the fly from the input, and the weight gradient as a split-K
 //! product of the output gradient by the patches over the long `N OH OW` reduction.
 
-use super::{buf, forward_flags, forward_inputs, forward_outputs, params, sum_splits, target_invocations};
+use super::{buf, forward_bindings, params, sum_splits, target_invocations, ForwardOperands};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
@@ -30,28 +30,20 @@ fn grid(x: usize, y: usize, z: usize) -> Result<[u32; 3]> {
     Ok([count(x)?, count(y)?, count(z)?])
 }
 
-/// `act(conv(x, w) + bias)`, and with `tangent = (dx, dw, dbias)` its JVP, into fresh outputs;
-/// without a tangent `x` and `w` may be in f16 storage (`conv2d_igemm_f16`).
-#[allow(clippy::too_many_arguments)]
+/// The forward convolution or its JVP into fresh outputs; without a tangent `x` and `w` may be
+/// in f16 storage (`conv2d_igemm_f16`).
 pub(super) fn forward(
     ctx: &Arc<GpuContext>,
     op: &'static str,
     s: &ConvShape,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
-    relu: bool,
+    f: ForwardOperands,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let (y, dy) = forward_outputs(ctx, op, s, tangent.is_some())?;
-    let flags = forward_flags(bias, tangent, relu);
-    let inputs = forward_inputs(x, w, bias, tangent);
-    let mut outputs = vec![buf(&y)];
-    outputs.extend(dy.as_ref().map(buf));
+    let (y, dy) = f.outputs(ctx, op, s)?;
+    let (flags, inputs, outputs) = (f.flags(), f.inputs(), forward_bindings(&y, &dy));
     let pixels = s.n * s.oh * s.ow;
-    let entry = if tangent.is_some() { "conv_igemm_jvp" } else { "conv_igemm_fwd" };
+    let entry = if f.jvp() { "conv_igemm_jvp" } else { "conv_igemm_fwd" };
     // f16 operands (the forward only; the dispatch refuses f16 in any other binding).
-    let family = if tangent.is_none() && x.dtype() == DType::F16 { "conv2d_igemm_f16" } else { "conv2d_igemm" };
+    let family = if !f.jvp() && f.x.dtype() == DType::F16 { "conv2d_igemm_f16" } else { "conv2d_igemm" };
     let p = params(s, flags, 0, pixels, 1, 0);
     let groups = grid(pixels.div_ceil(BLOCK), s.o.div_ceil(BLOCK), 1)?;
     ctx.dispatch(op, &KernelKey::new(family, entry), &p, &inputs, &outputs, groups)?;

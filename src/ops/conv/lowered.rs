@@ -5,7 +5,7 @@
 //! (`gemm_fwd*` for the forward pass, JVP and data gradient, split-K `gemm_bwd_weight*` for the
 //! weight gradient).
 
-use super::{buf, forward_outputs, groups, is_fast_3x3};
+use super::{buf, groups, is_fast_3x3, ForwardOperands};
 use crate::error::Result;
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
 use crate::kernels::{
@@ -271,20 +271,16 @@ fn gemm_fwd(ctx: &Arc<GpuContext>, op: &'static str, l: &Lowering, g: GemmFwd) -
 }
 
 /// Forward or JVP through the lowering; arguments as [`super::gpu_forward`].
-#[allow(clippy::too_many_arguments)]
 pub(super) fn lowered_forward(
     ctx: &Arc<GpuContext>,
     op: &'static str,
     s: &ConvShape,
     l: &Lowering,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
-    relu: bool,
+    f: ForwardOperands,
 ) -> Result<(Tensor, Option<Tensor>)> {
-    let (y, dy) = forward_outputs(ctx, op, s, tangent.is_some())?;
-    let dx = tangent.and_then(|t| t.0);
+    let ForwardOperands { x, w, bias, tangent, relu } = f;
+    let (y, dy) = f.outputs(ctx, op, s)?;
+    let dx = f.dx();
     let (wt, dwt) = lowered_weights(ctx, op, s, l, w, tangent.map(|t| t.1))?;
     for (n0, nb) in l.chunks(s.n) {
         let (pm, dpm) = im2col(ctx, op, s, l, n0, nb, x, dx)?;

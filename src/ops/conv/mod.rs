@@ -32,6 +32,7 @@
 mod direct;
 mod igemm;
 mod lowered;
+mod operands;
 
 use super::cast::f16_context;
 use super::{buf, common_device, groups_1d, host_impl};
@@ -40,10 +41,11 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{AdapterClass, GpuContext, KernelKey};
-use crate::kernels::{u32_of, ConvParams, FLAG_BIAS, FLAG_HAS_DX, FLAG_RELU, LANE_WG};
+use crate::kernels::{u32_of, ConvParams, LANE_WG};
 use crate::reference::conv::ConvShape;
 use crate::tensor::Tensor;
 use lowered::{lower_forward_wins, lowered_backward_data, lowered_backward_weight, lowered_forward, lowering};
+use operands::{forward_bindings, ForwardOperands};
 use std::sync::Arc;
 
 /// Square stride and zero padding of a convolution; the kernel size comes from the weights.
@@ -134,68 +136,20 @@ fn implicit_gemm(ctx: &GpuContext, s: &ConvShape) -> bool {
     ctx.class == AdapterClass::Hardware && s.n > 0 && s.o > 0 && s.c > 0 && s.oh > 0 && s.ow > 0
 }
 
-/// The output `y` of a forward pass, and `dy` too for a JVP.
-fn forward_outputs(
-    ctx: &Arc<GpuContext>,
-    op: &'static str,
-    s: &ConvShape,
-    jvp: bool,
-) -> Result<(Tensor, Option<Tensor>)> {
-    let y = Tensor::gpu_uninit(ctx, op, &s.y_shape())?;
-    let dy = if jvp { Some(Tensor::gpu_uninit(ctx, op, &s.y_shape())?) } else { None };
-    Ok((y, dy))
-}
-
-/// The epilogue flags of a forward or JVP kernel.
-fn forward_flags(
-    bias: Option<&Tensor>,
-    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
-    relu: bool,
-) -> u32 {
-    let has_dx = matches!(tangent, Some((Some(_), _, _)));
-    (if bias.is_some() { FLAG_BIAS } else { 0 })
-        | if relu { FLAG_RELU } else { 0 }
-        | if has_dx { FLAG_HAS_DX } else { 0 }
-}
-
-/// The read bindings of a forward or JVP kernel: x, w, bias, then dx, dw, dbias for a JVP
-/// (absent ones bound to `x`, unread).
-fn forward_inputs<'t>(
-    x: &'t Tensor,
-    w: &'t Tensor,
-    bias: Option<&'t Tensor>,
-    tangent: Option<(Option<&'t Tensor>, &'t Tensor, Option<&'t Tensor>)>,
-) -> Vec<crate::gpu::BufferView<'t>> {
-    let mut inputs = vec![buf(x), buf(w)];
-    // Without a bias or tangent the dispatch binds its placeholders (x may be f16 then).
-    if bias.is_some() || tangent.is_some() {
-        inputs.push(bias.map_or(buf(x), buf));
-    }
-    if let Some((dx, dw, dbias)) = tangent {
-        inputs.extend([dx.map_or(buf(x), buf), buf(dw), dbias.map_or(buf(x), buf)]);
-    }
-    inputs
-}
-
-/// Records the forward or JVP kernel. `tangent` is `(dx, dw, dbias)` for the JVP.
-#[allow(clippy::too_many_arguments)]
+/// Records the forward or JVP kernel.
 fn gpu_forward(
     ctx: &Arc<GpuContext>,
     op: &'static str,
     s: &ConvShape,
-    x: &Tensor,
-    w: &Tensor,
-    bias: Option<&Tensor>,
-    tangent: Option<(Option<&Tensor>, &Tensor, Option<&Tensor>)>,
-    relu: bool,
+    f: ForwardOperands,
 ) -> Result<(Tensor, Option<Tensor>)> {
     if implicit_gemm(ctx, s) {
-        return igemm::forward(ctx, op, s, x, w, bias, tangent, relu);
+        return igemm::forward(ctx, op, s, f);
     }
-    if let Some(l) = lowering(ctx, s).filter(|l| lower_forward_wins(s, l, tangent.is_some())) {
-        return lowered_forward(ctx, op, s, &l, x, w, bias, tangent, relu);
+    if let Some(l) = lowering(ctx, s).filter(|l| lower_forward_wins(s, l, f.jvp())) {
+        return lowered_forward(ctx, op, s, &l, f);
     }
-    direct::forward(ctx, op, s, x, w, bias, tangent, relu)
+    direct::forward(ctx, op, s, f)
 }
 
 /// `act(conv(x, w) + bias)` for `x` `[N, C, H, W]` and `w` `[O, C, KH, KW]`: the output is
@@ -224,7 +178,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2dGeometry, 
         let ctx = f16_context(OP, &dev)?;
         count_products(&s, 1);
         cost::per_element(s.n * s.o * s.oh * s.ow, bias.is_some() as u64 + relu as u64);
-        return Ok(igemm::forward(&ctx, OP, &s, x, w, bias, None, relu)?.0);
+        return Ok(igemm::forward(&ctx, OP, &s, ForwardOperands { x, w, bias, tangent: None, relu })?.0);
     }
     count_products(&s, 1);
     cost::per_element(s.n * s.o * s.oh * s.ow, bias.is_some() as u64 + relu as u64);
@@ -240,7 +194,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, bias: Option<&Tensor>, g: Conv2dGeometry, 
                 relu,
             ),
         )),
-        Device::Gpu(ctx) => Ok(gpu_forward(&ctx, OP, &s, x, w, bias, None, relu)?.0),
+        Device::Gpu(ctx) => Ok(gpu_forward(&ctx, OP, &s, ForwardOperands { x, w, bias, tangent: None, relu })?.0),
     }
 }
 
@@ -284,7 +238,7 @@ pub fn conv2d_backward_data(gy: &Tensor, w: &Tensor, x_shape: &[usize], g: Conv2
             let p = params(&s, 0, 0, wt.numel(), 1, 0);
             let key = KernelKey::new("conv2d", "conv2d_flip_weights");
             ctx.dispatch(OP, &key, &p, &[buf(w)], &[buf(&wt)], groups(wt.numel(), 1)?)?;
-            Ok(gpu_forward(&ctx, OP, &st, gy, &wt, None, None, false)?.0)
+            Ok(gpu_forward(&ctx, OP, &st, ForwardOperands { x: gy, w: &wt, bias: None, tangent: None, relu: false })?.0)
         }
         Device::Gpu(ctx) if lowering(&ctx, &s).is_some() => {
             let l = lowering(&ctx, &s).expect("checked");
@@ -458,7 +412,8 @@ pub fn conv2d_jvp(
         }
         Device::Gpu(ctx) => {
             let tangent = Some((dx, dw, bias.map(|(_, db)| db)));
-            let (y, dy) = gpu_forward(&ctx, OP, &s, x, w, bias.map(|(b, _)| b), tangent, relu)?;
+            let f = ForwardOperands { x, w, bias: bias.map(|(b, _)| b), tangent, relu };
+            let (y, dy) = gpu_forward(&ctx, OP, &s, f)?;
             Ok((y, dy.expect("JVP has a tangent output")))
         }
     }

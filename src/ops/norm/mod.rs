@@ -1,4 +1,4 @@
-//! Batch normalisation (`kernels/norm.wgsl`) and inverted dropout (`kernels/dropout.wgsl`).
+//! Batch normalisation (`kernels/norm.wgsl`, `kernels/norm_split.wgsl`).
 //!
 //! BatchNorm takes `x` `[N, C, H, W]` (statistics per channel over `N`, `H`, `W`) or `[N, C]`
 //! (dense layers, treated as `H = W = 1`); `gamma`, `beta` and the statistics are `[C]`. On a
@@ -9,8 +9,7 @@
 //! `M = N·H·W`, `s = invstd = 1 / sqrt(var + eps)` (biased batch variance),
 //! `xh = (x - mean) s`, `mean(.)` a per-channel mean over the `M` elements.
 //!
-//! Autodiff: dropout's backward and forward mode are products with its mask
-//! ([`crate::ops::elementwise::mul`]). Eval-mode BatchNorm, `y = gamma (x - rm) s_r + beta`
+//! Autodiff: eval-mode BatchNorm, `y = gamma (x - rm) s_r + beta`
 //! with fixed running statistics (`s_r = 1 / sqrt(rv + eps)`), is affine in each of `x`,
 //! `gamma` and `beta`: its JVP is `dy = dgamma (x - rm) s_r + gamma s_r dx + dbeta` and its
 //! backward is [`batchnorm_eval_backward`] (`gx = gy gamma s_r`, `ggamma = sum(gy (x - rm) s_r)`,
@@ -25,8 +24,8 @@ use crate::cost;
 use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
 use crate::gpu::{GpuContext, KernelKey};
-use crate::kernels::{u32_of, DropoutParams, NormParams, ELEMENT_WG};
-use crate::reference::norm::{self as reference, BnShape};
+use crate::kernels::{u32_of, NormParams, ELEMENT_WG};
+use crate::reference::norm::BnShape;
 use crate::tensor::Tensor;
 use std::sync::Arc;
 
@@ -429,45 +428,5 @@ pub fn batchnorm_backward_jvp(
             BnVariant::PerChannel => per_channel(&ctx, OP, "bn_backward_jvp", &s, eps, &all, 2).map(three),
             BnVariant::Split(plan) => split::backward_jvp(&ctx, OP, &plan, &s, eps, &all),
         },
-    }
-}
-
-/// Inverted dropout: `(y, mask)` with `mask[i]` in `{0, 1/(1-p)}` and `y = x * mask`. The mask
-/// comes from a counter-based hash of `(seed, i)` (see [`crate::reference::norm::dropout_bits`]):
-/// element `i` is dropped with probability `round(p·2^24) / 2^24`, and GPU and CPU draw
-/// identical masks. `p` must be in `[0, 1)`. Its backward and forward mode are products with
-/// the same mask ([`crate::ops::elementwise::mul`]).
-pub fn dropout(x: &Tensor, p: f32, seed: u64) -> Result<(Tensor, Tensor)> {
-    const OP: &str = "dropout";
-    if !(0.0..1.0).contains(&p) {
-        return Err(Error::Invalid(format!("{OP}: drop probability p must be in [0, 1), got {p}")));
-    }
-    cost::per_element(x.numel(), 2);
-    match x.device() {
-        dev @ (Device::Reference | Device::Cpu) => {
-            let (y, m) = host_impl!(dev, norm::dropout)(h(x), p, seed);
-            Ok((Tensor::host_result(&dev, x.shape(), y), Tensor::host_result(&dev, x.shape(), m)))
-        }
-        Device::Gpu(ctx) => {
-            let y = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
-            let mask = Tensor::gpu_uninit(&ctx, OP, x.shape())?;
-            let (k0, k1) = reference::dropout_keys(seed);
-            let pr = DropoutParams {
-                n: u32_of(x.numel()),
-                k0,
-                k1,
-                threshold: reference::dropout_threshold(p),
-                keep: 1.0 / (1.0 - p),
-            };
-            ctx.dispatch(
-                OP,
-                &KernelKey::new("dropout", "dropout"),
-                &pr,
-                &[buf(x)],
-                &[buf(&y), buf(&mask)],
-                groups_1d(x.numel(), ELEMENT_WG),
-            )?;
-            Ok((y, mask))
-        }
     }
 }

@@ -186,6 +186,27 @@ pub(super) fn jvp(
     Ok((outs.next().expect("y"), outs.next().expect("dy")))
 }
 
+/// The backward rules whose sums are `gy` and `gy (x - m)` for a given centre `m`, on
+/// `[gy, x, gamma, m, scale]`: the training backward (`m` the batch mean, `scale` the batch
+/// invstd; epilogue over `gy` and `x`) and with `eval` the eval backward (`m` the running mean,
+/// `scale` the running variance; epilogue over `gy`). `(gx, ggamma, gbeta)`.
+fn centred_backward(
+    ctx: &Arc<GpuContext>,
+    op: &'static str,
+    plan: &SplitPlan,
+    s: &BnShape,
+    eps: f32,
+    all: &[&Tensor; 5],
+    eval: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let [gy, x, gamma, centre, scale] = *all;
+    let (entry, epilogue) =
+        if eval { ("bn_finish_eval_backward", &[gy][..]) } else { ("bn_finish_backward", &[gy, x][..]) };
+    let first = sums(ctx, op, plan, s, BN_SUMS_GY_XC, &[gy, x], Some(centre))?;
+    let (k, gg, gb) = finish(ctx, op, entry, plan, s, eps, &[&first, &first, gamma, centre, scale])?;
+    Ok((only(apply(ctx, op, plan, s, epilogue, &k, 1)?), gg, gb))
+}
+
 /// `batchnorm_backward` on `[gy, x, gamma, mean, invstd]`: `(gx, ggamma, gbeta)`.
 pub(super) fn backward(
     ctx: &Arc<GpuContext>,
@@ -194,10 +215,7 @@ pub(super) fn backward(
     s: &BnShape,
     all: &[&Tensor; 5],
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let [gy, x, gamma, mean, invstd] = *all;
-    let first = sums(ctx, op, plan, s, BN_SUMS_GY_XC, &[gy, x], Some(mean))?;
-    let (k, gg, gb) = finish(ctx, op, "bn_finish_backward", plan, s, 0.0, &[&first, &first, gamma, mean, invstd])?;
-    Ok((only(apply(ctx, op, plan, s, &[gy, x], &k, 1)?), gg, gb))
+    centred_backward(ctx, op, plan, s, 0.0, all, false)
 }
 
 /// `batchnorm_backward_jvp` on `[gy, dgy, x, dx, gamma, dgamma]`: `(dgx, dggamma, dgbeta)`.
@@ -227,9 +245,5 @@ pub(super) fn eval_backward(
     eps: f32,
     all: &[&Tensor; 5],
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let [gy, x, gamma, running_mean, running_var] = *all;
-    let first = sums(ctx, op, plan, s, BN_SUMS_GY_XC, &[gy, x], Some(running_mean))?;
-    let ins = [&first, &first, gamma, running_mean, running_var];
-    let (k, gg, gb) = finish(ctx, op, "bn_finish_eval_backward", plan, s, eps, &ins)?;
-    Ok((only(apply(ctx, op, plan, s, &[gy], &k, 1)?), gg, gb))
+    centred_backward(ctx, op, plan, s, eps, all, true)
 }
