@@ -91,7 +91,11 @@ fn bindings_are_the_uniform_then_reads_then_writes() {
                 TypeInner::Array { base, .. } => &module.types[base].inner,
                 ref other => panic!("{}: binding {binding} ({:?}) is {other:?}, not an array", f.name, var.name),
             };
-            let half = matches!(element, TypeInner::Scalar(naga::Scalar::F16));
+            // Arrays of scalars or of vectors (vec4 loads), judged by their scalar.
+            let half = matches!(
+                element,
+                TypeInner::Scalar(naga::Scalar::F16) | TypeInner::Vector { scalar: naga::Scalar::F16, .. }
+            );
             let words = matches!(element, TypeInner::Scalar(naga::Scalar::U32));
             // An f16 binding is `array<f16>`, or `array<u32>` of two halves a word.
             let ok = if f.half.contains(&binding) { half || words } else { !half };
@@ -179,18 +183,29 @@ fn definitions(src: &str) -> Vec<String> {
 
 #[test]
 fn no_function_or_struct_is_defined_in_two_places() {
-    let mut defined: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // Where each name is defined: (file stem, whether the file is an include).
+    let mut defined: BTreeMap<String, Vec<(String, bool)>> = BTreeMap::new();
     // The derived `struct Params` is defined by every assembled source.
-    defined.entry("Params".into()).or_default().push("src/kernels (derived)".into());
+    defined.entry("Params".into()).or_default().push(("src/kernels (derived)".into(), false));
     let files = raw_files();
     assert!(files.len() >= FAMILIES.len());
     for path in &files {
         let src = std::fs::read_to_string(path).unwrap();
+        let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+        let include = path.parent().is_some_and(|d| d.ends_with("include"));
         for name in definitions(&src) {
-            defined.entry(name).or_default().push(path.display().to_string());
+            defined.entry(name).or_default().push((stem.clone(), include));
         }
     }
-    let twice: Vec<_> = defined.iter().filter(|(_, places)| places.len() > 1).collect();
+    // A name may be defined by several includes only as alternative implementations of one
+    // interface (e.g. `stage_a` by scalar or vec4 loads): no family assembles two of them.
+    let alternatives = |places: &[(String, bool)]| {
+        places.iter().all(|(_, include)| *include)
+            && FAMILIES
+                .iter()
+                .all(|f| f.includes.iter().filter(|i| places.iter().any(|(s, _)| s == i.name)).count() <= 1)
+    };
+    let twice: Vec<_> = defined.iter().filter(|(_, places)| places.len() > 1 && !alternatives(places)).collect();
     assert!(twice.is_empty(), "defined in more than one place (move it to kernels/include/): {twice:#?}");
 }
 

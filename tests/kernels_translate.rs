@@ -14,7 +14,9 @@ type Specialisation = &'static [(&'static str, u32)];
 /// with the values its variants choose.
 const SPECIALISED: &[(&str, &[Specialisation])] = &[
     ("matmul_wg", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
+    ("matmul_wg_vec4", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
     ("matmul_wg_f16", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
+    ("matmul_wg_f16_vec4", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
     ("matmul_jvp", &[&[("HAS_DA", 0)], &[("HAS_DA", 1)]]),
     ("matmul_jvp_subgroup", &[&[("HAS_DA", 0)], &[("HAS_DA", 1)]]),
     ("matmul_jvp_general", &[&[("HAS_DA", 0)], &[("HAS_DA", 1)]]),

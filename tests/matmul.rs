@@ -205,10 +205,15 @@ fn each_adapter_class_takes_its_matmul_variants() {
     use geopath::ops::matmul::MatmulVariant;
     if let Some(Device::Gpu(hw)) = gpu_hardware_variants() {
         // The workgroup-memory blocks for every shape and layout; 8 × 8 per invocation once
-        // both sides reach 128 (the shapes the tests above check include both).
-        assert_eq!(MatmulVariant::select(&hw, 200, 300, 100, false, false), MatmulVariant::WorkgroupTiled { tm: 8 });
-        assert_eq!(MatmulVariant::select(&hw, 130, 70, 20, true, false), MatmulVariant::WorkgroupTiled { tm: 4 });
-        assert_eq!(MatmulVariant::select(&hw, 31, 33, 35, true, true), MatmulVariant::WorkgroupTiled { tm: 4 });
+        // both sides reach 128; vec4 loads where both operands' contiguous sides are
+        // multiples of 4 (the shapes the tests above check include each case).
+        let staged = |tm, vec4| MatmulVariant::WorkgroupTiled { tm, vec4 };
+        assert_eq!(MatmulVariant::select(&hw, 200, 300, 100, false, false), staged(8, true));
+        assert_eq!(MatmulVariant::select(&hw, 130, 70, 20, true, false), staged(4, false));
+        assert_eq!(MatmulVariant::select(&hw, 132, 68, 20, true, false), staged(4, true));
+        assert_eq!(MatmulVariant::select(&hw, 31, 33, 35, true, true), staged(4, false));
+        assert_eq!(MatmulVariant::select(&hw, 31, 33, 36, false, true), staged(4, true));
+        assert_eq!(MatmulVariant::select(&hw, 31, 33, 36, false, false), staged(4, false));
     }
     if let Some(Device::Gpu(sw)) = wgpu_device() {
         if sw.class == geopath::gpu::AdapterClass::Software {

@@ -56,6 +56,10 @@ const OPERAND_F32: Include = include_wgsl!("operand_f32");
 /// `Operand = f16` (with `enable f16;`): the same kernels on f16 operands (`matmul_wg_f16`,
 /// `conv2d_igemm_f16`).
 const OPERAND_F16: Include = include_wgsl!("operand_f16");
+/// `a`, `b` and the staging of `matmul_wg.wgsl` by scalar loads (any shape).
+const MATMUL_WG_SCALAR: Include = include_wgsl!("matmul_wg_scalar");
+/// `a`, `b` and the staging of `matmul_wg.wgsl` by vec4 loads (contiguous sides multiples of 4).
+const MATMUL_WG_VEC4: Include = include_wgsl!("matmul_wg_vec4");
 
 /// One family: `kernels/<name>.wgsl` after `includes`, its entry points grouped by size;
 /// `trusted` or `checked` says whether its modules may drop wgpu's runtime checks
@@ -101,10 +105,14 @@ pub static FAMILIES: &[Family] = &[
             => LANE_SHARED),
     family!("matmul_general", MatmulParams, reads 4, writes 2, checked, includes [],
         ["matmul_general"] => TILED),
-    family!("matmul_wg", MatmulParams, reads 4, writes 2, checked, includes [OPERAND_F32],
+    family!("matmul_wg", MatmulParams, reads 4, writes 2, checked, includes [OPERAND_F32, MATMUL_WG_SCALAR],
         ["matmul_wg"] => STAGED),
+    family!("matmul_wg_vec4", file "matmul_wg", MatmulParams, reads 4, writes 2, checked,
+        includes [OPERAND_F32, MATMUL_WG_VEC4], ["matmul_wg"] => STAGED),
     family!("matmul_wg_f16", file "matmul_wg", MatmulParams, reads 4, writes 2, checked, half [1, 2],
-        includes [OPERAND_F16], ["matmul_wg"] => STAGED),
+        includes [OPERAND_F16, MATMUL_WG_SCALAR], ["matmul_wg"] => STAGED),
+    family!("matmul_wg_f16_vec4", file "matmul_wg", MatmulParams, reads 4, writes 2, checked, half [1, 2],
+        includes [OPERAND_F16, MATMUL_WG_VEC4], ["matmul_wg"] => STAGED),
     family!("matmul_jvp", MatmulJvpParams, reads 6, writes 2, trusted, includes [MATMUL_JVP_TILE, VEC4_ROWS],
         ["matmul_jvp_nn"] => TILED),
     family!("matmul_jvp_subgroup", MatmulJvpParams, reads 6, writes 2, trusted,

@@ -1,14 +1,15 @@
 //! Matrix products (`kernels/matmul.wgsl`, `matmul_subgroup.wgsl`, `matmul_general.wgsl`,
-//! `matmul_jvp.wgsl`, `matmul_jvp_subgroup.wgsl`, `matmul_jvp_general.wgsl`; of f16 operands,
-//! `matmul_wg.wgsl` on f16 operands in `matmul_f16.rs`).
+//! `matmul_wg.wgsl`, `matmul_jvp.wgsl`, `matmul_jvp_subgroup.wgsl`, `matmul_jvp_general.wgsl`,
+//! `matmul_jvp_wg.wgsl`; of f16 operands, `matmul_wg.wgsl` on f16 operands in `matmul_f16.rs`).
 //!
-//! Variant choice: on software adapters (lavapipe), aligned shapes use the vec4 register-tiled
-//! kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise per-invocation work), and
-//! where the driver has 8-lane subgroups their variants in `matmul_subgroup.wgsl`, which share
-//! the operand block common to a subgroup's lanes instead of loading it in every lane; on
-//! hardware GPUs, where such tiles would spill registers, and for unaligned shapes, the strided
-//! general kernel with 4 x 4 tiles runs. The fused JVP kernel (16 x 8 tiles, with its own
-//! lane-sharing variant) serves both.
+//! Variant choice ([`MatmulVariant::select`]): on software adapters (lavapipe), aligned shapes
+//! use the vec4 register-tiled kernels (16 x 16 tiles per invocation: CPU SIMD lanes vectorise
+//! per-invocation work), and where the driver has 8-lane subgroups their variants in
+//! `matmul_subgroup.wgsl`, which share the operand block common to a subgroup's lanes instead of
+//! loading it in every lane; unaligned shapes take the strided general kernel with 4 x 4 tiles.
+//! On hardware GPUs, where such register tiles would spill, every shape takes the blocks staged
+//! through workgroup memory (`matmul_wg.wgsl`), loaded by vec4 where the layout allows. The
+//! fused JVP has the same split (`matmul_jvp_wg.wgsl` on hardware).
 
 use super::{buf, common_device, host_impl, reduce::sum_rows};
 use crate::cost;
@@ -319,9 +320,9 @@ fn gpu_matmul(
             };
             (KernelKey::new(family, entry), p, groups)
         }
-        MatmulVariant::WorkgroupTiled { tm } => {
+        MatmulVariant::WorkgroupTiled { tm, vec4 } => {
             let key = KernelKey {
-                family: "matmul_wg",
+                family: if vec4 { "matmul_wg_vec4" } else { "matmul_wg" },
                 entry: "matmul_wg",
                 specialise: vec![("TM", tm as u32), ("TN", tm as u32)],
             };
@@ -357,6 +358,9 @@ pub enum MatmulVariant {
     WorkgroupTiled {
         /// Outputs per invocation along each side (4 or 8).
         tm: usize,
+        /// Staged by vec4 loads (family `matmul_wg_vec4`): both operands' contiguous sides
+        /// are multiples of 4 ([`vec4_staging`]); else by scalar loads.
+        vec4: bool,
     },
     /// Scalar 4×4 tiles (kernels/matmul_general.wgsl): software drivers, every other shape.
     General {
@@ -377,15 +381,26 @@ pub(super) fn workgroup_tile(ctx: &GpuContext, m: usize, n: usize) -> usize {
     }
 }
 
+/// Whether both operands of an `m × n × k` product of the given layout can be staged by vec4
+/// loads: the side each stores contiguously (A: `k`, or `m` for Aᵀ; B: `n`, or `k` for Bᵀ) is
+/// a multiple of 4, so every vec4 lies wholly inside or outside its matrix.
+pub(super) fn vec4_staging(m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> bool {
+    let a_side = if trans_a { m } else { k };
+    let b_side = if trans_b { k } else { n };
+    a_side.is_multiple_of(4) && b_side.is_multiple_of(4)
+}
+
 impl MatmulVariant {
     /// The variant for an `m × n × k` product of the given layout on `ctx`: on a hardware GPU
     /// the workgroup-memory blocks (8 × 8 outputs per invocation once both sides reach 128,
-    /// when the blocks fit the adapter's workgroup memory); on a software driver the register
+    /// when the blocks fit the adapter's workgroup memory; vec4 loads where the layout
+    /// allows); on a software driver the register
     /// tiles where the shape is aligned to vec4 loads, lane-shared where the driver's subgroups
     /// allow, else the scalar kernel.
     pub fn select(ctx: &GpuContext, m: usize, n: usize, k: usize, trans_a: bool, trans_b: bool) -> MatmulVariant {
         if ctx.class == AdapterClass::Hardware {
-            return MatmulVariant::WorkgroupTiled { tm: workgroup_tile(ctx, m, n) };
+            let vec4 = vec4_staging(m, n, k, trans_a, trans_b);
+            return MatmulVariant::WorkgroupTiled { tm: workgroup_tile(ctx, m, n), vec4 };
         }
         let aligned = n.is_multiple_of(4)
             && match (trans_a, trans_b) {

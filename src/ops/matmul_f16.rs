@@ -1,5 +1,6 @@
-//! Matrix products of f16 operands with f32 accumulation and an f32 result (family
-//! `matmul_wg_f16`: `kernels/matmul_wg.wgsl` assembled on f16 operands), which
+//! Matrix products of f16 operands with f32 accumulation and an f32 result (families
+//! `matmul_wg_f16` and `matmul_wg_f16_vec4`: `kernels/matmul_wg.wgsl` assembled on f16
+//! operands, staged by scalar or vec4 loads as for f32), which
 //! [`super::matmul::matmul_ex`] dispatches when both operands are in f16 storage. One kernel
 //! serves every adapter class and layout: the workgroup-memory blocks of the f32 hardware
 //! kernel, its halves converted to f32 as they are staged.
@@ -58,7 +59,9 @@ pub(super) fn matmul_f16(
         ..Default::default()
     };
     let tm = super::matmul::workgroup_tile(&ctx, m, n) as u32;
-    let key = KernelKey { family: "matmul_wg_f16", entry: "matmul_wg", specialise: vec![("TM", tm), ("TN", tm)] };
+    let vec4 = super::matmul::vec4_staging(m, n, k, o.trans_a, o.trans_b);
+    let family = if vec4 { "matmul_wg_f16_vec4" } else { "matmul_wg_f16" };
+    let key = KernelKey { family, entry: "matmul_wg", specialise: vec![("TM", tm), ("TN", tm)] };
     let block = STAGED_WG[0] as usize * tm as usize;
     let groups = [n.div_ceil(block) as u32, m.div_ceil(block) as u32, 1];
     let mut inputs = vec![buf(a), buf(b)];
