@@ -76,6 +76,21 @@ pub fn uncounted<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// FLOPs counted on this thread so far, `[products, others]`: what [`retract`] takes back is
+/// a difference of two readings.
+pub(crate) fn counted() -> [u64; 2] {
+    COUNTS.with(Cell::get)
+}
+
+/// Takes back `flops` (`[products, others]`) counted for work that did not run: the dispatches
+/// of a gated region whose flag was closed (`GpuContext::gated`).
+pub(crate) fn retract(flops: [u64; 2]) {
+    COUNTS.with(|c| {
+        let v = c.get();
+        c.set([v[0] - flops[0], v[1] - flops[1]]);
+    });
+}
+
 /// Reads what the ops of this thread executed since the meter started.
 #[derive(Debug, Clone, Copy)]
 pub struct Meter {

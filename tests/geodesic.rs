@@ -710,3 +710,103 @@ fn cg_iterations_wait_on_the_gpu_at_most_twice_each() {
         assert!(waits <= 2 * iterations as u64 + 2, "steihaug_cg: {waits} waits for {iterations} iterations");
     }
 }
+
+/// `v ↦ G v` for a dense `G` as a product on `dev` (no readback: usable inside the gated
+/// iterations of the device-resident CG).
+fn dense_op_on(dev: &Device, gm: &[f64]) -> impl Fn(&Tensor) -> Result<Tensor> {
+    let n = (gm.len() as f64).sqrt() as usize;
+    let g = Tensor::from_vec(dev, &[n, n], gm.iter().map(|&v| v as f32).collect()).unwrap();
+    move |v: &Tensor| geopath::ops::matmul::matmul(&g, &v.reshape(&[n, 1])?)?.reshape(&[n])
+}
+
+/// Steihaug–Toint with its scalars on the device (the hardware variant) gives the host
+/// solver's steps and iteration counts, waits twice per solve whatever the iterations, and
+/// counts only the iterations that ran (the gated ones after the end take their count back).
+/// With a product that reads back inside the iteration (a region split over submissions), the
+/// steps are the same.
+#[test]
+fn device_cg_matches_the_host_solver_and_waits_twice_per_solve() {
+    use geopath::geodesic::CgScalars;
+    use geopath::gpu::{AdapterClass, ContextOptions, GpuContext};
+    if !matches!(test_device(), Some(Device::Gpu(_))) {
+        return;
+    }
+    // A context of its own (its readbacks are this test's alone), with the hardware variants.
+    let options = ContextOptions { subgroups: true, class: Some(AdapterClass::Hardware) };
+    let ctx = GpuContext::with_options(options).unwrap();
+    let dev = Device::Gpu(ctx.clone());
+    assert_eq!(CgScalars::select(&dev), CgScalars::Device);
+    assert_eq!(CgScalars::select(&Device::Cpu), CgScalars::Host);
+    let beta = 0.7f32;
+    for (name, gm, g) in problems() {
+        let n = g.len();
+        let mut radii = vec![0.05f32, 0.3, 3.0];
+        if name.starts_with("spd") {
+            radii.push(2.0 * unconstrained_norm(&gm, &g, beta as f64) as f32);
+        }
+        for eps in radii {
+            let what = format!("{name} eps {eps}");
+            let max_iter = 4 * n;
+            let host = steihaug_cg(&dense_op(&gm), &t(&Device::Reference, &g), beta, eps, max_iter, 1e-4).unwrap();
+            let op = dense_op_on(&dev, &gm);
+            let gd = t(&dev, &g);
+            ctx.sync().unwrap();
+            let waits = ctx.readbacks();
+            let meter = geopath::cost::Meter::start();
+            let r = steihaug_cg(&op, &gd, beta, eps, max_iter, 1e-4).unwrap();
+            let flops = meter.flops();
+            assert_eq!(ctx.readbacks() - waits, 2, "{what}: waits per solve");
+            // The same iterations, but where the residual test passes within rounding (f32
+            // scalars and products here, f64 on the host): one more or less.
+            assert_eq!(r.boundary, host.boundary, "{what}");
+            assert!(r.iterations.abs_diff(host.iterations) <= 1, "{what}: {} vs {}", r.iterations, host.iterations);
+            let th = r.theta.to_vec().unwrap();
+            assert_close(&what, &th, &host.theta.to_vec().unwrap(), 1e-3, 1e-4 * eps);
+            assert!((r.norm - host.norm).abs() <= 1e-3 * host.norm, "{what}: norm {} vs {}", r.norm, host.norm);
+            assert!((r.model_value - host.model_value).abs() <= 1e-3 * host.model_value.abs(), "{what}: model");
+            // Recording exactly the iterations that run counts the same work.
+            let meter = geopath::cost::Meter::start();
+            let exact = steihaug_cg(&op, &gd, beta, eps, r.iterations, 1e-4).unwrap();
+            assert_eq!(exact.iterations, r.iterations, "{what}");
+            assert_eq!(meter.flops(), flops, "{what}: counted work with {max_iter} recorded iterations");
+            // The host product reads back inside each gated iteration: the regions continue
+            // after each wait behind the latched flag.
+            let split = steihaug_cg(&dense_op(&gm), &gd, beta, eps, max_iter, 1e-4).unwrap();
+            assert_eq!(split.boundary, r.boundary, "{what}: split regions");
+            assert!(split.iterations.abs_diff(r.iterations) <= 1, "{what}: split regions");
+            assert_close(&format!("{what} split"), &split.theta.to_vec().unwrap(), &th, 1e-3, 1e-4 * eps);
+        }
+    }
+}
+
+/// A gated region runs whole when its flag is set as it starts, also when the region clears
+/// the flag and then waits for the GPU inside (the part after the wait reads the latched
+/// flag), and not at all once the flag is clear.
+#[test]
+fn gated_regions_latch_their_flag_across_waits_inside() {
+    use geopath::kernels::{CG_ACTIVE, CG_EPS2, CG_ITERATIONS, CG_STATE_LEN, CG_STEP};
+    use geopath::ops::cg;
+    let Some(dev @ Device::Gpu(_)) = test_device() else { return };
+    let mut init = vec![0.0f32; CG_STATE_LEN as usize];
+    init[CG_ACTIVE as usize] = 1.0;
+    init[CG_EPS2 as usize] = 4.0;
+    init[CG_STEP as usize] = 0.5;
+    let state = Tensor::from_vec(&dev, &[CG_STATE_LEN as usize], init).unwrap();
+    let y = Tensor::zeros(&dev, &[4]).unwrap();
+    let x = Tensor::full(&dev, &[4], 1.0).unwrap();
+    let scalar = |v: f32| t(&dev, &[v]);
+    let (dgd, dd, zd) = (scalar(-1.0), scalar(1.0), scalar(0.0));
+    let region = || {
+        cg::axpy_state(&y, 1.0, &state, CG_STEP, &x)?;
+        // Non-positive curvature: the step becomes τ = 2 (‖τ d‖ = ε = 2) and the flag clears.
+        cg::steihaug_alpha(&state, &dgd, &dd, &zd)?;
+        y.to_vec()?;
+        cg::axpy_state(&y, 1.0, &state, CG_STEP, &x)
+    };
+    cg::while_active(&state, region).unwrap();
+    assert_eq!(y.to_vec().unwrap(), vec![2.5; 4], "the open region after its wait");
+    cg::while_active(&state, region).unwrap();
+    assert_eq!(y.to_vec().unwrap(), vec![2.5; 4], "a closed region");
+    let s = state.to_vec().unwrap();
+    assert_eq!((s[CG_ACTIVE as usize], s[CG_ITERATIONS as usize], s[CG_STEP as usize]), (0.0, 1.0, 2.0));
+}

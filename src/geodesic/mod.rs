@@ -9,10 +9,11 @@
 //! ([`penalty_step`]).
 
 pub mod connect;
+mod device_cg;
 pub mod metric;
 pub mod path;
 pub mod solver;
 pub mod step;
 
 pub use metric::{Metric, MetricKind};
-pub use solver::{bhattacharyya, penalty_step, steihaug_cg, trust_region_multiplier, StepReport};
+pub use solver::{bhattacharyya, penalty_step, steihaug_cg, trust_region_multiplier, CgScalars, StepReport};

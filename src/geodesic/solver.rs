@@ -9,14 +9,18 @@
 //! multiplier `μ` of every report is the one of the KKT conditions
 //! `2 (G + μ I) θ = −β g, μ ≥ 0, μ (‖θ‖ − ε) = 0`.
 //!
-//! Vector updates run on the device of `g` (axpy, axpby, scale); only scalars (dots, norms)
-//! are read back to the host, those needed at the same point in one wait
-//! ([`flat::dot_values`]): per CG iteration two waits on a GPU (`pᵀAp`, then `‖x‖²` and `‖r‖²`;
-//! three while a ball bounds the solve), per Steihaug–Toint iteration two.
+//! Vector updates run on the device of `g` (axpy, axpby, scale). Where CG's scalars live is a
+//! variant ([`CgScalars`]): on host devices and software GPUs, scalars (dots, norms) are read
+//! back to the host, those needed at the same point in one wait ([`flat::dot_values`]): per CG
+//! iteration two waits on a GPU (`pᵀAp`, then `‖x‖²` and `‖r‖²`; three while a ball bounds the
+//! solve), per Steihaug–Toint iteration two. On hardware GPUs Steihaug–Toint keeps them on the
+//! device (`device_cg.rs`): two waits per solve.
 
 use crate::autodiff::{backward_flat, record};
 use crate::autodiff::{Dual, Model};
+use crate::device::Device;
 use crate::error::{shape_err, Error, Result};
+use crate::gpu::AdapterClass;
 use crate::ops::{elementwise as ew, flat};
 use crate::tensor::Tensor;
 
@@ -38,6 +42,27 @@ pub struct StepReport {
     pub multiplier: f32,
 }
 
+/// Where a CG solve keeps its scalars (chosen by [`CgScalars::select`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgScalars {
+    /// Read back to the host where they are needed (two waits per iteration on a GPU).
+    Host,
+    /// On the device, each iteration a gated region (`device_cg.rs`): two waits per solve.
+    Device,
+}
+
+impl CgScalars {
+    /// The variant for a solve on `device`: on the device for hardware GPUs, where a wait
+    /// stalls the GPU; on the host elsewhere (host devices wait for nothing; a software GPU
+    /// runs the gated regions' skipped dispatches no faster than the waits).
+    pub fn select(device: &Device) -> CgScalars {
+        match device {
+            Device::Gpu(ctx) if ctx.class == AdapterClass::Hardware => CgScalars::Device,
+            _ => CgScalars::Host,
+        }
+    }
+}
+
 /// Checks the radius and `β`.
 fn check_args(op: &str, beta: f32, eps: f32) -> Result<()> {
     if !(eps.is_finite() && eps > 0.0) {
@@ -50,7 +75,7 @@ fn check_args(op: &str, beta: f32, eps: f32) -> Result<()> {
 }
 
 /// Applies `G` and checks that the product has the shape of `v`.
-fn apply(apply_g: &dyn Fn(&Tensor) -> Result<Tensor>, v: &Tensor) -> Result<Tensor> {
+pub(super) fn apply(apply_g: &dyn Fn(&Tensor) -> Result<Tensor>, v: &Tensor) -> Result<Tensor> {
     let gv = apply_g(v)?;
     if gv.shape() != v.shape() {
         return Err(shape_err("step solver", format!("G v has shape {:?}, v has {:?}", gv.shape(), v.shape())));
@@ -59,7 +84,7 @@ fn apply(apply_g: &dyn Fn(&Tensor) -> Result<Tensor>, v: &Tensor) -> Result<Tens
 }
 
 /// A zero step.
-fn zero_report(like: &Tensor, iterations: usize) -> Result<StepReport> {
+pub(super) fn zero_report(like: &Tensor, iterations: usize) -> Result<StepReport> {
     Ok(StepReport {
         theta: ew::fill(&like.device(), like.shape(), 0.0)?,
         norm: 0.0,
@@ -91,6 +116,7 @@ fn boundary_tau(zz: f64, zd: f64, dd: f64, eps: f64) -> f64 {
 /// least-squares estimate `max(0, −⟨θ, r⟩ / (2‖θ‖²))` from the residual `r = 2Gθ + βg` (exact
 /// only when `θ` is the exact solution). With `β g = 0` the step is zero, even for an
 /// indefinite `G`. `model_value` comes from CG's recursive residual, not an extra product.
+/// On hardware GPUs the scalars stay on the device ([`CgScalars`]).
 pub fn steihaug_cg(
     apply_g: &dyn Fn(&Tensor) -> Result<Tensor>,
     grad: &Tensor,
@@ -108,6 +134,9 @@ pub fn steihaug_cg(
     }
     if !rr0.is_finite() {
         return Err(Error::Invalid("steihaug_cg: the gradient is not finite".into()));
+    }
+    if CgScalars::select(&grad.device()) == CgScalars::Device {
+        return super::device_cg::steihaug_cg(apply_g, &c, rr0, eps, max_iter, tol);
     }
     let eps64 = eps as f64;
     let stop = (tol as f64).powi(2) * rr0;

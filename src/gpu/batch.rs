@@ -22,14 +22,32 @@
 use super::timing::Timer;
 use super::{FLUSH_EVERY, MAX_PARAM_BYTES, UNIFORM_RING_BYTES};
 use crate::error::{Error, Result};
+use crate::kernels::{GateParams, ELEMENT_WG, GATE_SLOTS};
+use crate::ops::groups_1d;
 
 /// One recorded dispatch: its pipeline, its bind group, the offset of its parameters in the
-/// uniform ring and its workgroup counts.
+/// uniform ring and its workgroup counts, or, in a gated region, the byte offset of its counts
+/// in the gate's argument buffer.
 struct Recorded {
     pipeline: wgpu::ComputePipeline,
     bind_group: wgpu::BindGroup,
     params_offset: u32,
     workgroups: [u32; 3],
+    indirect: Option<u64>,
+}
+
+/// The gated region being recorded (`gate.rs`): its gate dispatch in this batch (index), what
+/// re-records that gate after a submission inside the region, and the workgroup counts of the
+/// region's dispatches recorded in this batch.
+pub(crate) struct OpenGate {
+    command: usize,
+    flag_index: u32,
+    from_latch: bool,
+    pipeline: wgpu::ComputePipeline,
+    bind_group: wgpu::BindGroup,
+    slot_bytes: usize,
+    templates_buffer: wgpu::Buffer,
+    templates: Vec<[u32; 3]>,
 }
 
 /// Dispatches recorded since the last submission, with the uniform bytes they read.
@@ -39,6 +57,10 @@ pub(crate) struct Batch {
     first_op: String,
     /// Timestamp queries around each submitted pass while a bench measures (`timing.rs`).
     pub(crate) timer: Option<Timer>,
+    /// The gated region being recorded, if any.
+    gate: Option<OpenGate>,
+    /// The buffer the indirect dispatches of gated regions read their counts from.
+    gate_args: Option<wgpu::Buffer>,
 }
 
 /// What a submission does after the batch's pass, in the same command encoder.
@@ -46,16 +68,104 @@ pub(crate) type After<'a> = &'a mut dyn FnMut(&mut wgpu::CommandEncoder);
 
 impl Batch {
     pub(crate) fn new() -> Self {
-        Batch { commands: Vec::new(), params: Vec::new(), first_op: String::new(), timer: None }
+        Batch {
+            commands: Vec::new(),
+            params: Vec::new(),
+            first_op: String::new(),
+            timer: None,
+            gate: None,
+            gate_args: None,
+        }
+    }
+
+    /// Whether a gated region is being recorded.
+    pub(crate) fn in_gate(&self) -> bool {
+        self.gate.is_some()
+    }
+
+    /// Opens a gated region whose gate is the last dispatch recorded (reading element
+    /// `flag_index` of its flag, its uniform slot `slot_bytes` long): the dispatches recorded
+    /// until [`Batch::close_gate`] run indirectly from `args`, with the counts the gate copies
+    /// from `templates`.
+    pub(crate) fn open_gate(
+        &mut self,
+        flag_index: u32,
+        slot_bytes: usize,
+        templates: &wgpu::Buffer,
+        args: &wgpu::Buffer,
+    ) {
+        let command = self.commands.len() - 1;
+        let gate = &self.commands[command];
+        self.gate = Some(OpenGate {
+            command,
+            flag_index,
+            from_latch: false,
+            pipeline: gate.pipeline.clone(),
+            bind_group: gate.bind_group.clone(),
+            slot_bytes,
+            templates_buffer: templates.clone(),
+            templates: Vec::new(),
+        });
+        self.gate_args = Some(args.clone());
+    }
+
+    /// Closes the gated region: its gate completed for the dispatches recorded in this batch.
+    pub(crate) fn close_gate(&mut self, queue: &wgpu::Queue) {
+        self.complete_gate(queue);
+        self.gate = None;
+    }
+
+    /// Writes the open region's counts recorded in this batch to the templates buffer (landing
+    /// before the batch's submission) and completes its gate dispatch's parameters and size.
+    fn complete_gate(&mut self, queue: &wgpu::Queue) {
+        let Some(gate) = &self.gate else { return };
+        let count = gate.templates.len() as u32;
+        if count > 0 {
+            let words: Vec<u32> = gate.templates.iter().flatten().copied().collect();
+            queue.write_buffer(&gate.templates_buffer, 0, bytemuck::cast_slice(&words));
+        }
+        let params = GateParams { count, flag_index: gate.flag_index, from_latch: gate.from_latch as u32 };
+        let c = &mut self.commands[gate.command];
+        c.workgroups = groups_1d(count.max(1) as usize, ELEMENT_WG);
+        let offset = c.params_offset as usize;
+        let bytes = bytemuck::bytes_of(&params);
+        self.params[offset..offset + bytes.len()].copy_from_slice(bytes);
+    }
+
+    /// After a submission inside a gated region: the region continues in the new batch behind
+    /// a gate that reads the latched flag.
+    fn continue_gate(&mut self) {
+        let Some(gate) = &self.gate else { return };
+        let params = GateParams { count: 0, flag_index: gate.flag_index, from_latch: 1 };
+        let (pipeline, bind_group, slot_bytes) = (gate.pipeline.clone(), gate.bind_group.clone(), gate.slot_bytes);
+        self.commands.clear();
+        self.params.clear();
+        self.first_op.clear();
+        self.first_op.push_str("gate");
+        self.params.extend_from_slice(bytemuck::bytes_of(&params));
+        self.params.resize(slot_bytes, 0);
+        self.commands.push(Recorded { pipeline, bind_group, params_offset: 0, workgroups: [1, 1, 1], indirect: None });
+        let gate = self.gate.as_mut().expect("open");
+        gate.command = 0;
+        gate.from_latch = true;
+        gate.templates.clear();
     }
 
     /// Whether one more dispatch must wait for a submission: [`FLUSH_EVERY`] recorded, or the
     /// uniform ring could not take another parameter block.
+    /// Inside a gated region, which is submitted when it closes: only when the uniform ring or
+    /// the region's dispatch slots are full (which, besides a wait inside the region, split it
+    /// over submissions).
     pub(crate) fn is_full(&self) -> bool {
-        self.commands.len() >= FLUSH_EVERY as usize || (self.params.len() + MAX_PARAM_BYTES) as u64 > UNIFORM_RING_BYTES
+        let ring_full = (self.params.len() + MAX_PARAM_BYTES) as u64 > UNIFORM_RING_BYTES;
+        match &self.gate {
+            Some(gate) => ring_full || gate.templates.len() >= GATE_SLOTS as usize,
+            None => ring_full || self.commands.len() >= FLUSH_EVERY as usize,
+        }
     }
 
-    /// Records a dispatch of `op` whose parameters `params` take a slot of `slot_bytes`.
+    /// Records a dispatch of `op` whose parameters `params` take a slot of `slot_bytes`; in an
+    /// open gated region, as an indirect dispatch whose counts the region's gate writes.
     pub(crate) fn record(
         &mut self,
         op: &str,
@@ -65,6 +175,11 @@ impl Batch {
         slot_bytes: usize,
         workgroups: [u32; 3],
     ) {
+        let indirect = self.gate.as_mut().map(|gate| {
+            debug_assert!(gate.templates.len() < GATE_SLOTS as usize, "checked by is_full");
+            gate.templates.push(workgroups);
+            (gate.templates.len() as u64 - 1) * 12
+        });
         if self.commands.is_empty() {
             self.first_op.clear();
             self.first_op.push_str(op);
@@ -72,12 +187,19 @@ impl Batch {
         let params_offset = self.params.len();
         self.params.extend_from_slice(params);
         self.params.resize(params_offset + slot_bytes, 0);
-        self.commands.push(Recorded { pipeline, bind_group, params_offset: params_offset as u32, workgroups });
+        self.commands.push(Recorded {
+            pipeline,
+            bind_group,
+            params_offset: params_offset as u32,
+            workgroups,
+            indirect,
+        });
     }
 
     /// Encodes the recorded dispatches in one compute pass, then `after` (a copy for a
     /// readback), and submits them, writing the parameters to `uniforms` first; nothing when
-    /// there is neither. Leaves the batch empty, also on error.
+    /// there is neither. Leaves the batch empty, also on error. Refused inside a gated region,
+    /// whose gate must be completed before its pass is encoded.
     pub(crate) fn submit(
         &mut self,
         device: &wgpu::Device,
@@ -88,6 +210,9 @@ impl Batch {
         if self.commands.is_empty() && after.is_none() {
             return Ok(());
         }
+        // A submission inside a gated region (a readback, an upload, a full uniform ring): the
+        // part recorded so far is completed and submitted, the rest continues behind a new gate.
+        self.complete_gate(queue);
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
         if !self.commands.is_empty() {
@@ -100,7 +225,10 @@ impl Batch {
             for c in &self.commands {
                 pass.set_pipeline(&c.pipeline);
                 pass.set_bind_group(0, &c.bind_group, &[c.params_offset]);
-                pass.dispatch_workgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]);
+                match (c.indirect, &self.gate_args) {
+                    (Some(offset), Some(args)) => pass.dispatch_workgroups_indirect(args, offset),
+                    _ => pass.dispatch_workgroups(c.workgroups[0], c.workgroups[1], c.workgroups[2]),
+                }
             }
         }
         if let Some(after) = after {
@@ -112,6 +240,7 @@ impl Batch {
         let dispatches = self.commands.len();
         self.commands.clear();
         self.params.clear();
+        self.continue_gate();
         match error {
             None => Ok(()),
             Some(e) if dispatches == 0 => Err(Error::Device { op: "readback".into(), message: e.to_string() }),

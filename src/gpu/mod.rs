@@ -9,6 +9,7 @@
 mod adapter;
 mod batch;
 mod bind_groups;
+mod gate;
 mod pipelines;
 mod pool;
 mod timing;
@@ -77,6 +78,7 @@ pub struct GpuContext {
     dummy_read: GpuBuffer,
     dummy_write: GpuBuffer,
     readbacks: std::sync::atomic::AtomicU64,
+    gate_buffers: std::sync::OnceLock<gate::GateBuffers>,
 }
 
 impl GpuContext {
@@ -140,6 +142,7 @@ impl GpuContext {
             dummy_read: pool.acquire(256),
             dummy_write: pool.acquire(256),
             readbacks: std::sync::atomic::AtomicU64::new(0),
+            gate_buffers: std::sync::OnceLock::new(),
             pool,
             adapter,
             device,

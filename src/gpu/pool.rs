@@ -11,9 +11,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Usage of every pooled buffer: bound as storage, copied to and from.
-const USAGE: wgpu::BufferUsages =
-    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+/// Usage of every pooled buffer: bound as storage, copied to and from, and read as the
+/// workgroup counts of indirect dispatches (the gated regions' arguments, `gate.rs`).
+const USAGE: wgpu::BufferUsages = wgpu::BufferUsages::STORAGE
+    .union(wgpu::BufferUsages::COPY_SRC)
+    .union(wgpu::BufferUsages::COPY_DST)
+    .union(wgpu::BufferUsages::INDIRECT);
 
 /// Rounds `bytes` up to its size class: 256-byte multiples below 4 KiB, then steps of 1/8 of
 /// the next lower power of two (at most 12.5% waste).

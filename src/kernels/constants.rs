@@ -70,6 +70,30 @@ shared_constants! {
     BN_SUMS_CENTRED_DX = 5;
     /// `bn_sums`: d², gy d, d dx, dgy d.
     BN_SUMS_CENTRED_BACKWARD = 6;
+    /// Conjugate-gradient state on the device (`kernels/cg.wgsl`, `src/ops/cg.rs`): 1 while the
+    /// solve runs, 0 once it has ended (the flag of its gated iterations).
+    CG_ACTIVE = 0;
+    /// CG state: `‖r‖²` of the current residual.
+    CG_RR = 1;
+    /// CG state: `‖z‖²` of the current iterate.
+    CG_ZZ = 2;
+    /// CG state: the squared trust radius `ε²`.
+    CG_EPS2 = 3;
+    /// CG state: the residual target `tol² ‖r₀‖²`.
+    CG_STOP = 4;
+    /// CG state: 1 once the iterate has been put on the boundary.
+    CG_BOUNDARY = 5;
+    /// CG state: iterations run (metric products spent).
+    CG_ITERATIONS = 6;
+    /// CG state: the step along `d` of this iteration (`z += step d`, `r += 2 step G d`).
+    CG_STEP = 7;
+    /// CG state: `β` of this iteration (`d = −r + β d`).
+    CG_BETA = 8;
+    /// CG state: its length in floats.
+    CG_STATE_LEN = 9;
+    /// Dispatches one gated region (`src/gpu/gate.rs`) may hold per submission: slots of 3 words
+    /// in the gate's argument buffer, then the region's latched flag at word `3 GATE_SLOTS`.
+    GATE_SLOTS = 1024;
     /// Invocations per workgroup of the entry points with one invocation per element,
     /// `i = gid.x + gid.y * num_workgroups.x * ELEMENT_WG` (`flat_index`).
     ELEMENT_WG = 256;

@@ -3,8 +3,8 @@
 
 use super::constants::{ELEMENT_WG, LANE_WG};
 use super::params::{
-    ConvGemmParams, ConvLowerParams, ConvParams, DropoutParams, ElementwiseParams, FlatParams, MatmulJvpParams,
-    MatmulParams, NormParams, OptimParams, PoolParams, ReduceParams, SoftmaxParams,
+    CgParams, ConvGemmParams, ConvLowerParams, ConvParams, DropoutParams, ElementwiseParams, FlatParams, GateParams,
+    MatmulJvpParams, MatmulParams, NormParams, OptimParams, PoolParams, ReduceParams, SoftmaxParams,
 };
 use super::{EntryPoints, Family, Include, KernelParams, WorkgroupSize};
 
@@ -17,6 +17,8 @@ pub const LANE_SHARED_WG: [u32; 3] = [16, 1, 1];
 /// Workgroup of the lane-sharing JVP (`matmul_jvp_subgroup`): 8 subgroups of 8 lanes.
 pub const LANE_SHARED_JVP_WG: [u32; 3] = [64, 1, 1];
 
+/// One invocation: the scalar updates of the device-resident CG.
+const SINGLE: WorkgroupSize = WorkgroupSize::Fixed([1, 1, 1]);
 const ELEMENTS: WorkgroupSize = WorkgroupSize::Fixed([ELEMENT_WG, 1, 1]);
 const LANES: WorkgroupSize = WorkgroupSize::Fixed([LANE_WG, 1, 1]);
 const TILED: WorkgroupSize = WorkgroupSize::Fixed(TILED_WG);
@@ -160,6 +162,11 @@ pub static FAMILIES: &[Family] = &[
         ["dropout"] => ELEMENTS),
     family!("cast", ElementwiseParams, reads 1, writes 1, checked, half [2], includes [INDEX],
         ["cast_f16"] => ELEMENTS),
+    family!("gate", GateParams, reads 2, writes 1, checked, includes [INDEX],
+        ["gate_dispatches"] => ELEMENTS),
+    family!("cg", CgParams, reads 3, writes 1, checked, includes [INDEX],
+        ["steihaug_alpha", "steihaug_beta"] => SINGLE,
+        ["axpy_state", "xpby_state"] => ELEMENTS),
     family!("optim", OptimParams, reads 4, writes 3, trusted, includes [INDEX],
         ["sgd", "sgd_momentum", "adam"] => ELEMENTS),
 ];

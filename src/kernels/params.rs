@@ -329,3 +329,28 @@ kernel_params! {
         pub bc2_sqrt: f32,
     }
 }
+
+kernel_params! {
+    /// Gated regions (`src/gpu/gate.rs`): `kernels/gate.wgsl`.
+    pub struct GateParams {
+        /// Dispatches in the region (slots 0 .. count of the argument buffer).
+        pub count: u32,
+        /// Element of the flag buffer that opens the region when non-zero.
+        pub flag_index: u32,
+        /// 0: read the flag and latch it (the region's first gate); 1: read the latch (the gate
+        /// of a region continued after a submission inside it).
+        pub from_latch: u32,
+    }
+}
+
+kernel_params! {
+    /// The device-resident conjugate-gradient solver (`src/ops/cg.rs`): `kernels/cg.wgsl`.
+    pub struct CgParams {
+        /// Elements of the vectors (`axpy_state`, `xpby_state`).
+        pub n: u32,
+        /// The state element read as a coefficient (`axpy_state`, `xpby_state`).
+        pub slot: u32,
+        /// Factor of that coefficient (`axpy_state`); of `x` (`xpby_state`).
+        pub scale: f32,
+    }
+}

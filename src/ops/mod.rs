@@ -3,6 +3,7 @@
 //! `crate::reference`) or records its WGSL kernel (`kernels/<family>.wgsl`).
 
 pub mod cast;
+pub mod cg;
 pub mod conv;
 pub mod dropout;
 pub mod elementwise;
