@@ -1,7 +1,8 @@
-// The device-resident Steihaug–Toint conjugate gradient (src/ops/cg.rs,
-// src/geodesic/device_cg.rs): its scalars live in `state` (indices CG_*), updated by one
-// invocation between the vector ops, so that no scalar is read back inside the CG loop. The
-// model is ½ zᵀ B z + cᵀ z with B = 2G; r = B z + c, d the search direction.
+// The device-resident conjugate gradients (src/ops/cg.rs, src/geodesic/device_cg.rs): their
+// scalars live in a state vector (indices CG_*), updated by one invocation between the vector
+// ops, so that no scalar is read back inside the CG loop. Steihaug–Toint: the model is
+// ½ zᵀ B z + cᵀ z with B = 2G; r = B z + c, d the search direction. CG on (G + μI) x = b
+// (the multiplier form): r = b − (G + μI) x, p the search direction.
 // Bindings: the scalar entries read dots from a, b, c and update the state, bound as `dst`;
 // the vector entries read x (a) and the state (b) and update y, bound as `dst`, in place.
 @group(0) @binding(1) var<storage, read> a: array<f32>;
@@ -47,6 +48,53 @@ fn steihaug_beta() {
     let rr_new = b[0];
     dst[CG_ZZ] = a[0];
     if (rr_new <= dst[CG_STOP]) {
+        dst[CG_ACTIVE] = 0.0;
+        return;
+    }
+    dst[CG_BETA] = rr_new / dst[CG_RR];
+    dst[CG_RR] = rr_new;
+}
+
+// The state of a solve from a = ‖b‖² (r = b at x = 0): ‖r‖² and the residual target
+// scale ‖b‖² (scale = tol²).
+@compute @workgroup_size(1)
+fn cg_init() {
+    dst[CG_RR] = a[0];
+    dst[CG_STOP] = p.scale * a[0];
+}
+
+// CG on (G + μI) x = b, from a = pᵀ(G + μI)p: the step α = ‖r‖² / pᵀ(G + μI)p, or, for
+// non-positive curvature, the end (CG_END_NEGATIVE_CURVATURE) with a zero step. Counts the
+// iteration.
+@compute @workgroup_size(1)
+fn cg_alpha() {
+    dst[CG_ITERATIONS] += 1.0;
+    let pap = a[0];
+    if (pap <= 0.0 || is_nan(pap)) {
+        dst[CG_STEP] = 0.0;
+        dst[CG_END] = f32(CG_END_NEGATIVE_CURVATURE);
+        dst[CG_ACTIVE] = 0.0;
+        return;
+    }
+    dst[CG_STEP] = dst[CG_RR] / pap;
+}
+
+// CG on (G + μI) x = b, after x and r moved, from a = ‖x‖², b = ‖r‖²: the end when x left the
+// ball (‖x‖² > CG_EPS2 ≥ 0; CG_END_LEFT_BALL) or ‖r‖² ≤ stop (CG_END_CONVERGED), else β.
+// Nothing once ended.
+@compute @workgroup_size(1)
+fn cg_beta() {
+    if (dst[CG_END] != 0.0) { return; }
+    dst[CG_ZZ] = a[0];
+    let eps2 = dst[CG_EPS2];
+    if (eps2 >= 0.0 && a[0] > eps2) {
+        dst[CG_END] = f32(CG_END_LEFT_BALL);
+        dst[CG_ACTIVE] = 0.0;
+        return;
+    }
+    let rr_new = b[0];
+    if (rr_new <= dst[CG_STOP]) {
+        dst[CG_END] = f32(CG_END_CONVERGED);
         dst[CG_ACTIVE] = 0.0;
         return;
     }

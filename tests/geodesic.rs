@@ -810,3 +810,57 @@ fn gated_regions_latch_their_flag_across_waits_inside() {
     let s = state.to_vec().unwrap();
     assert_eq!((s[CG_ACTIVE as usize], s[CG_ITERATIONS as usize], s[CG_STEP as usize]), (0.0, 1.0, 2.0));
 }
+
+/// The multiplier form with its CG scalars on the device (the hardware variant) finds the
+/// dense solution as the host solver does, waiting once per CG solve (plus `‖b‖` before and
+/// the report's dots after): an interior step, one solve, waits three times.
+#[test]
+fn device_multiplier_form_matches_the_dense_solution_waiting_once_per_solve() {
+    use geopath::gpu::{AdapterClass, ContextOptions, GpuContext};
+    if !matches!(test_device(), Some(Device::Gpu(_))) {
+        return;
+    }
+    let options = ContextOptions { subgroups: true, class: Some(AdapterClass::Hardware) };
+    let ctx = GpuContext::with_options(options).unwrap();
+    let dev = Device::Gpu(ctx.clone());
+    let beta = 0.7f64;
+    for (name, gm, g) in problems() {
+        let n = g.len();
+        let mut radii = vec![(0.3f64, false)];
+        if name.starts_with("spd") {
+            let un = unconstrained_norm(&gm, &g, beta);
+            radii.push((0.5 * un, false));
+            radii.push((2.0 * un, true));
+        }
+        let op = dense_op_on(&dev, &gm);
+        for (eps, interior) in radii {
+            let what = format!("{name} eps {eps}");
+            let ex = exact_trust_region(&gm, &g, beta, eps);
+            let gd = t(&dev, &g);
+            ctx.sync().unwrap();
+            let waits = ctx.readbacks();
+            let r = trust_region_multiplier(&op, &gd, beta as f32, eps as f32, 4 * n, 1e-6, 60)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let waits = ctx.readbacks() - waits;
+            if interior {
+                assert_eq!(waits, 3, "{what}: waits of a one-solve step");
+            }
+            assert!(waits < r.iterations as u64 + 3, "{what}: {waits} waits for {} CG iterations", r.iterations);
+            let th = to64(&r);
+            assert_eq!(r.boundary, ex.boundary, "{what}: boundary");
+            assert!(dist(&th, &ex.theta) <= 1e-3 * eps, "{what}: theta off by {}", dist(&th, &ex.theta));
+            assert!((r.multiplier as f64 - ex.mu).abs() <= 1e-3 * ex.mu.max(0.1), "{what}: mu {}", r.multiplier);
+            let host = trust_region_multiplier(
+                &dense_op(&gm),
+                &t(&Device::Reference, &g),
+                beta as f32,
+                eps as f32,
+                4 * n,
+                1e-6,
+                60,
+            )
+            .unwrap();
+            assert!((r.model_value - host.model_value).abs() <= 1e-3 * host.model_value.abs(), "{what}: model");
+        }
+    }
+}

@@ -13,8 +13,9 @@
 //! variant ([`CgScalars`]): on host devices and software GPUs, scalars (dots, norms) are read
 //! back to the host, those needed at the same point in one wait ([`flat::dot_values`]): per CG
 //! iteration two waits on a GPU (`pᵀAp`, then `‖x‖²` and `‖r‖²`; three while a ball bounds the
-//! solve), per Steihaug–Toint iteration two. On hardware GPUs Steihaug–Toint keeps them on the
-//! device (`device_cg.rs`): two waits per solve.
+//! solve), per Steihaug–Toint iteration two. On hardware GPUs both solvers keep them on the
+//! device (`device_cg.rs`): two waits per Steihaug–Toint solve, one per CG solve of the
+//! multiplier form (whose search on `μ` reads each solve's `‖θ‖`).
 
 use crate::autodiff::{backward_flat, record};
 use crate::autodiff::{Dual, Model};
@@ -47,7 +48,8 @@ pub struct StepReport {
 pub enum CgScalars {
     /// Read back to the host where they are needed (two waits per iteration on a GPU).
     Host,
-    /// On the device, each iteration a gated region (`device_cg.rs`): two waits per solve.
+    /// On the device, each iteration a gated region (`device_cg.rs`): two waits per
+    /// Steihaug–Toint solve, one per solve of the multiplier form.
     Device,
 }
 
@@ -190,7 +192,7 @@ pub fn steihaug_cg(
 
 /// How a CG solve ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CgEnd {
+pub(super) enum CgEnd {
     /// Relative residual reached the tolerance.
     Converged,
     /// Ran out of iterations.
@@ -202,17 +204,35 @@ enum CgEnd {
 }
 
 /// One CG solve of `(G + μI) x = b` from `x = 0`.
-struct CgSolve {
-    x: Tensor,
+pub(super) struct CgSolve {
+    pub(super) x: Tensor,
     /// The recursive residual `b − (G + μI) x`.
-    r: Tensor,
+    pub(super) r: Tensor,
     /// `‖x‖`.
-    norm: f64,
-    iterations: usize,
-    end: CgEnd,
+    pub(super) norm: f64,
+    pub(super) iterations: usize,
+    pub(super) end: CgEnd,
 }
 
+/// CG on `(G + μI) x = b` from `x = 0`: at most `max_iter` iterations, until the relative
+/// residual reaches `tol`, `pᵀ(G + μI)p ≤ 0`, or (with `radius`) an iterate leaves the ball.
+/// Its scalars on the host or the device ([`CgScalars`]).
 fn cg(
+    apply_g: &dyn Fn(&Tensor) -> Result<Tensor>,
+    b: &Tensor,
+    mu: f32,
+    max_iter: usize,
+    tol: f32,
+    radius: Option<f64>,
+) -> Result<CgSolve> {
+    match CgScalars::select(&b.device()) {
+        CgScalars::Device => super::device_cg::cg(apply_g, b, mu, max_iter, tol, radius),
+        CgScalars::Host => cg_host(apply_g, b, mu, max_iter, tol, radius),
+    }
+}
+
+/// [`cg`] with its scalars on the host.
+fn cg_host(
     apply_g: &dyn Fn(&Tensor) -> Result<Tensor>,
     b: &Tensor,
     mu: f32,

@@ -77,7 +77,7 @@ shared_constants! {
     CG_RR = 1;
     /// CG state: `‖z‖²` of the current iterate.
     CG_ZZ = 2;
-    /// CG state: the squared trust radius `ε²`.
+    /// CG state: the squared trust radius `ε²` (a CG solve without a radius: −1).
     CG_EPS2 = 3;
     /// CG state: the residual target `tol² ‖r₀‖²`.
     CG_STOP = 4;
@@ -89,8 +89,17 @@ shared_constants! {
     CG_STEP = 7;
     /// CG state: `β` of this iteration (`d = −r + β d`).
     CG_BETA = 8;
+    /// CG state: how a CG solve on `(G + μI) x = b` ended (`CG_END_*`; 0 while it runs, and
+    /// after its last iteration).
+    CG_END = 9;
     /// CG state: its length in floats.
-    CG_STATE_LEN = 9;
+    CG_STATE_LEN = 10;
+    /// `CG_END`: the residual reached the tolerance.
+    CG_END_CONVERGED = 1;
+    /// `CG_END`: met `pᵀ(G + μI)p ≤ 0`.
+    CG_END_NEGATIVE_CURVATURE = 2;
+    /// `CG_END`: the iterate left the ball of radius `sqrt(CG_EPS2)`.
+    CG_END_LEFT_BALL = 3;
     /// Dispatches one gated region (`src/gpu/gate.rs`) may hold per submission: slots of 3 words
     /// in the gate's argument buffer, then the region's latched flag at word `3 GATE_SLOTS`.
     GATE_SLOTS = 1024;

@@ -165,7 +165,7 @@ pub static FAMILIES: &[Family] = &[
     family!("gate", GateParams, reads 2, writes 1, checked, includes [INDEX],
         ["gate_dispatches"] => ELEMENTS),
     family!("cg", CgParams, reads 3, writes 1, checked, includes [INDEX],
-        ["steihaug_alpha", "steihaug_beta"] => SINGLE,
+        ["steihaug_alpha", "steihaug_beta", "cg_init", "cg_alpha", "cg_beta"] => SINGLE,
         ["axpy_state", "xpby_state"] => ELEMENTS),
     family!("optim", OptimParams, reads 4, writes 3, trusted, includes [INDEX],
         ["sgd", "sgd_momentum", "adam"] => ELEMENTS),

@@ -350,7 +350,7 @@ kernel_params! {
         pub n: u32,
         /// The state element read as a coefficient (`axpy_state`, `xpby_state`).
         pub slot: u32,
-        /// Factor of that coefficient (`axpy_state`); of `x` (`xpby_state`).
+        /// Factor of that coefficient (`axpy_state`); of `x` (`xpby_state`); `tol²` (`cg_init`).
         pub scale: f32,
     }
 }

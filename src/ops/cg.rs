@@ -1,5 +1,6 @@
-//! The scalar updates and state-scaled vector updates of the device-resident Steihaug–Toint
-//! conjugate gradient (`kernels/cg.wgsl`; the solver is `geodesic::solver::device`). GPU only:
+//! The scalar updates and state-scaled vector updates of the device-resident conjugate
+//! gradients, Steihaug–Toint and CG on `(G + μI) x = b` (`kernels/cg.wgsl`; the solvers are in
+//! `geodesic/device_cg.rs`), and the gated regions their iterations run in. GPU only:
 //! host devices keep CG's scalars on the host. The state is a `[CG_STATE_LEN]` tensor
 //! (indices `CG_*` of [`crate::kernels`]); every op here updates its first argument in place,
 //! so that the iterations of a gated region that did not run leave the solve as it was.
@@ -31,25 +32,41 @@ pub fn while_active<R>(state: &Tensor, region: impl FnOnce() -> Result<R>) -> Re
 
 /// Records scalar entry `entry` reading `dots` (each `[1]`) into `state`. Not counted: a few
 /// scalar operations, as the host solver's scalar arithmetic is not.
-fn scalar_update(op: &'static str, entry: &'static str, state: &Tensor, dots: &[&Tensor]) -> Result<()> {
+fn scalar_update(op: &'static str, entry: &'static str, state: &Tensor, dots: &[&Tensor], scale: f32) -> Result<()> {
     let ctx = gpu_of(op, state, CG_STATE_LEN as usize)?;
     for d in dots {
         gpu_of(op, d, 1)?;
     }
     let inputs: Vec<_> = dots.iter().map(|t| buf(t)).collect();
-    let p = CgParams::default();
+    let p = CgParams { scale, ..Default::default() };
     ctx.dispatch(op, &KernelKey::new("cg", entry), &p, &inputs, &[buf(state)], [1, 1, 1])
+}
+
+/// A CG solve on `(G + μI) x = b` starts: `‖r‖² = bb` and the residual target `tol² bb`.
+pub fn cg_init(state: &Tensor, bb: &Tensor, tol: f32) -> Result<()> {
+    scalar_update("cg_init", "cg_init", state, &[bb], tol * tol)
+}
+
+/// CG's step from `pᵀ(G + μI)p`, or its end on non-positive curvature (`cg_alpha`); counts
+/// the iteration.
+pub fn cg_alpha(state: &Tensor, pap: &Tensor) -> Result<()> {
+    scalar_update("cg_alpha", "cg_alpha", state, &[pap], 0.0)
+}
+
+/// CG's end tests (left the ball, converged) and `β` from `‖x‖²`, `‖r‖²` (`cg_beta`).
+pub fn cg_beta(state: &Tensor, xx: &Tensor, rr: &Tensor) -> Result<()> {
+    scalar_update("cg_beta", "cg_beta", state, &[xx, rr], 0.0)
 }
 
 /// Steihaug–Toint's step along `d` into the state from `dᵀGd`, `dᵀd`, `zᵀd` (see
 /// `kernels/cg.wgsl`, `steihaug_alpha`); counts the iteration.
 pub fn steihaug_alpha(state: &Tensor, dgd: &Tensor, dd: &Tensor, zd: &Tensor) -> Result<()> {
-    scalar_update("steihaug_alpha", "steihaug_alpha", state, &[dgd, dd, zd])
+    scalar_update("steihaug_alpha", "steihaug_alpha", state, &[dgd, dd, zd], 0.0)
 }
 
 /// Steihaug–Toint's convergence test and `β` from `‖z‖²`, `‖r‖²` (`steihaug_beta`).
 pub fn steihaug_beta(state: &Tensor, zz: &Tensor, rr: &Tensor) -> Result<()> {
-    scalar_update("steihaug_beta", "steihaug_beta", state, &[zz, rr])
+    scalar_update("steihaug_beta", "steihaug_beta", state, &[zz, rr], 0.0)
 }
 
 /// Records vector entry `entry` updating `y` in place from `x` and `state[slot]`.
