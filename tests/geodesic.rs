@@ -781,7 +781,7 @@ fn device_cg_matches_the_host_solver_and_waits_twice_per_solve() {
 
 /// A gated region runs whole when its flag is set as it starts, also when the region clears
 /// the flag and then waits for the GPU inside (the part after the wait reads the latched
-/// flag), and not at all once the flag is clear.
+/// flag), and not at all once the flag is clear; other threads' ops are not gated.
 #[test]
 fn gated_regions_latch_their_flag_across_waits_inside() {
     use geopath::kernels::{CG_ACTIVE, CG_EPS2, CG_ITERATIONS, CG_STATE_LEN, CG_STEP};
@@ -809,6 +809,16 @@ fn gated_regions_latch_their_flag_across_waits_inside() {
     assert_eq!(y.to_vec().unwrap(), vec![2.5; 4], "a closed region");
     let s = state.to_vec().unwrap();
     assert_eq!((s[CG_ACTIVE as usize], s[CG_ITERATIONS as usize], s[CG_STEP as usize]), (0.0, 1.0, 2.0));
+    // Another thread's ops on the same context, recorded while this thread's closed region is
+    // open, run as usual.
+    let other = std::thread::scope(|scope| {
+        cg::while_active(&state, || {
+            let join = scope.spawn(|| geopath::ops::elementwise::scale(3.0, &x).unwrap().to_vec().unwrap());
+            Ok(join.join().unwrap())
+        })
+        .unwrap()
+    });
+    assert_eq!(other, vec![3.0; 4], "another thread's op inside a closed region");
 }
 
 /// The multiplier form with its CG scalars on the device (the hardware variant) finds the

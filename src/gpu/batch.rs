@@ -40,6 +40,8 @@ struct Recorded {
 /// re-records that gate after a submission inside the region, and the workgroup counts of the
 /// region's dispatches recorded in this batch.
 pub(crate) struct OpenGate {
+    /// The thread recording the region: other threads' dispatches are recorded as usual.
+    owner: std::thread::ThreadId,
     command: usize,
     flag_index: u32,
     from_latch: bool,
@@ -78,9 +80,9 @@ impl Batch {
         }
     }
 
-    /// Whether a gated region is being recorded.
-    pub(crate) fn in_gate(&self) -> bool {
-        self.gate.is_some()
+    /// Whether this thread is recording a gated region.
+    pub(crate) fn in_own_gate(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.owner == std::thread::current().id())
     }
 
     /// Opens a gated region whose gate is the last dispatch recorded (reading element
@@ -97,6 +99,7 @@ impl Batch {
         let command = self.commands.len() - 1;
         let gate = &self.commands[command];
         self.gate = Some(OpenGate {
+            owner: std::thread::current().id(),
             command,
             flag_index,
             from_latch: false,
@@ -175,7 +178,8 @@ impl Batch {
         slot_bytes: usize,
         workgroups: [u32; 3],
     ) {
-        let indirect = self.gate.as_mut().map(|gate| {
+        let me = std::thread::current().id();
+        let indirect = self.gate.as_mut().filter(|g| g.owner == me).map(|gate| {
             debug_assert!(gate.templates.len() < GATE_SLOTS as usize, "checked by is_full");
             gate.templates.push(workgroups);
             (gate.templates.len() as u64 - 1) * 12

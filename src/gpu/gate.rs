@@ -11,7 +11,9 @@
 //! statistic built on first use) still works: the part recorded so far is submitted behind its
 //! gate and the rest continues behind a gate that reads the flag as the first one latched it;
 //! host code reading what the region computed then reads stale values if the region was
-//! closed. At most `GATE_SLOTS` dispatches per submission.
+//! closed. At most `GATE_SLOTS` dispatches per submission. A region gates the dispatches of
+//! the thread that records it; other threads' dispatches, recorded in the same batches, run as
+//! usual, and another thread's region waits until this one is recorded.
 
 use super::{uniform_binding_bytes, BufferView, GpuBuffer, GpuContext, KernelKey};
 use crate::error::{Error, Result};
@@ -27,11 +29,13 @@ pub(crate) struct GateBuffers {
 impl GpuContext {
     /// Records what `region` dispatches as a gated region: run only if element `flag_index` of
     /// `flag` is non-zero when the region starts on the GPU (see the module doc). Submits what
-    /// was recorded before; errors if `region` nests another region.
+    /// was recorded before; errors if `region` nests another region. Only the calling
+    /// thread's dispatches join the region; another thread's region waits for this one.
     pub(crate) fn gated<R>(&self, flag: BufferView, flag_index: u32, region: impl FnOnce() -> Result<R>) -> Result<R> {
-        if self.batch.lock().unwrap().in_gate() {
+        if self.batch.lock().unwrap().in_own_gate() {
             return Err(Error::Invalid("gated regions do not nest".into()));
         }
+        let _one_region = self.gate_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.flush()?;
         let buffers = self.gate_buffers.get_or_init(|| {
             // 3 words per slot; the args buffer also holds the latched flag.

@@ -79,6 +79,8 @@ pub struct GpuContext {
     dummy_write: GpuBuffer,
     readbacks: std::sync::atomic::AtomicU64,
     gate_buffers: std::sync::OnceLock<gate::GateBuffers>,
+    /// Held while a thread records a gated region (one region at a time per context).
+    gate_lock: Mutex<()>,
 }
 
 impl GpuContext {
@@ -143,6 +145,7 @@ impl GpuContext {
             dummy_write: pool.acquire(256),
             readbacks: std::sync::atomic::AtomicU64::new(0),
             gate_buffers: std::sync::OnceLock::new(),
+            gate_lock: Mutex::new(()),
             pool,
             adapter,
             device,
