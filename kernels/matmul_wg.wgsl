@@ -18,16 +18,18 @@
 // over k of op(B)[k, col], to c2, by the workgroups of the first block row).
 // FLAG_ROWS_ON_LANES (the row/column layout of the register-tiled kernels) does not apply here.
 
-const TM: u32 = 4u;
-const TN: u32 = 4u;
-const BK: u32 = 16u;
-const BM: u32 = 16u * TM;
-const BN: u32 = 16u * TN;
+// Outputs per invocation along rows and columns of C, in vec4s: the tunables (1 or 2), which
+// the host specialises; the constants derived from them are declared without a type.
+const TM4: u32 = 1u;
+const TN4: u32 = 1u;
+const TM = 4u * TM4;
+const TN = 4u * TN4;
+const BK = 16u;
+const BM = 16u * TM;
+const BN = 16u * TN;
 // The blocks' sides in vec4s.
-const BM4: u32 = BM / 4u;
-const BN4: u32 = BN / 4u;
-const TM4: u32 = TM / 4u;
-const TN4: u32 = TN / 4u;
+const BM4 = BM / 4u;
+const BN4 = BN / 4u;
 
 // Bindings 1 (a) and 2 (b) are declared by the staging include.
 @group(0) @binding(3) var<storage, read> bias: array<f32>;

@@ -13,10 +13,10 @@ type Specialisation = &'static [(&'static str, u32)];
 /// The specialisations the ops dispatch (see `KernelKey::specialise` in src/ops): each family
 /// with the values its variants choose.
 const SPECIALISED: &[(&str, &[Specialisation])] = &[
-    ("matmul_wg", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
-    ("matmul_wg_vec4", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
-    ("matmul_wg_f16", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
-    ("matmul_wg_f16_vec4", &[&[("TM", 4), ("TN", 4)], &[("TM", 8), ("TN", 8)]]),
+    ("matmul_wg", &[&[("TM4", 1), ("TN4", 1)], &[("TM4", 2), ("TN4", 2)]]),
+    ("matmul_wg_vec4", &[&[("TM4", 1), ("TN4", 1)], &[("TM4", 2), ("TN4", 2)]]),
+    ("matmul_wg_f16", &[&[("TM4", 1), ("TN4", 1)], &[("TM4", 2), ("TN4", 2)]]),
+    ("matmul_wg_f16_vec4", &[&[("TM4", 1), ("TN4", 1)], &[("TM4", 2), ("TN4", 2)]]),
     ("matmul_jvp", &[&[("HAS_DA", 0)], &[("HAS_DA", 1)]]),
     ("matmul_jvp_subgroup", &[&[("HAS_DA", 0)], &[("HAS_DA", 1)]]),
     ("matmul_jvp_general", &[&[("HAS_DA", 0)], &[("HAS_DA", 1)]]),
@@ -113,6 +113,6 @@ fn every_specialisation_in_use_translates_too() {
 #[test]
 fn the_workgroup_count_sees_every_staged_block() {
     // matmul_wg at 8 × 8 per invocation stages two blocks of 16 × 128 floats: 16 KiB exactly.
-    let (m, _) = module("matmul_wg", &specialised_source("matmul_wg", &[("TM", 8), ("TN", 8)]));
+    let (m, _) = module("matmul_wg", &specialised_source("matmul_wg", &[("TM4", 2), ("TN4", 2)]));
     assert_eq!(workgroup_bytes(&m), 16 * 1024);
 }

@@ -8,7 +8,7 @@
 @group(0) @binding(2) var<storage, read> b: array<vec4<Operand>>;
 
 // The vec4s of a block's BK side.
-const BK4: u32 = BK / 4u;
+const BK4 = BK / 4u;
 
 fn stage_a(row0: u32, k0: u32, t: u32) {
     let k_fastest = p.sa_col == 1u;

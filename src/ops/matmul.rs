@@ -324,7 +324,7 @@ fn gpu_matmul(
             let key = KernelKey {
                 family: if vec4 { "matmul_wg_vec4" } else { "matmul_wg" },
                 entry: "matmul_wg",
-                specialise: vec![("TM", tm as u32), ("TN", tm as u32)],
+                specialise: vec![("TM4", tm as u32 / 4), ("TN4", tm as u32 / 4)],
             };
             let block = STAGED_WG[0] as usize * tm;
             (key, strided(flags), grid(block, block, false))

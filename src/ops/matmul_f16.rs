@@ -61,7 +61,7 @@ pub(super) fn matmul_f16(
     let tm = super::matmul::workgroup_tile(&ctx, m, n) as u32;
     let vec4 = super::matmul::vec4_staging(m, n, k, o.trans_a, o.trans_b);
     let family = if vec4 { "matmul_wg_f16_vec4" } else { "matmul_wg_f16" };
-    let key = KernelKey { family, entry: "matmul_wg", specialise: vec![("TM", tm), ("TN", tm)] };
+    let key = KernelKey { family, entry: "matmul_wg", specialise: vec![("TM4", tm / 4), ("TN4", tm / 4)] };
     let block = STAGED_WG[0] as usize * tm as usize;
     let groups = [n.div_ceil(block) as u32, m.div_ceil(block) as u32, 1];
     let mut inputs = vec![buf(a), buf(b)];
