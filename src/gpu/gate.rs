@@ -44,10 +44,18 @@ impl GpuContext {
         });
         let gate = KernelKey::new("gate", "gate_dispatches");
         let params = GateParams { count: 0, flag_index, from_latch: 0 };
-        self.dispatch("gate", &gate, &params, &[flag, buffers.templates.view()], &[buffers.args.view()], [1, 1, 1])?;
         let slot_bytes =
             uniform_binding_bytes(std::mem::size_of::<GateParams>()).div_ceil(self.uniform_align) * self.uniform_align;
-        self.batch.lock().unwrap().open_gate(flag_index, slot_bytes, buffers.templates.raw(), buffers.args.raw());
+        let (templates, args) = (buffers.templates.raw(), buffers.args.raw());
+        self.dispatch_then(
+            "gate",
+            &gate,
+            &params,
+            &[flag, buffers.templates.view()],
+            &[buffers.args.view()],
+            [1, 1, 1],
+            |batch| batch.open_gate(flag_index, slot_bytes, templates, args),
+        )?;
         let result = region();
         // The gate completed with the region's counts, also when the region failed (what it
         // recorded is submitted with the next batch).

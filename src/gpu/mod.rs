@@ -208,6 +208,22 @@ impl GpuContext {
         outputs: &[BufferView],
         workgroups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_then(op, kernel, params, inputs, outputs, workgroups, |_| {})
+    }
+
+    /// [`GpuContext::dispatch`], then `then` on the batch under the same lock as the recording
+    /// (no other thread's dispatch or submission comes between; the gate of a gated region).
+    #[allow(clippy::too_many_arguments)]
+    fn dispatch_then<P: KernelParams>(
+        &self,
+        op: &str,
+        kernel: &KernelKey,
+        params: &P,
+        inputs: &[BufferView],
+        outputs: &[BufferView],
+        workgroups: [u32; 3],
+        then: impl FnOnce(&mut Batch),
+    ) -> Result<()> {
         const { assert!(std::mem::size_of::<P>() <= MAX_PARAM_BYTES, "parameter struct too large") };
         let family = crate::kernels::family(kernel.family);
         assert!(
@@ -246,6 +262,7 @@ impl GpuContext {
             batch.submit(&self.device, &self.queue, &self.uniforms, None)?;
         }
         batch.record(op, pipeline, bind_group, params, slot, workgroups);
+        then(&mut batch);
         Ok(())
     }
 
