@@ -819,6 +819,10 @@ fn gated_regions_latch_their_flag_across_waits_inside() {
         .unwrap()
     });
     assert_eq!(other, vec![3.0; 4], "another thread's op inside a closed region");
+    // A region that fails is closed all the same: the next one opens.
+    let failed: geopath::Result<()> = cg::while_active(&state, || Err(Error::Invalid("inside".into())));
+    assert!(matches!(failed, Err(Error::Invalid(_))));
+    cg::while_active(&state, || Ok(())).unwrap();
 }
 
 /// The multiplier form with its CG scalars on the device (the hardware variant) finds the

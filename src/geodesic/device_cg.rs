@@ -6,8 +6,11 @@
 //! and the work counted for them is taken back once the state is read, at the end, with the
 //! final values in the same wait. So a Steihaug–Toint solve waits twice (`‖β g‖²` before the
 //! loop, the state after it) and a solve on `(G + μI) x = b` once, instead of two or three
-//! times per iteration; both do, and count, the iterations the host solvers do
-//! (`solver.rs`), with f32 scalars instead of f64.
+//! times per iteration; both run the iterations the host solvers run (`solver.rs`), with f32
+//! scalars instead of f64, and count them with a few vector ops more (the first Steihaug
+//! iteration's `zᵀd`; in the last iteration, the dots and updates after its end test). The
+//! metric product must leave no host state behind (it does not in eval mode): an iteration
+//! that does not run leaves what its ops recorded on the host uncomputed.
 
 use super::solver::{apply, CgEnd, CgSolve, StepReport};
 use crate::cost;

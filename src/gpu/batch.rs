@@ -202,8 +202,8 @@ impl Batch {
 
     /// Encodes the recorded dispatches in one compute pass, then `after` (a copy for a
     /// readback), and submits them, writing the parameters to `uniforms` first; nothing when
-    /// there is neither. Leaves the batch empty, also on error. Refused inside a gated region,
-    /// whose gate must be completed before its pass is encoded.
+    /// there is neither. Leaves the batch empty, also on error. Inside a gated region, the gate
+    /// is completed for the part recorded so far and the region continues behind a new gate.
     pub(crate) fn submit(
         &mut self,
         device: &wgpu::Device,

@@ -13,7 +13,9 @@
 //! host code reading what the region computed then reads stale values if the region was
 //! closed. At most `GATE_SLOTS` dispatches per submission. A region gates the dispatches of
 //! the thread that records it; other threads' dispatches, recorded in the same batches, run as
-//! usual, and another thread's region waits until this one is recorded.
+//! usual, and another thread's region waits until this one is recorded. What the host keeps
+//! from ops recorded in a region that does not run (e.g. a network's train-mode batch
+//! statistics) refers to values never computed: such ops do not belong in a region.
 
 use super::{uniform_binding_bytes, BufferView, GpuBuffer, GpuContext, KernelKey};
 use crate::error::{Error, Result};
@@ -56,10 +58,18 @@ impl GpuContext {
             [1, 1, 1],
             |batch| batch.open_gate(flag_index, slot_bytes, templates, args),
         )?;
-        let result = region();
-        // The gate completed with the region's counts, also when the region failed (what it
-        // recorded is submitted with the next batch).
-        self.batch.lock().unwrap().close_gate(&self.queue);
-        result
+        // The gate is completed with the region's counts also when the region fails or panics
+        // (what it recorded is submitted with the next batch).
+        let _close = CloseOnDrop(self);
+        region()
+    }
+}
+
+/// Closes this thread's open region when dropped.
+struct CloseOnDrop<'a>(&'a GpuContext);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.batch.lock().unwrap_or_else(|e| e.into_inner()).close_gate(&self.0.queue);
     }
 }
