@@ -12,7 +12,7 @@
 //! metric product must leave no host state behind (it does not in eval mode): an iteration
 //! that does not run leaves what its ops recorded on the host uncomputed.
 
-use super::solver::{apply, CgEnd, CgSolve, StepReport};
+use super::solver::{apply, steihaug_report, CgEnd, CgSolve, StepReport};
 use crate::cost;
 use crate::error::{Error, Result};
 use crate::kernels::{
@@ -94,16 +94,7 @@ pub(super) fn steihaug_cg(
     let (v, iterations) = read_state(&state, &[&zz, &zr, &cz], &counted)?;
     let boundary = v[CG_BOUNDARY as usize] != 0.0;
     let tail = &v[CG_STATE_LEN as usize..];
-    let (zz, zr, cz) = (tail[0] as f64, tail[1] as f64, tail[2] as f64);
-    let multiplier = if boundary && zz > 0.0 { (-zr / (2.0 * zz)).max(0.0) } else { 0.0 };
-    Ok(StepReport {
-        theta: z,
-        norm: zz.sqrt() as f32,
-        boundary,
-        iterations,
-        model_value: (0.5 * (zr + cz)) as f32,
-        multiplier: multiplier as f32,
-    })
+    Ok(steihaug_report(z, [tail[0], tail[1], tail[2]], boundary, iterations))
 }
 
 /// The CG solve of `(G + μI) x = b` from `x = 0` (`solver::cg`) with its scalars on the device

@@ -178,16 +178,22 @@ pub fn steihaug_cg(
         rr = rr_new;
     }
     let v = flat::dot_values(&[(&z, &z), (&z, &r), (&c, &z)])?;
-    let (zz, zr, cz) = (v[0] as f64, v[1] as f64, v[2] as f64);
+    Ok(steihaug_report(z, [v[0], v[1], v[2]], boundary, iterations))
+}
+
+/// The report of a Steihaug–Toint solve ending at `z` from `[‖z‖², ⟨z, r⟩, ⟨c, z⟩]`: the
+/// model value from the recursive residual and, on the boundary, the least-squares multiplier.
+pub(super) fn steihaug_report(z: Tensor, dots: [f32; 3], boundary: bool, iterations: usize) -> StepReport {
+    let [zz, zr, cz] = dots.map(|v| v as f64);
     let multiplier = if boundary && zz > 0.0 { (-zr / (2.0 * zz)).max(0.0) } else { 0.0 };
-    Ok(StepReport {
+    StepReport {
         theta: z,
         norm: zz.sqrt() as f32,
         boundary,
         iterations,
         model_value: (0.5 * (zr + cz)) as f32,
         multiplier: multiplier as f32,
-    })
+    }
 }
 
 /// How a CG solve ended.
