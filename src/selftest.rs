@@ -1,7 +1,7 @@
 //! `geopath selftest`: the chosen device against the native CPU backend on the shapes the
 //! experiments run, for a machine where the test suite cannot run (no Rust toolchain on a lent
 //! GPU): each layout of a matrix product; LeNet-300-100 at batch 200 end to end (logits, JVP,
-//! loss gradient, Hessian-vector product); VGG11-BN at batch 8 (logits and JVP end to end,
+//! loss gradient, Hessian-vector product, a Steihaug–Toint step); VGG11-BN at batch 8 (logits and JVP end to end,
 //! then each layer's ops on the same inputs: every convolution forward, JVP, data and weight
 //! gradient, BatchNorm's training forward and backward, max pooling and its backward). Each
 //! case reports the relative error `‖device − cpu‖ / ‖cpu‖`.
@@ -14,6 +14,7 @@
 use crate::autodiff;
 use crate::device::Device;
 use crate::error::Result;
+use crate::geodesic::{steihaug_cg, Metric, MetricKind};
 use crate::nn::network::Network;
 use crate::ops::conv::{conv2d, conv2d_backward_data, conv2d_backward_weight, conv2d_jvp};
 use crate::ops::matmul::{matmul_ex, MatmulOpts};
@@ -101,6 +102,16 @@ pub fn run(device: &Device) -> Result<Vec<Case>> {
         let (_, h) = autodiff::loss_hvp(&net, &w, &v, &x, &y)?;
         let (_, hc) = autodiff::loss_hvp(&cpu, &wc, &vc, &xc, &yc)?;
         push(what("Hessian-vector product (training mode)"), &h, &hc)?;
+        for n in [&net, &cpu] {
+            n.set_train(false);
+        }
+        // Ten Steihaug–Toint iterations in the Fisher metric, inside the ball (scalars on the
+        // device on hardware GPUs, on the host on the CPU backend).
+        let step = |n: &Network, w: &Tensor, x: &Tensor, g: &Tensor| -> Result<Tensor> {
+            let metric = Metric::new(n, w.clone(), x.clone(), None, MetricKind::Fisher, 1e-3)?;
+            Ok(steihaug_cg(&|v: &Tensor| metric.apply(v), g, 1.0, 1e3, 10, 0.0)?.theta)
+        };
+        push(what("Steihaug-Toint step (10 Fisher products)"), &step(&net, &w, &x, &g)?, &step(&cpu, &wc, &xc, &gc)?)?;
     }
     vgg_layers(device, &mut push)?;
     Ok(cases)

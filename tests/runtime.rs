@@ -182,8 +182,8 @@ fn the_selftest_passes_on_the_wgpu_adapter_and_reports_every_case() {
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(report["pass"], true);
     let cases = report["cases"].as_array().unwrap();
-    // 3 matrix products, 4 LeNet cases, VGG's logits and JVP, 9 ops for each of 8 conv layers.
-    assert_eq!(cases.len(), 3 + 4 + 2 + 9 * 8, "{stdout}");
+    // 3 matrix products, 5 LeNet cases, VGG's logits and JVP, 9 ops for each of 8 conv layers.
+    assert_eq!(cases.len(), 3 + 5 + 2 + 9 * 8, "{stdout}");
     assert!(cases.iter().all(|c| c["relative_error"].as_f64().unwrap() <= 1e-3));
 }
 
